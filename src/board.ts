@@ -1,0 +1,152 @@
+/**
+ * Shared memory between the main thread and the worker threads.
+ *
+ * The *slot board* (one per executor) has a row per node task in flight. The main
+ * thread writes a row's stop request; the worker running the task writes which thread
+ * holds it, which node of the segment runs, and when it started. The main thread reads
+ * those facts at a deadline without a message round trip, even while the worker is
+ * stuck in a node's code.
+ *
+ * A *thread card* (one per worker thread, made by the worker) says whose code holds
+ * the thread right now and how long nodes' synchronous code has held it in all. The
+ * main thread uses it to tell a node that blocks its thread from the nodes it starves.
+ *
+ * A worker writes its rows and its card inside a sequence lock (`SEQ` odd while
+ * writing) so the main thread never reads a half-written picture.
+ */
+
+/** Why the main thread asks a task to stop. The worker shows it as `ctx.signal.reason`. */
+export const Stop = {
+  None: 0,
+  Cancel: 1,
+  NodeTimeout: 2,
+  PipelineTimeout: 3,
+  /** Another node of the run failed. */
+  Failure: 4,
+} as const;
+export type StopCode = (typeof Stop)[keyof typeof Stop];
+
+// Slot row, Int32 fields.
+export const S_STOP = 0;
+export const S_THREAD = 1;
+/** Index (within the segment) of the node running, -1 before the first starts. */
+export const S_NODE = 2;
+export const SLOT_I32 = 4;
+// Slot row, Float64 fields.
+export const S_STARTED_AT = 0;
+/** The thread's `T_BUSY_TOTAL` when the node started. */
+export const S_BUSY_AT_START = 1;
+/** Time this node's own synchronous code has held its thread. */
+export const S_OWN_SYNC = 2;
+export const SLOT_F64 = 4;
+
+// Thread card, Int32 fields.
+export const T_SEQ = 0;
+/** Slot + 1 of the task whose node code is running on the thread, 0 for none. */
+export const T_HOLDER = 1;
+// Thread card, Float64 fields (after the 16 bytes of Int32 fields).
+export const T_HOLDER_SINCE = 0;
+/** Total time nodes' synchronous code has held the thread. */
+export const T_BUSY_TOTAL = 1;
+export const CARD_BYTES = 32;
+
+export interface BoardMemory {
+  readonly capacity: number;
+  readonly i32: SharedArrayBuffer;
+  readonly f64: SharedArrayBuffer;
+}
+
+export function createBoardMemory(capacity: number): BoardMemory {
+  return {
+    capacity,
+    i32: new SharedArrayBuffer(capacity * SLOT_I32 * 4),
+    f64: new SharedArrayBuffer(capacity * SLOT_F64 * 8),
+  };
+}
+
+export class ThreadCard {
+  readonly i32: Int32Array;
+  readonly f64: Float64Array;
+
+  constructor(readonly buffer: SharedArrayBuffer) {
+    this.i32 = new Int32Array(buffer, 0, 4);
+    this.f64 = new Float64Array(buffer, 16, 2);
+  }
+}
+
+/** What the main thread reads of a task at a deadline. */
+export type TaskProgress =
+  | { readonly started: false }
+  | {
+      readonly started: true;
+      /** Index within the segment of the node running. */
+      readonly node: number;
+      /** Time the node has had its thread: since its start, less what other nodes' synchronous code took. */
+      readonly elapsedMs: number;
+      /** The node's own synchronous code holds the thread right now. */
+      readonly holdsThread: boolean;
+    };
+
+const NOT_STARTED: TaskProgress = Object.freeze({ started: false });
+
+/** The main thread's view of the board. */
+export class Board {
+  readonly i32: Int32Array;
+  readonly f64: Float64Array;
+
+  constructor(readonly memory: BoardMemory) {
+    this.i32 = new Int32Array(memory.i32);
+    this.f64 = new Float64Array(memory.f64);
+  }
+
+  /** Readies a row for a new task. */
+  reset(slot: number): void {
+    const base = slot * SLOT_I32;
+    Atomics.store(this.i32, base + S_STOP, Stop.None);
+    Atomics.store(this.i32, base + S_THREAD, 0);
+    Atomics.store(this.i32, base + S_NODE, -1);
+  }
+
+  requestStop(slot: number, code: StopCode): void {
+    Atomics.compareExchange(this.i32, slot * SLOT_I32 + S_STOP, Stop.None, code);
+  }
+
+  /** Thread id of the worker that took the task, 0 while it is on its way. */
+  threadOf(slot: number): number {
+    return Atomics.load(this.i32, slot * SLOT_I32 + S_THREAD);
+  }
+
+  nodeOf(slot: number): number {
+    return Atomics.load(this.i32, slot * SLOT_I32 + S_NODE);
+  }
+
+  /** Reads a task's progress consistently with its thread's card. */
+  progress(slot: number, card: ThreadCard | undefined, now: number): TaskProgress {
+    const base = slot * SLOT_I32;
+    if (card === undefined) {
+      return Atomics.load(this.i32, base + S_NODE) < 0 ? NOT_STARTED : this.readProgress(slot, undefined, now);
+    }
+    for (let attempt = 0; ; attempt++) {
+      const seq = Atomics.load(card.i32, T_SEQ);
+      // A writer killed mid-write leaves SEQ odd for good: after a few tries, read anyway.
+      if ((seq & 1) === 1 && attempt < 64) continue;
+      const progress = this.readProgress(slot, card, now);
+      if (Atomics.load(card.i32, T_SEQ) === seq || attempt >= 64) return progress;
+    }
+  }
+
+  private readProgress(slot: number, card: ThreadCard | undefined, now: number): TaskProgress {
+    const node = Atomics.load(this.i32, slot * SLOT_I32 + S_NODE);
+    if (node < 0) return NOT_STARTED;
+    const row = slot * SLOT_F64;
+    const startedAt = this.f64[row + S_STARTED_AT] ?? now;
+    if (card === undefined) return { started: true, node, elapsedMs: now - startedAt, holdsThread: false };
+    const holder = Atomics.load(card.i32, T_HOLDER);
+    const holding = holder === 0 ? 0 : now - (card.f64[T_HOLDER_SINCE] ?? now);
+    const busyNow = (card.f64[T_BUSY_TOTAL] ?? 0) + holding;
+    const holdsThread = holder === slot + 1;
+    const own = (this.f64[row + S_OWN_SYNC] ?? 0) + (holdsThread ? holding : 0);
+    const others = busyNow - (this.f64[row + S_BUSY_AT_START] ?? 0) - own;
+    return { started: true, node, elapsedMs: now - startedAt - Math.max(0, others), holdsThread };
+  }
+}

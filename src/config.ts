@@ -1,0 +1,201 @@
+import { availableParallelism } from 'node:os';
+import type { ResourceLimits } from 'node:worker_threads';
+
+/** Deadlines. Each may be `Infinity` to mean "no deadline". */
+export interface TimeoutOptions {
+  /**
+   * How long a node may run, counted from when its code starts in the worker. A node's
+   * own `timeoutMs` takes precedence.
+   * @default 30000
+   */
+  readonly nodeTimeoutMs?: number;
+  /**
+   * How long a whole run may take, counted from the `executePipeline` call.
+   * @default 300000
+   */
+  readonly pipelineTimeoutMs?: number;
+  /**
+   * After a node's `ctx.signal` aborts, how long it has to settle before the thread
+   * running it is terminated.
+   * @default 100
+   */
+  readonly cleanupGraceMs?: number;
+}
+
+/** Options of `new PipelineExecutor(options)`. */
+export interface ExecutorOptions {
+  /** Default deadlines of every run; a run's own `timeouts` override them field by field. */
+  readonly timeouts?: TimeoutOptions;
+  /**
+   * Worker threads in the pool, kept warm for the executor's lifetime.
+   * @default os.availableParallelism()
+   */
+  readonly threads?: number;
+  /**
+   * Node tasks a thread holds at once. Asynchronous nodes interleave on a thread;
+   * synchronous ones take turns.
+   * @default 1024
+   */
+  readonly tasksPerThread?: number;
+  /**
+   * V8 heap limits of each worker thread. A node that exceeds them fails its run with
+   * a `WorkerCrashedException`; the thread is replaced.
+   * @default undefined (Node's defaults)
+   */
+  readonly resourceLimits?: ResourceLimits;
+  /**
+   * How long `close()` lets in-flight runs finish before cancelling them.
+   * @default 10000
+   */
+  readonly closeTimeoutMs?: number;
+}
+
+/** Timeouts after defaults and overrides are applied. */
+export interface ResolvedTimeouts {
+  readonly nodeTimeoutMs: number;
+  readonly pipelineTimeoutMs: number;
+  readonly cleanupGraceMs: number;
+}
+
+export interface ResolvedOptions {
+  readonly timeouts: ResolvedTimeouts;
+  readonly threads: number;
+  readonly tasksPerThread: number;
+  readonly resourceLimits: ResourceLimits | undefined;
+  readonly closeTimeoutMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: ResolvedTimeouts = Object.freeze({
+  nodeTimeoutMs: 30_000,
+  pipelineTimeoutMs: 300_000,
+  cleanupGraceMs: 100,
+});
+
+export const DEFAULTS = Object.freeze({
+  threads: availableParallelism(),
+  tasksPerThread: 1024,
+  closeTimeoutMs: 10_000,
+});
+
+const TIMEOUT_KEYS = ['nodeTimeoutMs', 'pipelineTimeoutMs', 'cleanupGraceMs'] as const;
+const OPTION_KEYS = ['timeouts', 'threads', 'tasksPerThread', 'resourceLimits', 'closeTimeoutMs'] as const;
+const RESOURCE_LIMIT_KEYS = ['maxOldGenerationSizeMb', 'maxYoungGenerationSizeMb', 'codeRangeSizeMb', 'stackSizeMb'] as const;
+
+/**
+ * Validates executor options and fills in defaults.
+ * @throws {TypeError} for an unknown key or a value of the wrong type.
+ * @throws {RangeError} for a value out of range.
+ */
+export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOptions {
+  if (options === undefined) options = {};
+  expectPlainObject(options, 'options');
+  rejectUnknownKeys(options, OPTION_KEYS, 'options');
+  const opts = options as ExecutorOptions;
+
+  const threads = opts.threads ?? DEFAULTS.threads;
+  expectInteger(threads, 'threads', 1);
+  const tasksPerThread = opts.tasksPerThread ?? DEFAULTS.tasksPerThread;
+  expectInteger(tasksPerThread, 'tasksPerThread', 1);
+  const closeTimeoutMs = opts.closeTimeoutMs ?? DEFAULTS.closeTimeoutMs;
+  expectDuration(closeTimeoutMs, 'closeTimeoutMs');
+
+  let resourceLimits: ResourceLimits | undefined;
+  if (opts.resourceLimits !== undefined) {
+    expectPlainObject(opts.resourceLimits, 'resourceLimits');
+    rejectUnknownKeys(opts.resourceLimits, RESOURCE_LIMIT_KEYS, 'resourceLimits');
+    for (const key of RESOURCE_LIMIT_KEYS) {
+      const value = opts.resourceLimits[key];
+      if (value !== undefined) expectPositiveFinite(value, `resourceLimits.${key}`);
+    }
+    resourceLimits = { ...opts.resourceLimits };
+  }
+
+  return {
+    timeouts: resolveTimeouts(DEFAULT_TIMEOUTS, opts.timeouts, 'timeouts'),
+    threads,
+    tasksPerThread,
+    resourceLimits,
+    closeTimeoutMs,
+  };
+}
+
+/**
+ * Applies `overrides` over `base`, field by field.
+ * @throws {TypeError|RangeError} naming the field for a bad value or an unknown key.
+ */
+export function resolveTimeouts(
+  base: ResolvedTimeouts,
+  overrides: TimeoutOptions | undefined,
+  path: string,
+): ResolvedTimeouts {
+  if (overrides === undefined) return base;
+  expectPlainObject(overrides, path);
+  rejectUnknownKeys(overrides, TIMEOUT_KEYS, path);
+  const out = { ...base };
+  for (const key of TIMEOUT_KEYS) {
+    const value = overrides[key];
+    if (value === undefined) continue;
+    expectDuration(value, `${path}.${key}`);
+    out[key] = value;
+  }
+  return out;
+}
+
+/** A duration in milliseconds: a non-negative number, or `Infinity`. */
+export function expectDuration(value: unknown, name: string): asserts value is number {
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    throw new TypeError(`Expected \`${name}\` to be a non-negative number of milliseconds or Infinity, got ${show(value)}`);
+  }
+  if (value < 0) {
+    throw new RangeError(`Expected \`${name}\` to be a non-negative number of milliseconds or Infinity, got ${show(value)}`);
+  }
+}
+
+function expectInteger(value: unknown, name: string, min: number): asserts value is number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw new TypeError(`Expected \`${name}\` to be an integer, got ${show(value)}`);
+  }
+  if (value < min) {
+    throw new RangeError(`Expected \`${name}\` to be an integer of at least ${min}, got ${show(value)}`);
+  }
+}
+
+function expectPositiveFinite(value: unknown, name: string): asserts value is number {
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    throw new TypeError(`Expected \`${name}\` to be a positive finite number, got ${show(value)}`);
+  }
+  if (!(value > 0) || !Number.isFinite(value)) {
+    throw new RangeError(`Expected \`${name}\` to be a positive finite number, got ${show(value)}`);
+  }
+}
+
+export function expectPlainObject(value: unknown, name: string): asserts value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new TypeError(`Expected \`${name}\` to be an object, got ${show(value)}`);
+  }
+}
+
+export function rejectUnknownKeys(value: object, known: readonly string[], name: string): void {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      throw new TypeError(`Unknown option \`${name}.${key}\`; known options are: ${known.join(', ')}`);
+    }
+  }
+}
+
+/** `\`-1\` (number)`, as p-queue words it. */
+export function show(value: unknown): string {
+  let text: string;
+  if (typeof value === 'string') text = JSON.stringify(value);
+  else if (typeof value === 'bigint') text = `${value}n`;
+  else if (typeof value === 'function') text = `[Function ${value.name || 'anonymous'}]`;
+  else if (typeof value === 'object' && value !== null) {
+    try {
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      text = Object.prototype.toString.call(value);
+    }
+  } else text = String(value);
+  const type = value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
+  return `\`${text}\` (${type})`;
+}

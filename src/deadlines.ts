@@ -1,0 +1,70 @@
+/**
+ * Where node timeouts are enforced.
+ *
+ * A node's time counts from when its code starts in the worker, less the time other
+ * nodes' synchronous code held its thread (they starve it; they are to blame, not it).
+ * The worker publishes both facts on the shared board; this watch reads them.
+ *
+ * One timer per segment in flight, armed lazily: at first for the earliest moment the
+ * running node could be overdue. When it fires it reads the node's progress and either
+ * declares the node overdue or sleeps for exactly the time the node still has. So a
+ * segment that finishes in time costs one timer, and a deadline is never missed by
+ * more than the timer's own lateness.
+ */
+import type { SegmentTicket } from './dispatch';
+
+/** The longest delay `setTimeout` takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export class NodeDeadlineWatch {
+  private timer: NodeJS.Timeout | undefined;
+
+  /**
+   * @param ticket the segment in flight.
+   * @param timeouts timeout of each node of the segment, in order (`Infinity` for none).
+   * @param first index of the first node that runs.
+   * @param onOverdue called once, with the index of the node that ran out of time.
+   */
+  constructor(
+    private readonly ticket: SegmentTicket,
+    private readonly timeouts: readonly number[],
+    private readonly first: number,
+    private readonly onOverdue: (node: number) => void,
+  ) {
+    this.arm(this.waitFrom(first));
+  }
+
+  clear(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private check = (): void => {
+    this.timer = undefined;
+    const progress = this.ticket.progress();
+    if (!progress.started) {
+      this.arm(this.waitFrom(this.first));
+      return;
+    }
+    const timeout = this.timeouts[progress.node] ?? Infinity;
+    if (timeout === Infinity) {
+      this.arm(this.waitFrom(progress.node + 1));
+      return;
+    }
+    const remaining = timeout - progress.elapsedMs;
+    if (remaining <= 0) this.onOverdue(progress.node);
+    else this.arm(remaining);
+  };
+
+  /** The shortest finite timeout from node `index` on: no later node can be overdue sooner. */
+  private waitFrom(index: number): number {
+    let shortest = Infinity;
+    for (let i = index; i < this.timeouts.length; i++) shortest = Math.min(shortest, this.timeouts[i] ?? Infinity);
+    return shortest;
+  }
+
+  private arm(delayMs: number): void {
+    if (delayMs === Infinity) return;
+    this.timer = setTimeout(this.check, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(delayMs))));
+  }
+}

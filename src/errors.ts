@@ -1,0 +1,263 @@
+/**
+ * Every error the orchestrator raises. Each class has a fixed `name`, a stable
+ * `code` users can match on as well as `instanceof`, and its facts as fields.
+ *
+ * ```
+ * OrchestratorException                     ERR_ORCHESTRATOR
+ * ├── TimeoutException                      ERR_TIMEOUT
+ * │   ├── NodeTimeoutException              ERR_NODE_TIMEOUT
+ * │   └── PipelineTimeoutException          ERR_PIPELINE_TIMEOUT
+ * ├── CancellationException                 ERR_CANCELLED
+ * ├── PipelineDefinitionError               ERR_PIPELINE_DEFINITION
+ * ├── WorkerCrashedException                ERR_WORKER_CRASHED
+ * ├── NodeOutputError                       ERR_NODE_OUTPUT
+ * ├── NonErrorThrownException               ERR_NON_ERROR_THROWN
+ * └── ExecutorClosedException               ERR_EXECUTOR_CLOSED
+ * ```
+ */
+
+/** Outputs of the nodes that completed, by node id. */
+export type PartialResults = Record<string, unknown>;
+
+/** Base class of every error raised by the orchestrator itself. */
+export class OrchestratorException extends Error {
+  /** A stable identifier for the kind of error, such as `ERR_NODE_TIMEOUT`. */
+  readonly code: string = 'ERR_ORCHESTRATOR';
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+
+  override get name(): string {
+    return 'OrchestratorException';
+  }
+}
+
+/** A deadline passed: see {@link NodeTimeoutException} and {@link PipelineTimeoutException}. */
+export class TimeoutException extends OrchestratorException {
+  override readonly code: string = 'ERR_TIMEOUT';
+  /** The deadline that passed, in milliseconds. */
+  readonly timeoutMs: number;
+
+  constructor(message: string, timeoutMs: number, options?: ErrorOptions) {
+    super(message, options);
+    this.timeoutMs = timeoutMs;
+  }
+
+  override get name(): string {
+    return 'TimeoutException';
+  }
+}
+
+/**
+ * A node ran longer than its timeout. The time counts from when the node's code
+ * started running in its worker, without the time its thread spent running other
+ * nodes' synchronous code.
+ */
+export class NodeTimeoutException extends TimeoutException {
+  override readonly code = 'ERR_NODE_TIMEOUT';
+  readonly nodeId: string;
+  readonly pipelineId: string;
+  readonly runId: string;
+
+  constructor(args: { nodeId: string; pipelineId: string; runId: string; timeoutMs: number }) {
+    super(
+      `Node "${args.nodeId}" of pipeline "${args.pipelineId}" timed out after ${args.timeoutMs} ms`,
+      args.timeoutMs,
+    );
+    this.nodeId = args.nodeId;
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+  }
+
+  override get name(): string {
+    return 'NodeTimeoutException';
+  }
+}
+
+/** A run did not finish within its pipeline timeout, counted from the call. */
+export class PipelineTimeoutException extends TimeoutException {
+  override readonly code = 'ERR_PIPELINE_TIMEOUT';
+  readonly pipelineId: string;
+  readonly runId: string;
+  /** Ids of the nodes that completed before the deadline, in completion order. */
+  readonly completedNodes: readonly string[];
+  /** Outputs of those nodes, by id. */
+  readonly partialResults: PartialResults;
+
+  constructor(args: {
+    pipelineId: string;
+    runId: string;
+    timeoutMs: number;
+    completedNodes: readonly string[];
+    partialResults: PartialResults;
+  }) {
+    super(
+      `Pipeline "${args.pipelineId}" timed out after ${args.timeoutMs} ms ` +
+        `with ${args.completedNodes.length} node(s) completed`,
+      args.timeoutMs,
+    );
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+    this.completedNodes = args.completedNodes;
+    this.partialResults = args.partialResults;
+  }
+
+  override get name(): string {
+    return 'PipelineTimeoutException';
+  }
+}
+
+/** The run was cancelled by its caller (an AbortSignal, a handle or the executor closing). */
+export class CancellationException extends OrchestratorException {
+  override readonly code = 'ERR_CANCELLED';
+  readonly pipelineId: string;
+  readonly runId: string;
+  /** What the canceller gave: `signal.reason` for an AbortSignal. */
+  readonly reason: unknown;
+  /** Ids of the nodes that completed before the cancellation, in completion order. */
+  readonly completedNodes: readonly string[];
+  /** Outputs of those nodes, by id. */
+  readonly partialResults: PartialResults;
+
+  constructor(args: {
+    pipelineId: string;
+    runId: string;
+    reason: unknown;
+    completedNodes: readonly string[];
+    partialResults: PartialResults;
+  }) {
+    super(`Pipeline "${args.pipelineId}" was cancelled: ${describeReason(args.reason)}`, {
+      cause: args.reason,
+    });
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+    this.reason = args.reason;
+    this.completedNodes = args.completedNodes;
+    this.partialResults = args.partialResults;
+  }
+
+  override get name(): string {
+    return 'CancellationException';
+  }
+}
+
+/**
+ * A pipeline definition is wrong (thrown before any node runs), or a node's module
+ * could not be loaded or does not export a function (the run fails as soon as a worker
+ * finds out, and no later node of that run starts).
+ */
+export class PipelineDefinitionError extends OrchestratorException {
+  override readonly code = 'ERR_PIPELINE_DEFINITION';
+  readonly pipelineId: string | undefined;
+  /** The node at fault, when there is one. */
+  readonly nodeId: string | undefined;
+
+  constructor(message: string, args: { pipelineId?: string; nodeId?: string; cause?: unknown } = {}) {
+    super(message, args.cause === undefined ? undefined : { cause: args.cause });
+    this.pipelineId = args.pipelineId;
+    this.nodeId = args.nodeId;
+  }
+
+  override get name(): string {
+    return 'PipelineDefinitionError';
+  }
+}
+
+/**
+ * The worker thread running a node died under it: the node called `process.exit()`,
+ * threw from a callback after it returned, or ran out of memory.
+ */
+export class WorkerCrashedException extends OrchestratorException {
+  override readonly code = 'ERR_WORKER_CRASHED';
+  readonly nodeId: string;
+  readonly pipelineId: string;
+  readonly runId: string;
+  /** The thread's exit code, when it exited. */
+  readonly exitCode: number | undefined;
+
+  constructor(args: { nodeId: string; pipelineId: string; runId: string; exitCode?: number; cause?: unknown }) {
+    const how = args.exitCode === undefined ? 'crashed' : `exited with code ${args.exitCode}`;
+    super(
+      `The worker thread running node "${args.nodeId}" of pipeline "${args.pipelineId}" ${how}`,
+      args.cause === undefined ? undefined : { cause: args.cause },
+    );
+    this.nodeId = args.nodeId;
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+    this.exitCode = args.exitCode;
+  }
+
+  override get name(): string {
+    return 'WorkerCrashedException';
+  }
+}
+
+/** A node returned a value that cannot cross threads (a function, a class instance with methods...). */
+export class NodeOutputError extends OrchestratorException {
+  override readonly code = 'ERR_NODE_OUTPUT';
+  readonly nodeId: string;
+  readonly pipelineId: string;
+  readonly runId: string;
+
+  constructor(args: { nodeId: string; pipelineId: string; runId: string; cause?: unknown }) {
+    super(
+      `Node "${args.nodeId}" of pipeline "${args.pipelineId}" returned a value that cannot be ` +
+        `sent between threads${args.cause instanceof Error ? `: ${args.cause.message}` : ''}`,
+      args.cause === undefined ? undefined : { cause: args.cause },
+    );
+    this.nodeId = args.nodeId;
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+  }
+
+  override get name(): string {
+    return 'NodeOutputError';
+  }
+}
+
+/** A node threw something that is not an Error (a string, a number, a plain object). */
+export class NonErrorThrownException extends OrchestratorException {
+  override readonly code = 'ERR_NON_ERROR_THROWN';
+  readonly nodeId: string;
+  readonly pipelineId: string;
+  readonly runId: string;
+  /** The thrown value, as it crossed threads. */
+  readonly value: unknown;
+
+  constructor(args: { nodeId: string; pipelineId: string; runId: string; value: unknown }) {
+    super(`Node "${args.nodeId}" of pipeline "${args.pipelineId}" threw a non-Error value: ${describeReason(args.value)}`);
+    this.nodeId = args.nodeId;
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+    this.value = args.value;
+  }
+
+  override get name(): string {
+    return 'NonErrorThrownException';
+  }
+}
+
+/** The executor is closing or closed and takes no new runs. */
+export class ExecutorClosedException extends OrchestratorException {
+  override readonly code = 'ERR_EXECUTOR_CLOSED';
+
+  constructor(message = 'The executor is closed and accepts no new runs') {
+    super(message);
+  }
+
+  override get name(): string {
+    return 'ExecutorClosedException';
+  }
+}
+
+function describeReason(reason: unknown): string {
+  if (reason instanceof Error) return `${reason.name}: ${reason.message}`;
+  if (typeof reason === 'string') return reason;
+  if (reason === undefined) return 'no reason given';
+  try {
+    return JSON.stringify(reason) ?? String(reason);
+  } catch {
+    return String(reason);
+  }
+}

@@ -1,0 +1,19 @@
+export { PipelineExecutor } from './executor';
+export {
+  OrchestratorException,
+  TimeoutException,
+  NodeTimeoutException,
+  PipelineTimeoutException,
+  CancellationException,
+  PipelineDefinitionError,
+  WorkerCrashedException,
+  NodeOutputError,
+  NonErrorThrownException,
+  ExecutorClosedException,
+} from './errors';
+export { DEFAULT_TIMEOUTS } from './config';
+
+export type { ExecutorOptions, TimeoutOptions } from './config';
+export type { NodeDefinition, PipelineRequest } from './pipeline';
+export type { NodeContext, NodeFunction } from './node';
+export type { PartialResults } from './errors';

@@ -1,0 +1,26 @@
+/** What a node function receives besides its input. */
+export interface NodeContext<Params = unknown> {
+  /**
+   * Aborts when the node should stop: its timeout or the pipeline's passed
+   * (`reason.name === 'TimeoutError'`), the run was cancelled or another node of it
+   * failed (`'AbortError'`). A node that has not settled `cleanupGraceMs` later has
+   * its thread terminated.
+   */
+  readonly signal: AbortSignal;
+  /** The node definition's `params`. */
+  readonly params: Params;
+  readonly nodeId: string;
+  readonly pipelineId: string;
+  /** Unique per `executePipeline` call. */
+  readonly runId: string;
+}
+
+/**
+ * A node: takes its input (the previous node's output, or the pipeline's input, or
+ * `{ [depId]: output }` for several dependencies) and returns its output or a
+ * promise of it. Inputs and outputs cross threads by structured clone.
+ */
+export type NodeFunction<Input = unknown, Output = unknown, Params = unknown> = (
+  input: Input,
+  ctx: NodeContext<Params>,
+) => Output | Promise<Output>;

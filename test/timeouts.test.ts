@@ -1,0 +1,164 @@
+import { expect } from 'chai';
+import { NodeTimeoutException, PipelineTimeoutException, type NodeDefinition } from '../src/index';
+import { ABORTED, CLEANUP, COMPLETED, Probe, STARTED, fixture, rejection, useExecutors } from './helpers';
+
+const sleepAdd = fixture('sleep-add.js');
+
+describe('timeouts', () => {
+  const newExecutor = useExecutors();
+
+  describe('node timeout', () => {
+    it('stops a node that ignores its signal by terminating its thread; it never completes', async () => {
+      const executor = newExecutor({ timeouts: { nodeTimeoutMs: 200, cleanupGraceMs: 20 } });
+      const probe = new Probe();
+      const error = await rejection(
+        executor.executePipeline({
+          pipelineId: 'slow',
+          nodes: [{ id: 'waits', module: fixture('notify-then-wait.js'), params: { ms: 2_000, probe: probe.buffer } }],
+          initialInput: 0,
+        }),
+      );
+      expect(error).to.be.instanceOf(NodeTimeoutException);
+      expect(error).to.include({ nodeId: 'waits', pipelineId: 'slow', timeoutMs: 200 });
+      expect(probe.get(COMPLETED)).to.equal(0);
+      expect(executor.stats.terminations).to.equal(1);
+    });
+
+    it('stops a CPU loop that never yields, and the pool serves the next run', async () => {
+      const executor = newExecutor({ threads: 1, timeouts: { nodeTimeoutMs: 150, cleanupGraceMs: 20 } });
+      const probe = new Probe();
+      const error = await rejection(
+        executor.executePipeline({
+          nodes: [
+            { id: 'spin', module: fixture('notify-then-spin.js'), params: { probe: probe.buffer } },
+            { id: 'after', module: sleepAdd, params: { probe: new Probe().buffer } },
+          ],
+        }),
+      );
+      expect(error).to.be.instanceOf(NodeTimeoutException);
+      expect((error as NodeTimeoutException).nodeId).to.equal('spin');
+      expect(executor.stats.terminations).to.equal(1);
+      expect(await executor.executePipeline({ nodes: [{ id: 'next', module: sleepAdd }], initialInput: 1 })).to.equal(2);
+    });
+
+    it('lets a node that honours its signal stop by itself: its cleanup runs, its thread lives', async () => {
+      const executor = newExecutor({ timeouts: { nodeTimeoutMs: 100, cleanupGraceMs: 5_000 } });
+      const probe = new Probe();
+      const error = await rejection(
+        executor.executePipeline({
+          nodes: [{ id: 'polite', module: fixture('honour-signal.js'), params: { probe: probe.buffer } }],
+        }),
+      );
+      expect(error).to.be.instanceOf(NodeTimeoutException);
+      expect(probe.get(ABORTED)).to.equal(1);
+      expect(probe.get(CLEANUP)).to.equal(1);
+      expect(probe.get(COMPLETED)).to.equal(0);
+      expect(executor.stats.terminations).to.equal(0);
+    });
+
+    it('counts from when the node starts, not while it waits for a free slot', async () => {
+      // One thread holding one task at a time: the second run waits 150 ms for the first.
+      const executor = newExecutor({ threads: 1, tasksPerThread: 1, timeouts: { nodeTimeoutMs: 250 } });
+      const node = (id: string): NodeDefinition[] => [{ id, module: sleepAdd, params: { ms: 150 } }];
+      const results = await Promise.all([
+        executor.executePipeline({ nodes: node('first'), initialInput: 0 }),
+        executor.executePipeline({ nodes: node('second'), initialInput: 10 }),
+      ]);
+      expect(results).to.deep.equal([1, 11]);
+    });
+
+    it('does not count the time another node held the thread with synchronous code', async () => {
+      const executor = newExecutor({ threads: 1, timeouts: { nodeTimeoutMs: 10_000 } });
+      const waiting = new Probe();
+      // An async node with 200 ms of timeout, which needs 50 ms of it...
+      const patient = executor.executePipeline({
+        nodes: [{ id: 'patient', module: sleepAdd, timeoutMs: 200, params: { ms: 50, probe: waiting.buffer } }],
+        initialInput: 0,
+      });
+      await waiting.until(STARTED);
+      // ...shares its thread with a node that holds it for 400 ms.
+      const hog = executor.executePipeline({ nodes: [{ id: 'hog', module: fixture('busy.js'), params: { ms: 400 } }], initialInput: 0 });
+      expect(await Promise.all([patient, hog])).to.deep.equal([1, 1]);
+    });
+
+    it("takes a node's own timeoutMs over the run's", async () => {
+      const executor = newExecutor({ timeouts: { nodeTimeoutMs: 60_000 } });
+      const error = await rejection(
+        executor.executePipeline({
+          nodes: [
+            { id: 'quick', module: sleepAdd, timeoutMs: 1_000 },
+            { id: 'strict', module: fixture('honour-signal.js'), timeoutMs: 50, params: {} },
+          ],
+          initialInput: 0,
+        }),
+      );
+      expect(error).to.include({ nodeId: 'strict', timeoutMs: 50 });
+    });
+  });
+
+  describe('pipeline timeout', () => {
+    it('counts from the call and reports the completed nodes and their outputs', async () => {
+      const executor = newExecutor({ timeouts: { pipelineTimeoutMs: 300, cleanupGraceMs: 20 } });
+      await executor.ready();
+      const probe = new Probe();
+      const error = await rejection(
+        executor.executePipeline({
+          pipelineId: 'etl',
+          nodes: [
+            { id: 'extract', module: sleepAdd, params: { ms: 1 } },
+            { id: 'transform', module: sleepAdd, params: { ms: 1 } },
+            { id: 'load', module: fixture('notify-then-wait.js'), params: { ms: 5_000, probe: probe.buffer } },
+            { id: 'never', module: sleepAdd, params: { probe: new Probe().buffer } },
+          ],
+          initialInput: 0,
+        }),
+      );
+      expect(error).to.be.instanceOf(PipelineTimeoutException);
+      const timeout = error as PipelineTimeoutException;
+      expect(timeout).to.include({ pipelineId: 'etl', timeoutMs: 300 });
+      expect(timeout.completedNodes).to.deep.equal(['extract', 'transform']);
+      expect(timeout.partialResults).to.deep.equal({ extract: 1, transform: 2 });
+      expect(probe.get(COMPLETED)).to.equal(0);
+    });
+
+    it('reports the completed nodes of every branch of a DAG', async () => {
+      const executor = newExecutor({ timeouts: { pipelineTimeoutMs: 400, cleanupGraceMs: 20 } });
+      await executor.ready();
+      const error = (await rejection(
+        executor.executePipeline({
+          nodes: [
+            { id: 'root', module: sleepAdd, params: { ms: 1 } },
+            { id: 'fast', module: sleepAdd, params: { ms: 1 }, dependsOn: ['root'] },
+            { id: 'slow', module: fixture('honour-signal.js'), params: {}, dependsOn: ['root'] },
+            { id: 'join', module: sleepAdd, dependsOn: ['fast', 'slow'] },
+          ],
+          initialInput: 0,
+        }),
+      )) as PipelineTimeoutException;
+      expect(error).to.be.instanceOf(PipelineTimeoutException);
+      expect(error.completedNodes).to.deep.equal(['root', 'fast']);
+      expect(error.partialResults).to.deep.equal({ root: 1, fast: 2 });
+    });
+  });
+
+  describe('overrides', () => {
+    it("replace the executor's timeouts field by field", async () => {
+      const executor = newExecutor({ timeouts: { nodeTimeoutMs: 100, pipelineTimeoutMs: 100 } });
+      await executor.ready();
+      const slowNode: NodeDefinition[] = [{ id: 'slow', module: sleepAdd, params: { ms: 300 } }];
+      // Only the pipeline deadline is lifted: the node deadline of 100 ms still holds.
+      const error = await rejection(
+        executor.executePipeline({ nodes: slowNode, initialInput: 0, timeouts: { pipelineTimeoutMs: 10_000 } }),
+      );
+      expect(error).to.be.instanceOf(NodeTimeoutException);
+      expect(error).to.include({ timeoutMs: 100 });
+      // Infinity lifts a deadline.
+      const result = await executor.executePipeline({
+        nodes: slowNode,
+        initialInput: 0,
+        timeouts: { nodeTimeoutMs: Infinity, pipelineTimeoutMs: Infinity },
+      });
+      expect(result).to.equal(1);
+    });
+  });
+});

@@ -1,0 +1,397 @@
+/**
+ * The worker runtime: piscina loads this file in every worker thread and calls its
+ * default export with one {@link SegmentTask} at a time (many tasks are in flight on a
+ * thread at once).
+ *
+ * For each node of a segment, in order, it loads the node's module, runs the node with
+ * a {@link NodeContext}, and reports its output on the thread's control port. It
+ * writes on the shared board which node runs and when it started, and on the thread
+ * card whose synchronous code holds the thread, so that the main thread can enforce
+ * deadlines and tell a node that blocks the thread from the nodes it starves.
+ *
+ * Node starts happen in `drain()`, once per event-loop turn for everything that became
+ * ready, and reports leave the thread before any node code runs: a node that then
+ * blocks the thread forever cannot swallow its neighbours' results.
+ */
+import { MessageChannel, parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import {
+  CARD_BYTES,
+  S_BUSY_AT_START,
+  S_NODE,
+  S_OWN_SYNC,
+  S_STARTED_AT,
+  S_STOP,
+  S_THREAD,
+  SLOT_F64,
+  SLOT_I32,
+  Stop,
+  T_BUSY_TOTAL,
+  T_HOLDER,
+  T_HOLDER_SINCE,
+  T_SEQ,
+  ThreadCard,
+} from '../src/board';
+import {
+  serializeThrown,
+  type NodeReport,
+  type SegmentOutcome,
+  type SegmentTask,
+  type TaskNode,
+  type WorkerConfig,
+  type WorkerHello,
+} from '../src/protocol';
+import type { NodeContext, NodeFunction } from '../src/node';
+
+const config = workerData as WorkerConfig;
+const slotI32 = new Int32Array(config.board.i32);
+const slotF64 = new Float64Array(config.board.f64);
+const card = new ThreadCard(new SharedArrayBuffer(CARD_BYTES));
+const clockOffset = performance.timeOrigin - config.mainTimeOrigin;
+const now = (): number => performance.now() + clockOffset;
+
+/** Longest stretch of node starts before the thread looks at its messages again. */
+const SLICE_MS = 8;
+
+// ---------------------------------------------------------------------------
+// Control channel: made here, its far end handed to the main thread.
+
+const { port1: control, port2: far } = new MessageChannel();
+const hello: WorkerHello = { lukhasWorkerHello: true, threadId, port: far, card: card.buffer };
+parentPort?.postMessage(hello, [far]);
+control.on('message', () => checkStops());
+control.unref();
+
+// ---------------------------------------------------------------------------
+// Segments in flight on this thread.
+
+interface SegmentRun {
+  readonly task: SegmentTask;
+  readonly resolve: (outcome: SegmentOutcome) => void;
+  /** Index of the node to run next, or running. */
+  index: number;
+  input: unknown;
+  startedAt: number;
+  controller: AbortController | undefined;
+  stopSeen: boolean;
+  settled: boolean;
+}
+
+const active = new Map<number, SegmentRun>();
+const ready: SegmentRun[] = [];
+let readyHead = 0;
+/** Segments whose last output is in the outbox: they settle once it is sent. */
+let finishing: SegmentRun[] = [];
+let outbox: NodeReport[] = [];
+let outboxRuns: SegmentRun[] = [];
+let drainScheduled = false;
+
+/** Runs the nodes of one segment. Resolves with how it ended; never rejects. */
+export default function runSegment(task: SegmentTask): Promise<SegmentOutcome> {
+  Atomics.store(slotI32, task.slot * SLOT_I32 + S_THREAD, threadId);
+  return new Promise<SegmentOutcome>((resolve) => {
+    const run: SegmentRun = {
+      task,
+      resolve,
+      index: task.first,
+      input: task.input,
+      startedAt: 0,
+      controller: undefined,
+      stopSeen: false,
+      settled: false,
+    };
+    active.set(task.slot, run);
+    enqueue(run);
+  });
+}
+
+function enqueue(run: SegmentRun): void {
+  ready.push(run);
+  scheduleDrain();
+}
+
+function scheduleDrain(): void {
+  if (drainScheduled) return;
+  drainScheduled = true;
+  setImmediate(drain);
+}
+
+function drain(): void {
+  drainScheduled = false;
+  while (receiveMessageOnPort(control) !== undefined) checkStops();
+  flush();
+  const sliceEnd = now() + SLICE_MS;
+  while (readyHead < ready.length) {
+    const run = ready[readyHead]!;
+    ready[readyHead++] = undefined as unknown as SegmentRun;
+    runNext(run);
+    if (now() >= sliceEnd) break;
+  }
+  if (readyHead === ready.length) {
+    ready.length = 0;
+    readyHead = 0;
+  } else {
+    scheduleDrain();
+  }
+  flush();
+}
+
+function stopRequested(run: SegmentRun): number {
+  return Atomics.load(slotI32, run.task.slot * SLOT_I32 + S_STOP);
+}
+
+/** Aborts the signal of every node whose task the main thread asked to stop. */
+function checkStops(): void {
+  for (const run of active.values()) {
+    if (run.stopSeen) continue;
+    const code = stopRequested(run);
+    if (code === Stop.None) continue;
+    run.stopSeen = true;
+    run.controller?.abort(stopReason(code));
+  }
+}
+
+function stopReason(code: number): DOMException {
+  switch (code) {
+    case Stop.NodeTimeout:
+      return new DOMException('The node timed out', 'TimeoutError');
+    case Stop.PipelineTimeout:
+      return new DOMException('The pipeline timed out', 'TimeoutError');
+    case Stop.Failure:
+      return new DOMException('Another node of the run failed', 'AbortError');
+    default:
+      return new DOMException('The run was cancelled', 'AbortError');
+  }
+}
+
+function runNext(run: SegmentRun): void {
+  if (run.settled) return;
+  if (stopRequested(run) !== Stop.None) {
+    settle(run, { kind: 'stopped', node: run.index });
+    return;
+  }
+  const node = run.task.nodes[run.index]!;
+  const fn = loaded.get(moduleKey(node));
+  if (fn === undefined) {
+    loadNode(node).then(
+      () => enqueue(run),
+      (error: unknown) => {
+        if (run.settled) return;
+        settle(run, {
+          kind: 'load-failed',
+          node: run.index,
+          message: error instanceof LoadError ? error.message : loadMessage(node, error),
+          error: serializeThrown(error instanceof LoadError ? error.cause : error),
+        });
+      },
+    );
+    return;
+  }
+  // Reports leave before node code runs, so a node that blocks cannot hold them back.
+  flush();
+  if (run.settled) return;
+  startNode(run, node, fn);
+}
+
+function startNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
+  const { slot } = run.task;
+  const controller = new AbortController();
+  run.controller = controller;
+  const ctx: NodeContext = {
+    signal: controller.signal,
+    params: node.params,
+    nodeId: node.id,
+    pipelineId: run.task.pipelineId,
+    runId: run.task.runId,
+  };
+  const startedAt = now();
+  run.startedAt = startedAt;
+  // Mark the node as running and as holding the thread, in one consistent write.
+  Atomics.add(card.i32, T_SEQ, 1);
+  Atomics.store(slotI32, slot * SLOT_I32 + S_NODE, run.index);
+  slotF64[slot * SLOT_F64 + S_STARTED_AT] = startedAt;
+  slotF64[slot * SLOT_F64 + S_BUSY_AT_START] = card.f64[T_BUSY_TOTAL]!;
+  slotF64[slot * SLOT_F64 + S_OWN_SYNC] = 0;
+  card.f64[T_HOLDER_SINCE] = startedAt;
+  Atomics.store(card.i32, T_HOLDER, slot + 1);
+  Atomics.add(card.i32, T_SEQ, 1);
+
+  let result: unknown;
+  let threw = false;
+  try {
+    result = fn(run.input, ctx);
+  } catch (error) {
+    threw = true;
+    result = error;
+  }
+
+  const held = now() - startedAt;
+  Atomics.add(card.i32, T_SEQ, 1);
+  card.f64[T_BUSY_TOTAL] = card.f64[T_BUSY_TOTAL]! + held;
+  slotF64[slot * SLOT_F64 + S_OWN_SYNC] = held;
+  Atomics.store(card.i32, T_HOLDER, 0);
+  Atomics.add(card.i32, T_SEQ, 1);
+
+  if (run.stopSeen === false && stopRequested(run) !== Stop.None) {
+    run.stopSeen = true;
+    controller.abort(stopReason(stopRequested(run)));
+  }
+  if (threw) {
+    nodeFailed(run, result);
+  } else if (isThenable(result)) {
+    Promise.resolve(result).then(
+      (value) => nodeDone(run, value),
+      (error: unknown) => nodeFailed(run, error),
+    );
+  } else {
+    nodeDone(run, result);
+  }
+}
+
+function nodeDone(run: SegmentRun, output: unknown): void {
+  if (run.settled) return;
+  run.controller = undefined;
+  if (stopRequested(run) !== Stop.None) {
+    settle(run, { kind: 'stopped', node: run.index });
+    return;
+  }
+  outbox.push({ s: run.task.slot, g: run.task.gen, n: run.index, o: output, t0: run.startedAt, t1: now() });
+  outboxRuns.push(run);
+  if (run.index === run.task.nodes.length - 1) {
+    finishing.push(run);
+    scheduleDrain();
+  } else {
+    run.index++;
+    run.input = output;
+    enqueue(run);
+  }
+}
+
+function nodeFailed(run: SegmentRun, error: unknown): void {
+  if (run.settled) return;
+  run.controller = undefined;
+  if (stopRequested(run) !== Stop.None) {
+    settle(run, { kind: 'stopped', node: run.index });
+    return;
+  }
+  settle(run, { kind: 'failed', node: run.index, error: serializeThrown(error) });
+}
+
+function settle(run: SegmentRun, outcome: SegmentOutcome): void {
+  if (run.settled) return;
+  run.settled = true;
+  run.controller = undefined;
+  active.delete(run.task.slot);
+  run.resolve(outcome);
+}
+
+/** Sends the reports waiting in the outbox, then settles segments whose last output left. */
+function flush(): void {
+  if (outbox.length > 0) {
+    const batch = outbox;
+    const runs = outboxRuns;
+    outbox = [];
+    outboxRuns = [];
+    try {
+      control.postMessage(batch);
+    } catch {
+      // Some output cannot be cloned: send one by one and fail the nodes at fault.
+      batch.forEach((report, i) => {
+        try {
+          control.postMessage([report]);
+        } catch (error) {
+          settle(runs[i]!, { kind: 'unclonable', node: report.n, error: serializeThrown(error) });
+        }
+      });
+    }
+  }
+  if (finishing.length > 0) {
+    const done = finishing;
+    finishing = [];
+    for (const run of done) settle(run, { kind: 'done' });
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Loading node modules.
+
+const loaded = new Map<string, NodeFunction>();
+const loading = new Map<string, Promise<NodeFunction>>();
+
+class LoadError extends Error {}
+
+function moduleKey(node: TaskNode): string {
+  return `${node.module}#${node.export ?? ''}`;
+}
+
+function loadNode(node: TaskNode): Promise<NodeFunction> {
+  const key = moduleKey(node);
+  let promise = loading.get(key);
+  if (promise === undefined) {
+    promise = importNode(node).then(
+      (fn) => {
+        loaded.set(key, fn);
+        loading.delete(key);
+        return fn;
+      },
+      (error: unknown) => {
+        loading.delete(key);
+        throw error;
+      },
+    );
+    loading.set(key, promise);
+  }
+  return promise;
+}
+
+async function importNode(node: TaskNode): Promise<NodeFunction> {
+  const path = node.module.startsWith('file:') ? fileURLToPath(node.module) : node.module;
+  let namespace: unknown;
+  if (path.endsWith('.mjs') || path.endsWith('.mts')) {
+    namespace = await import(pathToFileURL(path).href);
+  } else {
+    try {
+      namespace = require(path);
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (code !== 'ERR_REQUIRE_ESM' && code !== 'ERR_REQUIRE_ASYNC_MODULE') throw error;
+      namespace = await import(pathToFileURL(path).href);
+    }
+  }
+  const fn = pickExport(namespace, node.export);
+  if (typeof fn !== 'function') {
+    const name = node.export === undefined ? 'a default export' : `an export "${node.export}"`;
+    const keys = namespace !== null && typeof namespace === 'object' ? Object.keys(namespace) : [];
+    const got =
+      fn !== undefined ? `it is ${fn === null ? 'null' : typeof fn}` : `it exports ${keys.length === 0 ? 'nothing' : keys.join(', ')}`;
+    throw new LoadError(`Module of node "${node.id}" (${path}) does not have ${name} that is a function: ${got}`);
+  }
+  return fn as NodeFunction;
+}
+
+function pickExport(namespace: unknown, name: string | undefined): unknown {
+  if (namespace === null || namespace === undefined) return undefined;
+  const exports = namespace as Record<string, unknown>;
+  if (name !== undefined) return exports[name];
+  if (typeof namespace === 'function') return namespace;
+  const fallback = exports.default;
+  // A CommonJS module compiled from `export default` (exports.default) seen through import().
+  if (fallback !== null && typeof fallback === 'object' && typeof (fallback as Record<string, unknown>).default === 'function') {
+    return (fallback as Record<string, unknown>).default;
+  }
+  return fallback;
+}
+
+function loadMessage(node: TaskNode, error: unknown): string {
+  const reason = error instanceof Error ? error.message : String(error);
+  return `Module of node "${node.id}" (${node.module}) failed to load: ${reason}`;
+}
