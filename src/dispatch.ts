@@ -24,6 +24,8 @@ import {
   WAKE,
   deserializeThrown,
   isWorkerHello,
+  type ControlMessage,
+  type CrashNote,
   type NodeReport,
   type SegmentOutcome,
   type SegmentTask,
@@ -78,10 +80,39 @@ export interface Dispatcher {
   ready(): Promise<void>;
   /** Stops every task at once and releases the threads. */
   destroy(): Promise<void>;
-  readonly stats: DispatcherStats;
+  stats(): DispatcherStats;
+}
+
+/** What the dispatcher tells its owner about runs, beyond the segments' own listeners. */
+export interface DispatcherEvents {
+  /**
+   * A node took its thread down (`process.exit()`, an uncaught error from one of its
+   * callbacks, running out of memory), possibly after its own segment had completed.
+   */
+  nodeCrashed(runId: string, nodeId: string, exitCode: number | undefined, cause: unknown): void;
+  /** A worker thread ended: terminated by the dispatcher, or dead by itself. */
+  threadExited(exit: ThreadExit): void;
+}
+
+/** Why a worker thread ended. */
+export interface ThreadExit {
+  readonly threadId: number;
+  /** `'terminated'` to stop a node that did not stop in time; `'crashed'` when it died by itself. */
+  readonly reason: 'terminated' | 'crashed';
+  readonly exitCode: number | undefined;
+  /** The node that took it down, when known. */
+  readonly runId: string | undefined;
+  readonly nodeId: string | undefined;
+  readonly cause: unknown;
 }
 
 export interface DispatcherStats {
+  /** Live worker threads (replacements included while they start). */
+  readonly threads: number;
+  /** Node tasks on threads or on their way. */
+  readonly tasksInFlight: number;
+  /** Node tasks waiting for room on a thread. */
+  readonly tasksWaiting: number;
   /** Threads terminated because a node did not stop in time. */
   terminations: number;
   /** Threads that died by themselves. */
@@ -97,16 +128,17 @@ interface ThreadLink {
   readonly threadId: number;
   readonly port: MessagePort;
   readonly card: ThreadCard;
-  worker: Worker | undefined;
+  readonly worker: Worker | undefined;
+  /** The thread's last word, when a node is taking it down. */
+  crash: CrashNote | undefined;
 }
 
 /** Facts about a thread that ended, kept until the tasks it held are handled. */
 interface ThreadEnd {
+  /** We terminated it. */
   readonly killed: boolean;
-  /** Slot + 1 of the task whose code held the thread as it ended, 0 for none. */
-  readonly holder: number;
-  readonly exitCode: number | undefined;
-  readonly cause: unknown;
+  /** It died by itself and the node at fault is known (and was told of). */
+  readonly culpritKnown: boolean;
 }
 
 class Ticket implements SegmentTicket {
@@ -138,7 +170,7 @@ class Ticket implements SegmentTicket {
 
 /** Runs segments on a piscina pool; see the file comment. */
 export class PiscinaDispatcher implements Dispatcher {
-  readonly stats: DispatcherStats = { terminations: 0, crashes: 0, resends: 0 };
+  private readonly counts = { terminations: 0, crashes: 0, resends: 0 };
   private readonly pool: Piscina;
   private readonly board: Board;
   private readonly tickets: (Ticket | undefined)[];
@@ -155,7 +187,10 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly whenReady: Promise<void>;
   private onReady: (() => void) | undefined;
 
-  constructor(options: ResolvedOptions) {
+  constructor(
+    options: ResolvedOptions,
+    private readonly events: DispatcherEvents,
+  ) {
     this.size = options.threads;
     this.whenReady = new Promise((resolve) => {
       this.onReady = resolve;
@@ -165,8 +200,12 @@ export class PiscinaDispatcher implements Dispatcher {
     this.board = new Board(memory);
     this.tickets = new Array<Ticket | undefined>(capacity);
     for (let slot = capacity - 1; slot >= 0; slot--) this.freeSlots.push(slot);
-    const workerData: WorkerConfig = { board: memory, mainTimeOrigin: performance.timeOrigin };
     const runtime = workerRuntime();
+    const workerData: WorkerConfig = {
+      board: memory,
+      mainTimeOrigin: performance.timeOrigin,
+      tsNodeRegister: runtime.tsNodeRegister,
+    };
     this.pool = new Piscina({
       filename: runtime.filename,
       execArgv: runtime.execArgv,
@@ -189,6 +228,20 @@ export class PiscinaDispatcher implements Dispatcher {
 
   now(): number {
     return performance.now();
+  }
+
+  stats(): DispatcherStats {
+    return {
+      threads: this.pool.threads.length,
+      tasksInFlight: this.tickets.length - this.freeSlots.length,
+      tasksWaiting: this.waiting.length,
+      ...this.counts,
+    };
+  }
+
+  /** Control ports open on the main thread (one per live thread). */
+  get openPorts(): number {
+    return this.threads.size;
   }
 
   ready(): Promise<void> {
@@ -305,24 +358,33 @@ export class PiscinaDispatcher implements Dispatcher {
       return this.settle(ticket, { kind: 'killed', node });
     }
     if (this.destroyed) return this.settle(ticket, { kind: 'stopped', node });
-    const end = this.ended.get(threadId);
-    if (end !== undefined && !end.killed) {
-      if (end.holder === ticket.slot + 1 || ticket.blindResends >= (end.holder === 0 ? MAX_RESENDS : Infinity)) {
-        return this.settle(ticket, { kind: 'crashed', node, exitCode: end.exitCode, cause: end.cause });
-      }
-      if (end.holder === 0) ticket.blindResends++;
-    } else if (end === undefined) {
-      // The thread ended before it introduced itself: nobody to blame yet.
+    // A task the thread had not picked up yet has no thread on the board: it belongs to
+    // one of the threads that ended just now (their handling runs in this same turn).
+    const end = threadId !== 0 ? this.ended.get(threadId) : this.anyEnded();
+    if (end === undefined || (!end.killed && !end.culpritKnown)) {
+      // The thread died and nobody knows whose fault it was: perhaps this task's.
       if (ticket.blindResends >= MAX_RESENDS) {
         return this.settle(ticket, { kind: 'crashed', node, exitCode: undefined, cause: error });
       }
       ticket.blindResends++;
     }
     // A bystander: send it again, resuming at the node that was running.
-    this.stats.resends++;
+    this.counts.resends++;
     this.release(ticket);
     const slot = this.freeSlots.pop()!;
     this.send(ticket, slot);
+  }
+
+  /** The threads that ended in this turn, taken together: innocent only if each one is. */
+  private anyEnded(): ThreadEnd | undefined {
+    if (this.ended.size === 0) return undefined;
+    let killed = true;
+    let culpritKnown = true;
+    for (const end of this.ended.values()) {
+      killed &&= end.killed;
+      culpritKnown &&= end.killed || end.culpritKnown;
+    }
+    return { killed, culpritKnown };
   }
 
   private graceExpired(ticket: Ticket): void {
@@ -342,7 +404,7 @@ export class PiscinaDispatcher implements Dispatcher {
     const worker = link?.worker ?? this.pool.threads.find((thread) => thread.threadId === threadId);
     if (worker === undefined) return;
     this.killing.add(threadId);
-    this.stats.terminations++;
+    this.counts.terminations++;
     void worker.terminate();
   }
 
@@ -367,13 +429,13 @@ export class PiscinaDispatcher implements Dispatcher {
 
   private attach(threadId: number, port: MessagePort, card: ThreadCard): void {
     const worker = this.pool.threads.find((thread) => thread.threadId === threadId);
-    const link: ThreadLink = { threadId, port, card, worker };
+    const link: ThreadLink = { threadId, port, card, worker, crash: undefined };
     this.threads.set(threadId, link);
     if (this.threads.size >= this.size) {
       this.onReady?.();
       this.onReady = undefined;
     }
-    port.on('message', (batch: NodeReport[]) => this.onReports(batch));
+    port.on('message', (message: ControlMessage) => this.onControlMessage(link, message));
     port.unref();
     // Stops requested before the thread introduced itself reach it now.
     port.postMessage(WAKE);
@@ -389,26 +451,56 @@ export class PiscinaDispatcher implements Dispatcher {
     const end = (exitCode: number | undefined, cause: unknown): void => {
       if (over) return;
       over = true;
-      const killed = this.killing.delete(threadId);
-      if (!killed) this.stats.crashes++;
-      this.ended.set(threadId, { killed, holder: Atomics.load(card.i32, T_HOLDER), exitCode, cause });
       this.drainPort(threadId);
       this.threads.delete(threadId);
       port.close();
+      const killed = this.killing.delete(threadId);
+      if (this.destroyed) return;
+      const culprit = killed ? undefined : this.culpritOf(link);
+      if (!killed) {
+        this.counts.crashes++;
+        if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause);
+      }
+      this.ended.set(threadId, { killed, culpritKnown: culprit !== undefined });
       setImmediate(() => this.ended.delete(threadId));
+      this.events.threadExited({
+        threadId,
+        reason: killed ? 'terminated' : 'crashed',
+        exitCode,
+        runId: culprit?.runId,
+        nodeId: culprit?.nodeId,
+        cause: culprit?.error ?? cause,
+      });
     };
     worker.once('error', (error: unknown) => end(undefined, error));
     worker.once('exit', (code: number) => end(code, undefined));
+  }
+
+  /** The node that took a dying thread down: from its last word, or the node holding the thread. */
+  private culpritOf(link: ThreadLink): { runId: string; nodeId: string; error: unknown } | undefined {
+    if (link.crash !== undefined) {
+      const { runId, nodeId, error } = link.crash;
+      return { runId, nodeId, error: error === undefined ? undefined : deserializeThrown(error) };
+    }
+    const holder = this.tickets[Atomics.load(link.card.i32, T_HOLDER) - 1];
+    if (holder === undefined) return undefined;
+    const node = holder.job.nodes[Math.max(this.board.nodeOf(holder.slot), holder.first)];
+    return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined };
   }
 
   private drainPort(threadId: number): void {
     const link = this.threads.get(threadId);
     if (link === undefined) return;
     let entry;
-    while ((entry = receiveMessageOnPort(link.port)) !== undefined) this.onReports(entry.message as NodeReport[]);
+    while ((entry = receiveMessageOnPort(link.port)) !== undefined) this.onControlMessage(link, entry.message as ControlMessage);
   }
 
-  private onReports(batch: NodeReport[]): void {
+  private onControlMessage(link: ThreadLink, message: ControlMessage): void {
+    if (Array.isArray(message)) this.onReports(message as readonly NodeReport[]);
+    else link.crash = message as CrashNote;
+  }
+
+  private onReports(batch: readonly NodeReport[]): void {
     for (const report of batch) {
       const ticket = this.tickets[report.s];
       if (ticket === undefined || ticket.gen !== report.g || ticket.settled) continue;
@@ -420,19 +512,24 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 }
 
-/** The worker runtime file, and the flags its threads need to load it. */
-function workerRuntime(): { filename: string; execArgv: string[] | undefined } {
+/** The worker runtime file, and what its threads need to load it and TypeScript nodes. */
+function workerRuntime(): { filename: string; execArgv: string[] | undefined; tsNodeRegister: string | undefined } {
   const fromSource = extname(__filename) === '.ts';
   const filename = resolve(__dirname, '..', 'workers', fromSource ? 'runtime.ts' : 'runtime.js');
-  // Under ts-node (our own sources, or a user's process running TypeScript nodes),
-  // workers register it too, without type checks: they inherit no loader hooks.
+  // Threads inherit no loader hooks. Under ts-node, register it in them too, without
+  // type checks: at start when the runtime itself is TypeScript (our own sources),
+  // else on a thread's first TypeScript node (a user's process running under ts-node).
   const underTsNode = fromSource || Symbol.for('ts-node.register.instance') in process;
-  if (!underTsNode) return { filename, execArgv: undefined };
-  let register: string;
+  let register: string | undefined;
   try {
-    register = require.resolve('ts-node/register/transpile-only');
+    register = underTsNode ? require.resolve('ts-node/register/transpile-only') : undefined;
   } catch {
-    return { filename, execArgv: undefined };
+    register = undefined;
   }
-  return { filename, execArgv: [...process.execArgv, '-r', register] };
+  if (fromSource && register !== undefined) {
+    // Explicit execArgv must hold only flags a worker accepts (not V8 flags such as
+    // --expose-gc, which it would inherit by default): keep the loader flags only.
+    return { filename, execArgv: ['-r', register], tsNodeRegister: undefined };
+  }
+  return { filename, execArgv: undefined, tsNodeRegister: register };
 }

@@ -1,12 +1,46 @@
 import { randomUUID } from 'node:crypto';
-import { resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './config';
+import { EventEmitter } from 'node:events';
+import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './config';
 import { PiscinaDispatcher, type Dispatcher } from './dispatch';
 import { ExecutorClosedException } from './errors';
 import { planPipeline, type PipelineRequest } from './pipeline';
-import { PipelineRun } from './scheduler';
+import { PipelineRun, type CleanupHandler } from './scheduler';
+
+/** A run in flight, from {@link PipelineExecutor.startPipeline}. */
+export interface PipelineHandle<Result = unknown> {
+  /** Unique per run. */
+  readonly runId: string;
+  readonly pipelineId: string;
+  /** Settles as `executePipeline` would. */
+  readonly result: Promise<Result>;
+  /**
+   * Cancels the run: it rejects with a `CancellationException` carrying `reason`
+   * (by default an `AbortError` DOMException, as `AbortController.abort()` gives).
+   * Does nothing once the run has settled.
+   */
+  cancel(reason?: unknown): void;
+  /**
+   * Adds a handler to run if the run is cancelled or times out: handlers run once,
+   * in the order they were added, after the run's nodes have stopped and before its
+   * promise rejects. Each may take up to `cleanupGraceMs`; one that throws, rejects or
+   * takes longer is reported through the executor's `'cleanupError'` event (a process
+   * warning when nobody listens), never thrown.
+   */
+  onCleanup(handler: CleanupHandler): void;
+}
+
+export interface CloseOptions {
+  /** How long runs in flight may finish before they are cancelled; the executor's `closeTimeoutMs` by default. */
+  readonly timeoutMs?: number;
+}
 
 /**
  * Runs pipelines on a pool of worker threads.
+ *
+ * Events:
+ * - `'cleanupError'` `(error, { runId, pipelineId })`: a cleanup handler failed.
+ * - `'threadExit'` `(exit: ThreadExit)`: a worker thread ended, terminated to stop a
+ *   node or dead by itself; the pool replaces it.
  *
  * @example
  * ```ts
@@ -19,10 +53,10 @@ import { PipelineRun } from './scheduler';
  * await executor.close();
  * ```
  */
-export class PipelineExecutor {
+export class PipelineExecutor extends EventEmitter {
   private readonly options: ResolvedOptions;
   private readonly dispatcher: Dispatcher;
-  private readonly runs = new Set<PipelineRun>();
+  private readonly runs = new Map<string, PipelineRun>();
   private closing: Promise<void> | undefined;
 
   /**
@@ -31,8 +65,12 @@ export class PipelineExecutor {
    * @throws {RangeError} for a value out of range.
    */
   constructor(options?: ExecutorOptions) {
+    super();
     this.options = resolveOptions(options);
-    this.dispatcher = new PiscinaDispatcher(this.options);
+    this.dispatcher = new PiscinaDispatcher(this.options, {
+      nodeCrashed: (runId, nodeId, exitCode, cause) => this.runs.get(runId)?.crashed(nodeId, exitCode, cause),
+      threadExited: (exit) => this.emit('threadExit', exit),
+    });
   }
 
   /**
@@ -43,30 +81,66 @@ export class PipelineExecutor {
    * @throws {NodeTimeoutException} (rejects) when a node runs past its timeout.
    * @throws {PipelineTimeoutException} (rejects) when the run takes longer than its pipeline timeout.
    * @throws {CancellationException} (rejects) when `signal` aborts.
+   * @throws {WorkerCrashedException} (rejects) when a node takes its thread down.
    * @throws {ExecutorClosedException} (rejects) once `close()` was called.
-   * Any error a node throws rejects the run as the node threw it, with `nodeId` and
-   * `pipelineId` added.
+   * Any error a node throws rejects the run as the node threw it, with `nodeId`,
+   * `pipelineId` and `runId` added.
    */
   executePipeline<Result = unknown, Input = unknown>(request: PipelineRequest<Input>): Promise<Result> {
     try {
-      if (this.closing !== undefined) throw new ExecutorClosedException();
-      const plan = planPipeline(request);
-      const timeouts = resolveTimeouts(this.options.timeouts, request.timeouts, 'timeouts');
-      const run = new PipelineRun(
-        randomUUID(),
-        plan,
-        request.initialInput,
-        timeouts,
-        request.signal,
-        this.dispatcher,
-        (ended) => this.runs.delete(ended),
-      );
-      this.runs.add(run);
-      run.start();
-      return run.promise as Promise<Result>;
+      return this.startPipeline<Result, Input>(request).result;
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * Starts a run and returns its handle at once.
+   *
+   * @throws {PipelineDefinitionError} for a bad definition, before any node runs.
+   * @throws {ExecutorClosedException} once `close()` was called.
+   */
+  startPipeline<Result = unknown, Input = unknown>(request: PipelineRequest<Input>): PipelineHandle<Result> {
+    if (this.closing !== undefined) throw new ExecutorClosedException();
+    const plan = planPipeline(request);
+    const timeouts = resolveTimeouts(this.options.timeouts, request.timeouts, 'timeouts');
+    const run = new PipelineRun({
+      runId: randomUUID(),
+      plan,
+      input: request.initialInput,
+      timeouts,
+      signal: request.signal,
+      dispatcher: this.dispatcher,
+      hooks: {
+        ended: (ended) => this.runs.delete(ended.runId),
+        cleanupFailed: (error, failed) => this.reportCleanupError(error, failed),
+      },
+    });
+    this.runs.set(run.runId, run);
+    run.start();
+    return {
+      runId: run.runId,
+      pipelineId: plan.pipelineId,
+      result: run.promise as Promise<Result>,
+      cancel: (reason = new DOMException('This operation was aborted', 'AbortError')) => run.cancel(reason),
+      onCleanup: (handler) => run.onCleanup(handler),
+    };
+  }
+
+  /**
+   * Cancels every run in flight whose `runId` or `pipelineId` is `id`, as
+   * {@link PipelineHandle.cancel} would.
+   * @returns how many runs it cancelled.
+   */
+  cancel(id: string, reason: unknown = new DOMException('This operation was aborted', 'AbortError')): number {
+    let count = 0;
+    for (const run of this.runs.values()) {
+      if (run.active && (run.runId === id || run.pipelineId === id)) {
+        run.cancel(reason);
+        count++;
+      }
+    }
+    return count;
   }
 
   /**
@@ -77,17 +151,22 @@ export class PipelineExecutor {
     return this.dispatcher.ready();
   }
 
-  /** Threads terminated because a node did not stop in time, and tasks sent again after it. */
-  get stats(): { readonly terminations: number; readonly crashes: number; readonly resends: number; readonly runsInFlight: number } {
-    return { ...this.dispatcher.stats, runsInFlight: this.runs.size };
+  /** Counts for monitoring. */
+  get stats(): ExecutorStats {
+    return { ...this.dispatcher.stats(), runsInFlight: this.runs.size };
   }
 
   /**
-   * Refuses new runs, lets runs in flight finish for up to `closeTimeoutMs`, cancels
-   * the rest, then terminates the threads. Idempotent.
+   * Refuses new runs, lets runs in flight finish for up to `timeoutMs` (the
+   * executor's `closeTimeoutMs` by default), cancels the rest, then terminates the
+   * threads. Idempotent: later calls return the first call's promise.
    */
-  close(): Promise<void> {
-    this.closing ??= this.shutdown();
+  close(options: CloseOptions = {}): Promise<void> {
+    if (this.closing === undefined) {
+      const timeoutMs = options.timeoutMs ?? this.options.closeTimeoutMs;
+      expectDuration(timeoutMs, 'timeoutMs');
+      this.closing = this.shutdown(timeoutMs);
+    }
     return this.closing;
   }
 
@@ -95,19 +174,48 @@ export class PipelineExecutor {
     await this.close();
   }
 
-  private async shutdown(): Promise<void> {
-    const pending = [...this.runs].map((run) => run.promise.catch(() => undefined));
+  private async shutdown(timeoutMs: number): Promise<void> {
+    const pending = [...this.runs.values()].map((run) => run.promise.catch(() => undefined));
     if (pending.length > 0) {
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, Math.min(this.options.closeTimeoutMs, 2 ** 31 - 1));
+        if (timeoutMs !== Infinity) timer = setTimeout(resolve, Math.min(timeoutMs, 2 ** 31 - 1));
       });
       await Promise.race([Promise.all(pending), deadline]);
       clearTimeout(timer);
       const reason = new ExecutorClosedException('The executor closed before the run finished');
-      for (const run of this.runs) run.cancel(reason);
+      for (const run of this.runs.values()) run.cancel(reason);
       await Promise.all(pending);
     }
     await this.dispatcher.destroy();
   }
+
+  private reportCleanupError(error: unknown, run: PipelineRun): void {
+    if (this.listenerCount('cleanupError') > 0) {
+      this.emit('cleanupError', error, { runId: run.runId, pipelineId: run.pipelineId });
+      return;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    process.emitWarning(`A cleanup handler of run ${run.runId} (pipeline "${run.pipelineId}") failed: ${message}`, {
+      type: 'CleanupWarning',
+      code: 'LUKHAS_CLEANUP_FAILED',
+    });
+  }
+}
+
+export interface ExecutorStats {
+  /** Live worker threads (replacements included while they start). */
+  readonly threads: number;
+  /** Node tasks on threads or on their way to one. */
+  readonly tasksInFlight: number;
+  /** Node tasks waiting for room on a thread (`threads * tasksPerThread` are in flight). */
+  readonly tasksWaiting: number;
+  /** Threads terminated because a node did not stop in time. */
+  readonly terminations: number;
+  /** Threads that died by themselves (`process.exit()`, an uncaught error, out of memory). */
+  readonly crashes: number;
+  /** Node tasks sent again after their thread was terminated under them. */
+  readonly resends: number;
+  /** Runs not yet settled. */
+  readonly runsInFlight: number;
 }

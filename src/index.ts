@@ -14,6 +14,9 @@ export {
 export { DEFAULT_TIMEOUTS } from './config';
 
 export type { ExecutorOptions, TimeoutOptions } from './config';
+export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
+export type { CleanupHandler } from './scheduler';
+export type { ThreadExit } from './dispatch';
 export type { NodeDefinition, PipelineRequest } from './pipeline';
 export type { NodeContext, NodeFunction } from './node';
 export type { PartialResults } from './errors';

@@ -11,6 +11,11 @@ export interface WorkerConfig {
   readonly board: BoardMemory;
   /** `performance.timeOrigin` of the main thread: workers stamp times on its clock. */
   readonly mainTimeOrigin: number;
+  /**
+   * ts-node's `register/transpile-only` entry when the main process runs under ts-node:
+   * a thread registers it the first time it loads a TypeScript node module.
+   */
+  readonly tsNodeRegister: string | undefined;
 }
 
 /** A node as the worker needs it. */
@@ -60,6 +65,23 @@ export interface NodeReport {
   readonly t0: number;
   readonly t1: number;
 }
+
+/**
+ * The last word of a thread about to die because of a node: it called
+ * `process.exit()`, or threw from a callback (an uncaught exception or rejection).
+ * Found through the node's async context, so it names the node even when its own
+ * call had long returned.
+ */
+export interface CrashNote {
+  readonly kind: 'crash';
+  readonly runId: string;
+  readonly nodeId: string;
+  /** What was thrown, if anything. */
+  readonly error: Thrown | undefined;
+}
+
+/** What a thread sends on its control port. */
+export type ControlMessage = readonly NodeReport[] | CrashNote;
 
 /** First message of a worker thread, on `parentPort` (surfacing as the pool's `'message'`). */
 export interface WorkerHello {

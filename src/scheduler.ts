@@ -30,6 +30,28 @@ import { unwatchSignal, watchSignal } from './signals';
 /** The longest delay `setTimeout` takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * Runs when a run is cancelled or times out, after its nodes have stopped.
+ * @param failure the `CancellationException` or `TimeoutException` the run rejects with.
+ */
+export type CleanupHandler = (failure: Error) => void | Promise<void>;
+
+/** What a run tells its executor. */
+export interface RunHooks {
+  ended(run: PipelineRun): void;
+  cleanupFailed(error: unknown, run: PipelineRun): void;
+}
+
+export interface RunSpec {
+  readonly runId: string;
+  readonly plan: Plan;
+  readonly input: unknown;
+  readonly timeouts: ResolvedTimeouts;
+  readonly signal: AbortSignal | undefined;
+  readonly dispatcher: Dispatcher;
+  readonly hooks: RunHooks;
+}
+
 interface InFlight {
   readonly segment: Segment;
   readonly ticket: SegmentTicket;
@@ -51,20 +73,30 @@ export class PipelineRun {
 
   private pipelineTimer: NodeJS.Timeout | undefined;
   private failure: (() => unknown) | undefined;
+  /** Cleanup handlers run: the run was cancelled or timed out. */
+  private cleanupDue = false;
+  private readonly cleanups: CleanupHandler[] = [];
   /** When the run began to fail: nodes completed after this do not count as completed. */
   private failedAt = Infinity;
   private settled = false;
   private readonly startedAt: number;
+  readonly runId: string;
+  private readonly plan: Plan;
+  private readonly input: unknown;
+  private readonly timeouts: ResolvedTimeouts;
+  private readonly signal: AbortSignal | undefined;
+  private readonly dispatcher: Dispatcher;
+  private readonly hooks: RunHooks;
 
-  constructor(
-    readonly runId: string,
-    private readonly plan: Plan,
-    private readonly input: unknown,
-    private readonly timeouts: ResolvedTimeouts,
-    private readonly signal: AbortSignal | undefined,
-    private readonly dispatcher: Dispatcher,
-    private readonly onEnd: (run: PipelineRun) => void,
-  ) {
+  constructor(spec: RunSpec) {
+    const { plan, dispatcher } = spec;
+    this.runId = spec.runId;
+    this.plan = plan;
+    this.input = spec.input;
+    this.timeouts = spec.timeouts;
+    this.signal = spec.signal;
+    this.dispatcher = dispatcher;
+    this.hooks = spec.hooks;
     this.promise = new Promise((resolve, reject) => {
       this.resolvePromise = resolve;
       this.rejectPromise = reject;
@@ -95,6 +127,23 @@ export class PipelineRun {
   /** Cancels the run, as an abort of its signal would. */
   cancel(reason: unknown): void {
     this.fail(() => this.cancellation(reason), Stop.Cancel);
+  }
+
+  /** A node of this run took its thread down. */
+  crashed(nodeId: string, exitCode: number | undefined, cause: unknown): void {
+    const { pipelineId } = this.plan;
+    this.fail(() => new WorkerCrashedException({ nodeId, pipelineId, runId: this.runId, exitCode, cause }), Stop.Failure);
+  }
+
+  /** Adds a handler to run, in order, if the run is cancelled or times out. */
+  onCleanup(handler: CleanupHandler): void {
+    if (typeof handler !== 'function') throw new TypeError(`Expected a cleanup handler function, got ${typeof handler}`);
+    this.cleanups.push(handler);
+  }
+
+  /** The run has not settled yet. */
+  get active(): boolean {
+    return !this.settled;
   }
 
   private armPipelineTimer(remainingMs: number): void {
@@ -180,6 +229,7 @@ export class PipelineRun {
   private fail(failure: () => unknown, code: StopCode, culprit?: number): void {
     if (this.settled || this.failure !== undefined) return;
     this.failure = failure;
+    this.cleanupDue = code === Stop.Cancel || code === Stop.PipelineTimeout || culprit !== undefined;
     this.failedAt = this.dispatcher.now();
     this.clearTimers();
     const grace = this.timeouts.cleanupGraceMs;
@@ -195,12 +245,50 @@ export class PipelineRun {
     if (this.settled) return;
     this.settled = true;
     this.clearTimers();
-    if (this.failure !== undefined) {
-      this.rejectPromise(this.failure());
-    } else {
+    if (this.failure === undefined) {
       this.resolvePromise(this.result());
+      this.hooks.ended(this);
+      return;
     }
-    this.onEnd(this);
+    const error = this.failure();
+    if (!this.cleanupDue || this.cleanups.length === 0) {
+      this.rejectPromise(error);
+      this.hooks.ended(this);
+      return;
+    }
+    void this.runCleanups(error as Error).then(() => {
+      this.rejectPromise(error);
+      this.hooks.ended(this);
+    });
+  }
+
+  /**
+   * Runs the cleanup handlers one after another. Each has up to `cleanupGraceMs`; one
+   * that throws, rejects or takes longer is reported, and the next one runs.
+   */
+  private async runCleanups(error: Error): Promise<void> {
+    const grace = this.timeouts.cleanupGraceMs;
+    for (const handler of this.cleanups.splice(0)) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const done = Promise.resolve().then(() => handler(error));
+        if (grace === Infinity) {
+          await done;
+        } else {
+          const late = new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`A cleanup handler of run ${this.runId} did not finish within ${grace} ms`)),
+              Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(grace))),
+            );
+          });
+          await Promise.race([done, late]);
+        }
+      } catch (failure) {
+        this.hooks.cleanupFailed(failure, this);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
   }
 
   private clearTimers(): void {

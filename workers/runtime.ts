@@ -13,6 +13,7 @@
  * ready, and reports leave the thread before any node code runs: a node that then
  * blocks the thread forever cannot swallow its neighbours' results.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { MessageChannel, parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -35,6 +36,7 @@ import {
 } from '../src/board';
 import {
   serializeThrown,
+  type CrashNote,
   type NodeReport,
   type SegmentOutcome,
   type SegmentTask,
@@ -62,6 +64,42 @@ const hello: WorkerHello = { lukhasWorkerHello: true, threadId, port: far, card:
 parentPort?.postMessage(hello, [far]);
 control.on('message', () => checkStops());
 control.unref();
+
+// ---------------------------------------------------------------------------
+// Crashes: a node that takes its thread down is named before the thread dies.
+
+/** The node whose code runs, including callbacks and continuations it started. */
+interface NodeScope {
+  readonly run: SegmentRun;
+  readonly index: number;
+}
+const scope = new AsyncLocalStorage<NodeScope>();
+const exitThread = process.exit.bind(process);
+
+function culprit(): NodeScope | undefined {
+  const current = scope.getStore();
+  if (current !== undefined) return current;
+  const holder = active.get(Atomics.load(card.i32, T_HOLDER) - 1);
+  return holder === undefined ? undefined : { run: holder, index: holder.index };
+}
+
+function crash(error: unknown, exitCode: number): never {
+  const node = culprit();
+  if (node !== undefined) {
+    const note: CrashNote = {
+      kind: 'crash',
+      runId: node.run.task.runId,
+      nodeId: node.run.task.nodes[node.index]?.id ?? '',
+      error: error === undefined ? undefined : serializeThrown(error),
+    };
+    control.postMessage(note);
+  }
+  return exitThread(exitCode);
+}
+
+process.exit = ((code?: number | string | null) => crash(undefined, Number(code ?? process.exitCode ?? 0))) as typeof process.exit;
+process.on('uncaughtException', (error) => crash(error, 1));
+process.on('unhandledRejection', (reason) => crash(reason, 1));
 
 // ---------------------------------------------------------------------------
 // Segments in flight on this thread.
@@ -220,7 +258,7 @@ function startNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
   let result: unknown;
   let threw = false;
   try {
-    result = fn(run.input, ctx);
+    result = scope.run({ run, index: run.index }, fn, run.input, ctx);
   } catch (error) {
     threw = true;
     result = error;
@@ -353,8 +391,14 @@ function loadNode(node: TaskNode): Promise<NodeFunction> {
   return promise;
 }
 
+let tsNodeRegistered = false;
+
 async function importNode(node: TaskNode): Promise<NodeFunction> {
   const path = node.module.startsWith('file:') ? fileURLToPath(node.module) : node.module;
+  if (!tsNodeRegistered && config.tsNodeRegister !== undefined && /\.c?ts$/.test(path)) {
+    tsNodeRegistered = true;
+    require(config.tsNodeRegister);
+  }
   let namespace: unknown;
   if (path.endsWith('.mjs') || path.endsWith('.mts')) {
     namespace = await import(pathToFileURL(path).href);
