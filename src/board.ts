@@ -29,8 +29,17 @@ export type StopCode = (typeof Stop)[keyof typeof Stop];
 // Slot row, Int32 fields.
 export const S_STOP = 0;
 export const S_THREAD = 1;
-/** Index (within the segment) of the node running, -1 before the first starts. */
+/**
+ * Index (within the segment) of the node running; -1 before the first starts, and
+ * `-(index + 2)` between node `index`'s end and the next node's start.
+ */
 export const S_NODE = 2;
+/**
+ * Who owns the task: its generation while it is on its way, `-generation` once a
+ * worker took it up, 0 once the main thread withdrew it. Both sides change it with a
+ * compare-and-swap, so a task is either started by a worker or withdrawn, never both.
+ */
+export const S_CLAIM = 3;
 export const SLOT_I32 = 4;
 // Slot row, Float64 fields.
 export const S_STARTED_AT = 0;
@@ -99,12 +108,18 @@ export class Board {
     this.f64 = new Float64Array(memory.f64);
   }
 
-  /** Readies a row for a new task. */
-  reset(slot: number): void {
+  /** Readies a row for a new task of generation `gen` (a positive int32). */
+  reset(slot: number, gen: number): void {
     const base = slot * SLOT_I32;
     Atomics.store(this.i32, base + S_STOP, Stop.None);
     Atomics.store(this.i32, base + S_THREAD, 0);
     Atomics.store(this.i32, base + S_NODE, -1);
+    Atomics.store(this.i32, base + S_CLAIM, gen);
+  }
+
+  /** Withdraws a task no worker has taken up yet; false if a worker already has it. */
+  withdraw(slot: number, gen: number): boolean {
+    return Atomics.compareExchange(this.i32, slot * SLOT_I32 + S_CLAIM, gen, 0) === gen;
   }
 
   requestStop(slot: number, code: StopCode): void {
@@ -116,8 +131,10 @@ export class Board {
     return Atomics.load(this.i32, slot * SLOT_I32 + S_THREAD);
   }
 
+  /** The node running, or the next one to run. */
   nodeOf(slot: number): number {
-    return Atomics.load(this.i32, slot * SLOT_I32 + S_NODE);
+    const node = Atomics.load(this.i32, slot * SLOT_I32 + S_NODE);
+    return node >= -1 ? Math.max(node, 0) : -node - 1;
   }
 
   /** Reads a task's progress consistently with its thread's card. */

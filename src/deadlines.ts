@@ -18,6 +18,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class NodeDeadlineWatch {
   private timer: NodeJS.Timeout | undefined;
+  private cleared = false;
 
   /**
    * @param ticket the segment in flight.
@@ -35,11 +36,12 @@ export class NodeDeadlineWatch {
   }
 
   clear(): void {
+    this.cleared = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
   }
 
-  private check = (): void => {
+  private check = (fresh = false): void => {
     this.timer = undefined;
     const progress = this.ticket.progress();
     if (!progress.started) {
@@ -52,8 +54,11 @@ export class NodeDeadlineWatch {
       return;
     }
     const remaining = timeout - progress.elapsedMs;
-    if (remaining <= 0) this.onOverdue(progress.node);
-    else this.arm(remaining);
+    if (remaining > 0) return this.arm(remaining);
+    if (fresh) return this.onOverdue(progress.node);
+    // Timers run before messages in a turn: the node's end may be waiting unread.
+    this.ticket.refresh();
+    if (!this.cleared) this.check(true);
   };
 
   /** The shortest finite timeout from node `index` on: no later node can be overdue sooner. */
@@ -65,6 +70,6 @@ export class NodeDeadlineWatch {
 
   private arm(delayMs: number): void {
     if (delayMs === Infinity) return;
-    this.timer = setTimeout(this.check, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(delayMs))));
+    this.timer = setTimeout(() => this.check(), Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(delayMs))));
   }
 }

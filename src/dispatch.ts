@@ -4,29 +4,33 @@
  * The scheduler sees only the {@link Dispatcher} interface: submit a segment, read its
  * progress, ask it to stop. {@link PiscinaDispatcher} implements it on a piscina pool:
  *
- * - Many tasks share a thread (piscina's `concurrentTasksPerWorker`), so tasks carry no
- *   piscina `signal`. A stop is a flag on the shared board plus a wake-up message on
- *   the thread's control port; the node sees `ctx.signal` abort.
- * - If the task has not settled `graceMs` later, its thread is terminated.
- * - Tasks of other runs on a terminated thread did nothing wrong: they are sent again,
- *   resuming at the node that was running (at-least-once for that node).
+ * - Segments submitted in the same turn travel to a thread together, as one piscina
+ *   task (a batch), routed by our own load balancer to the thread with the fewest
+ *   segments in flight that is not held by a long synchronous node. Many segments
+ *   share a thread, so tasks carry no piscina `signal`.
+ * - A thread sends node outputs and segment ends back on its control port, in order.
+ * - A stop is a flag on the shared board plus a wake-up on the thread's control port;
+ *   the node sees `ctx.signal` abort. A segment no worker has taken up yet is withdrawn
+ *   at once. One that has not ended `graceMs` later has its thread terminated.
+ * - Segments of other runs on a terminated thread did nothing wrong: they are sent
+ *   again, resuming at the node that was running (at-least-once for that node).
  * - A thread that dies by itself (`process.exit()`, an uncaught error, out of memory)
- *   fails the task whose code held it; the others are sent again, at most
- *   {@link MAX_RESENDS} times each.
+ *   fails the run of the node at fault; the other segments are sent again (at most
+ *   {@link MAX_RESENDS} times when nobody knows whose fault it was).
  */
 import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort, type Worker } from 'node:worker_threads';
 import { extname, resolve } from 'node:path';
-import { Board, ThreadCard, T_HOLDER, createBoardMemory, type StopCode, type TaskProgress } from './board';
+import { Board, ThreadCard, T_HOLDER, T_HOLDER_SINCE, createBoardMemory, type StopCode, type TaskProgress } from './board';
 import type { ResolvedOptions } from './config';
 import {
   WAKE,
   deserializeThrown,
   isWorkerHello,
+  type BatchTask,
   type ControlMessage,
   type CrashNote,
-  type NodeReport,
   type SegmentOutcome,
   type SegmentTask,
   type TaskNode,
@@ -67,6 +71,11 @@ export type Settlement =
 export interface SegmentTicket {
   /** Which node runs and for how long it has had its thread (see `board.ts`). */
   progress(): TaskProgress;
+  /**
+   * Takes in what the segment's thread has already sent (outputs, its end): a busy main
+   * thread may not have read it yet. May settle the segment.
+   */
+  refresh(): void;
   /** Asks the segment to stop; terminates its thread if it has not settled `graceMs` later. */
   stop(code: StopCode, graceMs: number): void;
 }
@@ -124,21 +133,31 @@ export interface DispatcherStats {
 /** How many times a task is sent again after threads died under it with no known culprit. */
 export const MAX_RESENDS = 2;
 
-interface ThreadLink {
+/** Segments sent to the threads at once, at most, while submissions keep coming in one turn. */
+const BATCH_SIZE = 64;
+
+/** A thread whose node code has held it this long is not given new work while others are free. */
+const BLOCKED_MS = 20;
+
+/** A worker thread as the dispatcher sees it. */
+interface Thread {
   readonly threadId: number;
-  readonly port: MessagePort;
-  readonly card: ThreadCard;
-  readonly worker: Worker | undefined;
-  /** The thread's last word, when a node is taking it down. */
+  readonly worker: Worker;
+  /** Its control port and card, once it has introduced itself. */
+  port: MessagePort | undefined;
+  card: ThreadCard | undefined;
+  /** Segments sent to it and not ended. */
+  readonly tickets: Set<Ticket>;
+  /** Its last word, when a node is taking it down. */
   crash: CrashNote | undefined;
+  killing: boolean;
+  ended: boolean;
 }
 
-/** Facts about a thread that ended, kept until the tasks it held are handled. */
-interface ThreadEnd {
-  /** We terminated it. */
-  readonly killed: boolean;
-  /** It died by itself and the node at fault is known (and was told of). */
-  readonly culpritKnown: boolean;
+/** The segments of one piscina task, with the generation each was sent as. */
+interface Batch {
+  readonly tickets: readonly Ticket[];
+  readonly gens: readonly number[];
 }
 
 class Ticket implements SegmentTicket {
@@ -151,6 +170,8 @@ class Ticket implements SegmentTicket {
   graceTimer: NodeJS.Timeout | undefined;
   settled = false;
   blindResends = 0;
+  /** The thread it was sent to, while it is there. */
+  thread: Thread | undefined;
 
   constructor(
     readonly dispatcher: PiscinaDispatcher,
@@ -161,6 +182,10 @@ class Ticket implements SegmentTicket {
 
   progress(): TaskProgress {
     return this.dispatcher.progressOf(this);
+  }
+
+  refresh(): void {
+    if (this.thread !== undefined) this.dispatcher.drain(this.thread);
   }
 
   stop(code: StopCode, graceMs: number): void {
@@ -175,12 +200,11 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly board: Board;
   private readonly tickets: (Ticket | undefined)[];
   private readonly freeSlots: number[] = [];
+  /** Waiting for a free slot. */
   private readonly waiting: Ticket[] = [];
-  private readonly threads = new Map<number, ThreadLink>();
-  private readonly ended = new Map<number, ThreadEnd>();
-  private readonly killing = new Set<number>();
-  /** Outcomes from threads whose introduction has not arrived yet (it comes on another channel). */
-  private readonly deferred = new Map<number, (() => void)[]>();
+  /** Holding a slot, to be sent at the end of this turn. */
+  private outgoing: Ticket[] = [];
+  private readonly threads = new Map<number, Thread>();
   private gen = 0;
   private destroyed = false;
   private readonly size: number;
@@ -212,22 +236,35 @@ export class PiscinaDispatcher implements Dispatcher {
       minThreads: options.threads,
       maxThreads: options.threads,
       idleTimeout: Infinity,
-      concurrentTasksPerWorker: options.tasksPerThread,
+      // Our slots bound the segments in flight; a batch holds at least one.
+      concurrentTasksPerWorker: capacity,
+      loadBalancer: (task, workers) => {
+        const wanted = routeOf(task);
+        for (const worker of workers) if (worker.id === wanted) return worker;
+        // The thread it was meant for is starting: wait for it. If it is gone, its
+        // segments were sent again, and this stale batch may go anywhere.
+        return wanted !== undefined && this.threads.get(wanted)?.ended === false ? null : (workers[0] ?? null);
+      },
       atomics: 'disabled',
       recordTiming: false,
       resourceLimits: options.resourceLimits,
       workerData,
     });
     this.pool.on('message', (message: unknown) => {
-      if (isWorkerHello(message)) this.attach(message.threadId, message.port, new ThreadCard(message.card));
+      if (isWorkerHello(message)) this.introduce(message.threadId, message.port, new ThreadCard(message.card));
     });
-    // A thread that dies with no task on it is reported here (and counted by attach()'s
+    // A thread that dies with no task on it is reported here (and counted by watch()'s
     // listeners); without a listener it would crash the process.
     this.pool.on('error', () => {});
+    this.watchThreads();
   }
 
   now(): number {
     return performance.now();
+  }
+
+  ready(): Promise<void> {
+    return this.whenReady;
   }
 
   stats(): DispatcherStats {
@@ -241,38 +278,39 @@ export class PiscinaDispatcher implements Dispatcher {
 
   /** Control ports open on the main thread (one per live thread). */
   get openPorts(): number {
-    return this.threads.size;
-  }
-
-  ready(): Promise<void> {
-    return this.whenReady;
+    let open = 0;
+    for (const thread of this.threads.values()) if (thread.port !== undefined) open++;
+    return open;
   }
 
   submit(job: SegmentJob): SegmentTicket {
     const ticket = new Ticket(this, job);
     const slot = this.freeSlots.pop();
     if (slot === undefined) this.waiting.push(ticket);
-    else this.send(ticket, slot);
+    else this.queue(ticket, slot);
     return ticket;
   }
 
   progressOf(ticket: Ticket): TaskProgress {
-    if (ticket.slot < 0 || ticket.settled) return { started: false };
-    const threadId = this.board.threadOf(ticket.slot);
-    return this.board.progress(ticket.slot, this.threads.get(threadId)?.card, this.now());
+    if (ticket.thread === undefined || ticket.settled) return { started: false };
+    return this.board.progress(ticket.slot, ticket.thread.card, this.now());
   }
 
   stop(ticket: Ticket, code: StopCode, graceMs: number): void {
     if (ticket.settled || ticket.stopCode !== 0) return;
     ticket.stopCode = code;
-    if (ticket.slot < 0) {
-      this.waiting.splice(this.waiting.indexOf(ticket), 1);
-      this.settle(ticket, { kind: 'stopped', node: ticket.first });
-      return;
+    if (ticket.slot < 0 || ticket.thread === undefined) {
+      // Not sent yet: it never starts.
+      if (ticket.slot < 0) this.waiting.splice(this.waiting.indexOf(ticket), 1);
+      else this.outgoing.splice(this.outgoing.indexOf(ticket), 1);
+      return this.settle(ticket, { kind: 'stopped', node: ticket.first });
     }
     this.board.requestStop(ticket.slot, code);
-    const link = this.threads.get(this.board.threadOf(ticket.slot));
-    link?.port.postMessage(WAKE);
+    if (this.board.withdraw(ticket.slot, ticket.gen)) {
+      // On its way, and no worker has taken it up: it never starts.
+      return this.settle(ticket, { kind: 'stopped', node: ticket.first });
+    }
+    ticket.thread.port?.postMessage(WAKE);
     if (Number.isFinite(graceMs)) {
       ticket.graceTimer = setTimeout(() => this.graceExpired(ticket), graceMs);
     }
@@ -281,51 +319,153 @@ export class PiscinaDispatcher implements Dispatcher {
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
-    for (const ticket of this.waiting.splice(0)) this.settle(ticket, { kind: 'stopped', node: ticket.first });
+    for (const ticket of [...this.waiting.splice(0), ...this.outgoing.splice(0)]) {
+      this.settle(ticket, { kind: 'stopped', node: ticket.first });
+    }
     await this.pool.destroy();
-    for (const link of this.threads.values()) link.port.close();
+    for (const thread of this.threads.values()) thread.port?.close();
     this.threads.clear();
   }
 
   // -------------------------------------------------------------------------
+  // Sending.
 
-  private send(ticket: Ticket, slot: number): void {
+  /** Gives the ticket a slot and a generation, and sends it at the end of this turn. */
+  private queue(ticket: Ticket, slot: number): void {
     ticket.slot = slot;
-    ticket.gen = ++this.gen;
     this.tickets[slot] = ticket;
-    this.board.reset(slot);
-    if (ticket.stopCode !== 0) this.board.requestStop(slot, ticket.stopCode);
-    const task: SegmentTask = {
-      slot,
+    this.enqueueOutgoing(ticket);
+  }
+
+  /**
+   * Sends at the end of this turn, or now once a batch is full: a long burst of
+   * submissions reaches the threads while it is still going on.
+   */
+  private enqueueOutgoing(ticket: Ticket): void {
+    this.outgoing.push(ticket);
+    if (this.outgoing.length === 1) queueMicrotask(this.flush);
+    else if (this.outgoing.length >= BATCH_SIZE) this.flush();
+  }
+
+  private flush = (): void => {
+    const outgoing = this.outgoing;
+    this.outgoing = [];
+    if (outgoing.length === 0 || this.destroyed) return;
+    const groups = new Map<Thread, Ticket[]>();
+    for (const ticket of outgoing) {
+      const thread = this.pickThread();
+      ticket.gen = this.gen = this.gen >= 0x7fffffff ? 1 : this.gen + 1;
+      this.board.reset(ticket.slot, ticket.gen);
+      if (ticket.stopCode !== 0) this.board.requestStop(ticket.slot, ticket.stopCode);
+      this.attach(ticket, thread);
+      let group = groups.get(thread);
+      if (group === undefined) groups.set(thread, (group = []));
+      group.push(ticket);
+    }
+    for (const [thread, group] of groups) this.sendBatch(thread, group);
+  };
+
+  private sendBatch(thread: Thread, group: Ticket[]): void {
+    const tasks: SegmentTask[] = group.map((ticket) => ({
+      slot: ticket.slot,
       gen: ticket.gen,
       runId: ticket.job.runId,
       pipelineId: ticket.job.pipelineId,
       nodes: ticket.job.nodes,
       first: ticket.first,
       input: ticket.input,
-    };
-    const gen = ticket.gen;
-    this.pool.run(task).then(
-      (outcome: SegmentOutcome) => this.onOutcome(ticket, gen, outcome),
-      (error: unknown) => this.onRejected(ticket, gen, error),
-    );
+    }));
+    const task: BatchTask & { [key: symbol]: unknown } = { tasks, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
+    const batch: Batch = { tickets: group, gens: group.map((ticket) => ticket.gen) };
+    this.pool.run(task).then(undefined, (error: unknown) => this.batchFailed(batch, error));
   }
 
-  private onOutcome(ticket: Ticket, gen: number, outcome: SegmentOutcome): void {
-    if (ticket.gen !== gen || ticket.settled) return;
-    const threadId = this.board.threadOf(ticket.slot);
-    if (!this.threads.has(threadId) && this.pool.threads.some((thread) => thread.threadId === threadId)) {
-      // The reports of this task are on a port we do not know yet: wait for it.
-      const waiting = this.deferred.get(threadId) ?? [];
-      waiting.push(() => this.onOutcome(ticket, gen, outcome));
-      this.deferred.set(threadId, waiting);
+  /** The thread with the fewest segments in flight, preferring started threads not held by a long node. */
+  private pickThread(): Thread {
+    let best: Thread | undefined;
+    let bestScore = Infinity;
+    const now = this.now();
+    for (const thread of this.threads.values()) {
+      if (thread.ended || thread.killing) continue;
+      let score = thread.tickets.size;
+      if (thread.port === undefined) score += 1e9;
+      else if (isBlocked(thread.card, now)) score += 1e6;
+      if (score < bestScore) {
+        best = thread;
+        bestScore = score;
+      }
+    }
+    if (best !== undefined) return best;
+    // Every thread known is ending: pick up the replacements piscina started.
+    this.watchThreads();
+    for (const thread of this.threads.values()) if (!thread.ended && !thread.killing) return thread;
+    throw new Error('lukhas-orchestrator: the pool has no thread to run on');
+  }
+
+  private attach(ticket: Ticket, thread: Thread): void {
+    ticket.thread = thread;
+    thread.tickets.add(ticket);
+    if (thread.tickets.size === 1) thread.port?.ref();
+  }
+
+  private detach(ticket: Ticket): void {
+    const thread = ticket.thread;
+    if (thread === undefined) return;
+    ticket.thread = undefined;
+    thread.tickets.delete(ticket);
+    if (thread.tickets.size === 0) thread.port?.unref();
+  }
+
+  /** A batch that could not be sent (an input that cannot be cloned), or whose thread died. */
+  private batchFailed(batch: Batch, error: unknown): void {
+    const live = batch.tickets.filter((ticket, i) => !ticket.settled && ticket.gen === batch.gens[i]);
+    if (live.length === 0) return;
+    if (error instanceof Error && error.name === 'DataCloneError') {
+      for (const ticket of live) {
+        try {
+          structuredClone(ticket.input);
+        } catch (cause) {
+          this.settle(ticket, { kind: 'input-unclonable', cause });
+          continue;
+        }
+        this.resend(ticket);
+      }
       return;
     }
-    // Reports posted before the outcome may still wait on the control port.
-    this.drainPort(threadId);
+    // Its thread died before we heard of it: nobody knows whose fault it was.
+    for (const ticket of live) this.afterThreadEnd(ticket, { killed: false, culpritKnown: false }, error);
+  }
+
+  private resend(ticket: Ticket): void {
+    this.detach(ticket);
+    // No longer the task it was: what still comes of its old sending is stale.
+    ticket.gen = 0;
+    this.counts.resends++;
+    this.enqueueOutgoing(ticket);
+  }
+
+  // -------------------------------------------------------------------------
+  // Ending.
+
+  private settle(ticket: Ticket, settlement: Settlement): void {
+    if (ticket.settled) return;
+    ticket.settled = true;
+    if (ticket.graceTimer !== undefined) clearTimeout(ticket.graceTimer);
+    ticket.graceTimer = undefined;
+    this.detach(ticket);
+    if (ticket.slot >= 0) {
+      this.tickets[ticket.slot] = undefined;
+      const next = this.waiting.shift();
+      if (next !== undefined) this.queue(next, ticket.slot);
+      else this.freeSlots.push(ticket.slot);
+      ticket.slot = -1;
+    }
+    ticket.job.listener.settled(settlement);
+  }
+
+  private ended(ticket: Ticket, outcome: SegmentOutcome): void {
     switch (outcome.kind) {
       case 'done':
-        return this.settle(ticket, outcome);
       case 'stopped':
         return this.settle(ticket, outcome);
       case 'failed':
@@ -342,174 +482,156 @@ export class PiscinaDispatcher implements Dispatcher {
     }
   }
 
-  private onRejected(ticket: Ticket, gen: number, error: unknown): void {
-    if (ticket.gen !== gen || ticket.settled) return;
-    if (error instanceof Error && error.name === 'DataCloneError') {
-      return this.settle(ticket, { kind: 'input-unclonable', cause: error });
-    }
-    const threadId = this.board.threadOf(ticket.slot);
-    this.drainPort(threadId);
+  private graceExpired(ticket: Ticket): void {
+    ticket.graceTimer = undefined;
+    const thread = ticket.thread;
+    if (ticket.settled || thread === undefined) return;
+    this.terminate(thread);
+  }
+
+  private terminate(thread: Thread): void {
+    if (thread.killing || thread.ended) return;
+    thread.killing = true;
+    this.counts.terminations++;
+    void thread.worker.terminate();
+  }
+
+  /** What becomes of a segment whose thread ended under it. */
+  private afterThreadEnd(ticket: Ticket, end: { killed: boolean; culpritKnown: boolean }, cause: unknown): void {
+    if (ticket.settled) return;
     const node = Math.max(this.board.nodeOf(ticket.slot), ticket.first);
-    if (ticket.first >= ticket.job.nodes.length) {
-      // Every output arrived; only the thread's last word was lost.
-      return this.settle(ticket, { kind: 'done' });
-    }
-    if (ticket.stopCode !== 0) {
-      return this.settle(ticket, { kind: 'killed', node });
-    }
     if (this.destroyed) return this.settle(ticket, { kind: 'stopped', node });
-    // A task the thread had not picked up yet has no thread on the board: it belongs to
-    // one of the threads that ended just now (their handling runs in this same turn).
-    const end = threadId !== 0 ? this.ended.get(threadId) : this.anyEnded();
-    if (end === undefined || (!end.killed && !end.culpritKnown)) {
-      // The thread died and nobody knows whose fault it was: perhaps this task's.
-      if (ticket.blindResends >= MAX_RESENDS) {
-        return this.settle(ticket, { kind: 'crashed', node, exitCode: undefined, cause: error });
-      }
+    if (ticket.first >= ticket.job.nodes.length) return this.settle(ticket, { kind: 'done' });
+    if (ticket.stopCode !== 0) return this.settle(ticket, { kind: 'killed', node });
+    if (!end.killed && !end.culpritKnown) {
+      // The thread died and nobody knows whose fault it was: perhaps this segment's.
+      if (ticket.blindResends >= MAX_RESENDS) return this.settle(ticket, { kind: 'crashed', node, exitCode: undefined, cause });
       ticket.blindResends++;
     }
     // A bystander: send it again, resuming at the node that was running.
-    this.counts.resends++;
-    this.release(ticket);
-    const slot = this.freeSlots.pop()!;
-    this.send(ticket, slot);
+    this.resend(ticket);
   }
 
-  /** The threads that ended in this turn, taken together: innocent only if each one is. */
-  private anyEnded(): ThreadEnd | undefined {
-    if (this.ended.size === 0) return undefined;
-    let killed = true;
-    let culpritKnown = true;
-    for (const end of this.ended.values()) {
-      killed &&= end.killed;
-      culpritKnown &&= end.killed || end.culpritKnown;
+  // -------------------------------------------------------------------------
+  // Threads.
+
+  /** Starts watching the threads of the pool we do not know yet. */
+  private watchThreads(): void {
+    for (const worker of this.pool.threads) {
+      if (this.threads.has(worker.threadId)) continue;
+      const thread: Thread = {
+        threadId: worker.threadId,
+        worker,
+        port: undefined,
+        card: undefined,
+        tickets: new Set(),
+        crash: undefined,
+        killing: false,
+        ended: false,
+      };
+      this.threads.set(worker.threadId, thread);
+      // piscina listens first, so it is done with the thread when these run.
+      worker.once('error', (error: unknown) => this.threadEnded(thread, undefined, error));
+      worker.once('exit', (code: number) => this.threadEnded(thread, code, undefined));
     }
-    return { killed, culpritKnown };
   }
 
-  private graceExpired(ticket: Ticket): void {
-    ticket.graceTimer = undefined;
-    if (ticket.settled) return;
-    const threadId = this.board.threadOf(ticket.slot);
-    if (threadId === 0) {
-      // Still on its way to a worker, which will see the stop before starting it.
+  private introduce(threadId: number, port: MessagePort, card: ThreadCard): void {
+    this.watchThreads();
+    const thread = this.threads.get(threadId);
+    if (thread === undefined || thread.ended) {
+      port.close();
       return;
     }
-    this.terminate(threadId);
-  }
-
-  private terminate(threadId: number): void {
-    if (this.killing.has(threadId)) return;
-    const link = this.threads.get(threadId);
-    const worker = link?.worker ?? this.pool.threads.find((thread) => thread.threadId === threadId);
-    if (worker === undefined) return;
-    this.killing.add(threadId);
-    this.counts.terminations++;
-    void worker.terminate();
-  }
-
-  private settle(ticket: Ticket, settlement: Settlement): void {
-    if (ticket.settled) return;
-    ticket.settled = true;
-    if (ticket.graceTimer !== undefined) clearTimeout(ticket.graceTimer);
-    ticket.graceTimer = undefined;
-    if (ticket.slot >= 0) {
-      this.release(ticket);
-      const next = this.waiting.shift();
-      if (next !== undefined) this.send(next, this.freeSlots.pop()!);
-    }
-    ticket.job.listener.settled(settlement);
-  }
-
-  private release(ticket: Ticket): void {
-    this.tickets[ticket.slot] = undefined;
-    this.freeSlots.push(ticket.slot);
-    ticket.slot = -1;
-  }
-
-  private attach(threadId: number, port: MessagePort, card: ThreadCard): void {
-    const worker = this.pool.threads.find((thread) => thread.threadId === threadId);
-    const link: ThreadLink = { threadId, port, card, worker, crash: undefined };
-    this.threads.set(threadId, link);
-    if (this.threads.size >= this.size) {
+    thread.port = port;
+    thread.card = card;
+    port.on('message', (message: ControlMessage) => this.onControlMessage(thread, message));
+    if (thread.tickets.size === 0) port.unref();
+    // Stops requested before the thread introduced itself reach it now.
+    port.postMessage(WAKE);
+    if (this.openPorts >= this.size) {
       this.onReady?.();
       this.onReady = undefined;
     }
-    port.on('message', (message: ControlMessage) => this.onControlMessage(link, message));
-    port.unref();
-    // Stops requested before the thread introduced itself reach it now.
-    port.postMessage(WAKE);
-    const deferred = this.deferred.get(threadId);
-    if (deferred !== undefined) {
-      this.deferred.delete(threadId);
-      for (const handle of deferred) handle();
+  }
+
+  /** Reads what the thread has sent and the port holds, now. */
+  drain(thread: Thread): void {
+    if (thread.port === undefined) return;
+    let entry;
+    while ((entry = receiveMessageOnPort(thread.port)) !== undefined) this.onControlMessage(thread, entry.message as ControlMessage);
+  }
+
+  private threadEnded(thread: Thread, exitCode: number | undefined, cause: unknown): void {
+    if (thread.ended) return;
+    thread.ended = true;
+    this.drain(thread);
+    thread.port?.close();
+    this.threads.delete(thread.threadId);
+    const killed = thread.killing;
+    if (this.destroyed) {
+      for (const ticket of thread.tickets) this.afterThreadEnd(ticket, { killed, culpritKnown: false }, cause);
+      return;
     }
-    if (worker === undefined) return;
-    // piscina listens first, so by the time these run the thread's tasks are already
-    // rejected (their handlers queued as microtasks, which run after this).
-    let over = false;
-    const end = (exitCode: number | undefined, cause: unknown): void => {
-      if (over) return;
-      over = true;
-      this.drainPort(threadId);
-      this.threads.delete(threadId);
-      port.close();
-      const killed = this.killing.delete(threadId);
-      if (this.destroyed) return;
-      const culprit = killed ? undefined : this.culpritOf(link);
-      if (!killed) {
-        this.counts.crashes++;
-        if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause);
-      }
-      this.ended.set(threadId, { killed, culpritKnown: culprit !== undefined });
-      setImmediate(() => this.ended.delete(threadId));
-      this.events.threadExited({
-        threadId,
-        reason: killed ? 'terminated' : 'crashed',
-        exitCode,
-        runId: culprit?.runId,
-        nodeId: culprit?.nodeId,
-        cause: culprit?.error ?? cause,
-      });
-    };
-    worker.once('error', (error: unknown) => end(undefined, error));
-    worker.once('exit', (code: number) => end(code, undefined));
+    const culprit = killed ? undefined : this.culpritOf(thread);
+    if (!killed) {
+      this.counts.crashes++;
+      if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause);
+    }
+    const end = { killed, culpritKnown: culprit !== undefined };
+    for (const ticket of [...thread.tickets]) this.afterThreadEnd(ticket, end, cause ?? new Error(`worker exited with code: ${exitCode}`));
+    this.watchThreads();
+    this.events.threadExited({
+      threadId: thread.threadId,
+      reason: killed ? 'terminated' : 'crashed',
+      exitCode,
+      runId: culprit?.runId,
+      nodeId: culprit?.nodeId,
+      cause: culprit?.error ?? cause,
+    });
   }
 
   /** The node that took a dying thread down: from its last word, or the node holding the thread. */
-  private culpritOf(link: ThreadLink): { runId: string; nodeId: string; error: unknown } | undefined {
-    if (link.crash !== undefined) {
-      const { runId, nodeId, error } = link.crash;
+  private culpritOf(thread: Thread): { runId: string; nodeId: string; error: unknown } | undefined {
+    if (thread.crash !== undefined) {
+      const { runId, nodeId, error } = thread.crash;
       return { runId, nodeId, error: error === undefined ? undefined : deserializeThrown(error) };
     }
-    const holder = this.tickets[Atomics.load(link.card.i32, T_HOLDER) - 1];
+    if (thread.card === undefined) return undefined;
+    const holder = this.tickets[Atomics.load(thread.card.i32, T_HOLDER) - 1];
     if (holder === undefined) return undefined;
     const node = holder.job.nodes[Math.max(this.board.nodeOf(holder.slot), holder.first)];
     return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined };
   }
 
-  private drainPort(threadId: number): void {
-    const link = this.threads.get(threadId);
-    if (link === undefined) return;
-    let entry;
-    while ((entry = receiveMessageOnPort(link.port)) !== undefined) this.onControlMessage(link, entry.message as ControlMessage);
-  }
-
-  private onControlMessage(link: ThreadLink, message: ControlMessage): void {
-    if (Array.isArray(message)) this.onReports(message as readonly NodeReport[]);
-    else link.crash = message as CrashNote;
-  }
-
-  private onReports(batch: readonly NodeReport[]): void {
-    for (const report of batch) {
-      const ticket = this.tickets[report.s];
-      if (ticket === undefined || ticket.gen !== report.g || ticket.settled) continue;
-      // The next send of this task resumes after the last node reported.
-      ticket.first = report.n + 1;
-      ticket.input = report.o;
-      ticket.job.listener.nodeCompleted(report.n, report.o, report.t0, report.t1);
+  private onControlMessage(thread: Thread, message: ControlMessage): void {
+    if (!Array.isArray(message)) {
+      thread.crash = message as CrashNote;
+      return;
+    }
+    for (const entry of message as Exclude<ControlMessage, CrashNote>) {
+      const ticket = this.tickets[entry.s];
+      if (ticket === undefined || ticket.gen !== entry.g || ticket.settled) continue;
+      if ('end' in entry) {
+        this.ended(ticket, entry.end);
+      } else {
+        // The next send of this segment resumes after the last node reported.
+        ticket.first = entry.n + 1;
+        ticket.input = entry.o;
+        ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1);
+      }
     }
   }
+}
+
+/** The thread a batch is meant for, from its queue options. */
+function routeOf(task: object): number | undefined {
+  const options = (task as Record<symbol, unknown>)[Piscina.queueOptionsSymbol] as { threadId?: number } | null | undefined;
+  return options?.threadId;
+}
+
+function isBlocked(card: ThreadCard | undefined, now: number): boolean {
+  return card !== undefined && Atomics.load(card.i32, T_HOLDER) !== 0 && now - (card.f64[T_HOLDER_SINCE] ?? now) > BLOCKED_MS;
 }
 
 /** The worker runtime file, and what its threads need to load it and TypeScript nodes. */

@@ -26,7 +26,12 @@ export interface TaskNode {
   readonly params: unknown;
 }
 
-/** One dispatch: nodes of a segment run one after another in one worker. */
+/** What one piscina task carries: the segments sent to one thread in one turn. */
+export interface BatchTask {
+  readonly tasks: readonly SegmentTask[];
+}
+
+/** One segment: its nodes run one after another in one worker. */
 export interface SegmentTask {
   readonly slot: number;
   readonly gen: number;
@@ -39,9 +44,17 @@ export interface SegmentTask {
   readonly input: unknown;
 }
 
-/** How a segment ended in the worker: the resolved value of the piscina task. */
+/** How a segment ended, sent on the control port after its reports. */
+export interface SegmentEnd {
+  /** Slot and generation of the task. */
+  readonly s: number;
+  readonly g: number;
+  readonly end: SegmentOutcome;
+}
+
+/** How a segment ended in the worker. */
 export type SegmentOutcome =
-  /** Every node completed; each output was reported on the control port before this. */
+  /** Every node completed; each output was reported before this. */
   | { readonly kind: 'done' }
   | { readonly kind: 'failed'; readonly node: number; readonly error: Thrown }
   /** A stop was requested and the node settled (or had not started). */
@@ -80,8 +93,8 @@ export interface CrashNote {
   readonly error: Thrown | undefined;
 }
 
-/** What a thread sends on its control port. */
-export type ControlMessage = readonly NodeReport[] | CrashNote;
+/** What a thread sends on its control port: batches of reports and ends, in order, or its last word. */
+export type ControlMessage = readonly (NodeReport | SegmentEnd)[] | CrashNote;
 
 /** First message of a worker thread, on `parentPort` (surfacing as the pool's `'message'`). */
 export interface WorkerHello {

@@ -20,6 +20,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
   CARD_BYTES,
   S_BUSY_AT_START,
+  S_CLAIM,
   S_NODE,
   S_OWN_SYNC,
   S_STARTED_AT,
@@ -36,8 +37,10 @@ import {
 } from '../src/board';
 import {
   serializeThrown,
+  type BatchTask,
   type CrashNote,
   type NodeReport,
+  type SegmentEnd,
   type SegmentOutcome,
   type SegmentTask,
   type TaskNode,
@@ -106,41 +109,60 @@ process.on('unhandledRejection', (reason) => crash(reason, 1));
 
 interface SegmentRun {
   readonly task: SegmentTask;
-  readonly resolve: (outcome: SegmentOutcome) => void;
+  readonly batch: BatchState;
   /** Index of the node to run next, or running. */
   index: number;
   input: unknown;
   startedAt: number;
-  controller: AbortController | undefined;
+  /** The running node's context, to abort its signal. */
+  ctx: Context | undefined;
   stopSeen: boolean;
   settled: boolean;
+}
+
+/** A piscina task: settles when every segment it brought has ended. */
+interface BatchState {
+  pending: number;
+  readonly resolve: () => void;
 }
 
 const active = new Map<number, SegmentRun>();
 const ready: SegmentRun[] = [];
 let readyHead = 0;
-/** Segments whose last output is in the outbox: they settle once it is sent. */
-let finishing: SegmentRun[] = [];
-let outbox: NodeReport[] = [];
+/** Reports and ends waiting to be sent, and the segment each one is about. */
+let outbox: (NodeReport | SegmentEnd)[] = [];
 let outboxRuns: SegmentRun[] = [];
+let finishedBatches: BatchState[] = [];
 let drainScheduled = false;
 
-/** Runs the nodes of one segment. Resolves with how it ended; never rejects. */
-export default function runSegment(task: SegmentTask): Promise<SegmentOutcome> {
-  Atomics.store(slotI32, task.slot * SLOT_I32 + S_THREAD, threadId);
-  return new Promise<SegmentOutcome>((resolve) => {
-    const run: SegmentRun = {
-      task,
-      resolve,
-      index: task.first,
-      input: task.input,
-      startedAt: 0,
-      controller: undefined,
-      stopSeen: false,
-      settled: false,
-    };
-    active.set(task.slot, run);
-    enqueue(run);
+/**
+ * Takes up the segments of one batch. Resolves once each has ended (its end is then
+ * on its way to the main thread on the control port); never rejects.
+ */
+export default function runBatch(batch: BatchTask): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const state: BatchState = { pending: 0, resolve };
+    for (const task of batch.tasks) {
+      const base = task.slot * SLOT_I32;
+      // The main thread may have withdrawn the task while it was on its way.
+      if (Atomics.compareExchange(slotI32, base + S_CLAIM, task.gen, -task.gen) !== task.gen) continue;
+      Atomics.store(slotI32, base + S_THREAD, threadId);
+      const run: SegmentRun = {
+        task,
+        batch: state,
+        index: task.first,
+        input: task.input,
+        startedAt: 0,
+        ctx: undefined,
+        stopSeen: false,
+        settled: false,
+      };
+      state.pending++;
+      active.set(task.slot, run);
+      ready.push(run);
+    }
+    if (state.pending === 0) resolve();
+    else scheduleDrain();
   });
 }
 
@@ -186,7 +208,7 @@ function checkStops(): void {
     const code = stopRequested(run);
     if (code === Stop.None) continue;
     run.stopSeen = true;
-    run.controller?.abort(stopReason(code));
+    run.ctx?.abort(stopReason(code));
   }
 }
 
@@ -232,17 +254,37 @@ function runNext(run: SegmentRun): void {
   startNode(run, node, fn);
 }
 
+/** A node's `ctx`. Its signal is made on first use: most nodes never look at it. */
+class Context implements NodeContext {
+  private controller: AbortController | undefined;
+  private reason: DOMException | undefined;
+
+  constructor(
+    readonly params: unknown,
+    readonly nodeId: string,
+    readonly pipelineId: string,
+    readonly runId: string,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.reason !== undefined) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason: DOMException): void {
+    if (this.reason !== undefined) return;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+}
+
 function startNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
   const { slot } = run.task;
-  const controller = new AbortController();
-  run.controller = controller;
-  const ctx: NodeContext = {
-    signal: controller.signal,
-    params: node.params,
-    nodeId: node.id,
-    pipelineId: run.task.pipelineId,
-    runId: run.task.runId,
-  };
+  const ctx = new Context(node.params, node.id, run.task.pipelineId, run.task.runId);
+  run.ctx = ctx;
   const startedAt = now();
   run.startedAt = startedAt;
   // Mark the node as running and as holding the thread, in one consistent write.
@@ -273,7 +315,7 @@ function startNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
 
   if (run.stopSeen === false && stopRequested(run) !== Stop.None) {
     run.stopSeen = true;
-    controller.abort(stopReason(stopRequested(run)));
+    ctx.abort(stopReason(stopRequested(run)));
   }
   if (threw) {
     nodeFailed(run, result);
@@ -289,7 +331,9 @@ function startNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
 
 function nodeDone(run: SegmentRun, output: unknown): void {
   if (run.settled) return;
-  run.controller = undefined;
+  run.ctx = undefined;
+  // No longer running: the main thread stops its clock even before the report arrives.
+  Atomics.store(slotI32, run.task.slot * SLOT_I32 + S_NODE, -(run.index + 2));
   if (stopRequested(run) !== Stop.None) {
     settle(run, { kind: 'stopped', node: run.index });
     return;
@@ -297,8 +341,7 @@ function nodeDone(run: SegmentRun, output: unknown): void {
   outbox.push({ s: run.task.slot, g: run.task.gen, n: run.index, o: output, t0: run.startedAt, t1: now() });
   outboxRuns.push(run);
   if (run.index === run.task.nodes.length - 1) {
-    finishing.push(run);
-    scheduleDrain();
+    settle(run, { kind: 'done' });
   } else {
     run.index++;
     run.input = output;
@@ -308,7 +351,7 @@ function nodeDone(run: SegmentRun, output: unknown): void {
 
 function nodeFailed(run: SegmentRun, error: unknown): void {
   if (run.settled) return;
-  run.controller = undefined;
+  run.ctx = undefined;
   if (stopRequested(run) !== Stop.None) {
     settle(run, { kind: 'stopped', node: run.index });
     return;
@@ -316,39 +359,59 @@ function nodeFailed(run: SegmentRun, error: unknown): void {
   settle(run, { kind: 'failed', node: run.index, error: serializeThrown(error) });
 }
 
+/** Ends a segment: its end goes out after its reports, with the next flush. */
 function settle(run: SegmentRun, outcome: SegmentOutcome): void {
-  if (run.settled) return;
-  run.settled = true;
-  run.controller = undefined;
-  active.delete(run.task.slot);
-  run.resolve(outcome);
+  if (!markSettled(run)) return;
+  outbox.push({ s: run.task.slot, g: run.task.gen, end: outcome });
+  outboxRuns.push(run);
+  scheduleDrain();
 }
 
-/** Sends the reports waiting in the outbox, then settles segments whose last output left. */
+function markSettled(run: SegmentRun): boolean {
+  if (run.settled) return false;
+  run.settled = true;
+  run.ctx = undefined;
+  active.delete(run.task.slot);
+  // The batch's piscina task settles once the flush has sent its segments' ends.
+  if (--run.batch.pending === 0) finishedBatches.push(run.batch);
+  return true;
+}
+
+/** Sends the reports and ends waiting in the outbox, in order, in one message. */
 function flush(): void {
-  if (outbox.length > 0) {
-    const batch = outbox;
-    const runs = outboxRuns;
-    outbox = [];
-    outboxRuns = [];
+  if (outbox.length > 0) send();
+  if (finishedBatches.length > 0) {
+    const finished = finishedBatches;
+    finishedBatches = [];
+    for (const batch of finished) batch.resolve();
+  }
+}
+
+function send(): void {
+  const batch = outbox;
+  const runs = outboxRuns;
+  outbox = [];
+  outboxRuns = [];
+  try {
+    control.postMessage(batch);
+    return;
+  } catch {
+    // Some output cannot be cloned: send one by one, and end the segments at fault.
+  }
+  const failed = new Set<SegmentRun>();
+  batch.forEach((entry, i) => {
+    const run = runs[i]!;
+    if (failed.has(run)) return;
     try {
-      control.postMessage(batch);
-    } catch {
-      // Some output cannot be cloned: send one by one and fail the nodes at fault.
-      batch.forEach((report, i) => {
-        try {
-          control.postMessage([report]);
-        } catch (error) {
-          settle(runs[i]!, { kind: 'unclonable', node: report.n, error: serializeThrown(error) });
-        }
-      });
+      control.postMessage([entry]);
+    } catch (error) {
+      failed.add(run);
+      markSettled(run);
+      const node = 'n' in entry ? entry.n : run.index;
+      const end: SegmentEnd = { s: entry.s, g: entry.g, end: { kind: 'unclonable', node, error: serializeThrown(error) } };
+      control.postMessage([end]);
     }
-  }
-  if (finishing.length > 0) {
-    const done = finishing;
-    finishing = [];
-    for (const run of done) settle(run, { kind: 'done' });
-  }
+  });
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
