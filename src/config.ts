@@ -48,6 +48,22 @@ export interface ExecutorOptions {
    * @default 10000
    */
   readonly closeTimeoutMs?: number;
+  /**
+   * Runs in flight at once; more wait in order (the pipeline timeout counts the wait).
+   * @default Infinity
+   */
+  readonly maxConcurrentPipelines?: number;
+  /**
+   * Runs waiting at once; a run beyond it is refused with a `QueueFullException`.
+   * @default Infinity
+   */
+  readonly maxQueuedPipelines?: number;
+  /**
+   * A node's `ctx.progress(value)` reaches the caller at most this often (the latest
+   * value; those in between are dropped), so a chatty node cannot flood the main thread.
+   * @default 50
+   */
+  readonly progressIntervalMs?: number;
 }
 
 /** Timeouts after defaults and overrides are applied. */
@@ -63,6 +79,9 @@ export interface ResolvedOptions {
   readonly tasksPerThread: number;
   readonly resourceLimits: ResourceLimits | undefined;
   readonly closeTimeoutMs: number;
+  readonly maxConcurrentPipelines: number;
+  readonly maxQueuedPipelines: number;
+  readonly progressIntervalMs: number;
 }
 
 export const DEFAULT_TIMEOUTS: ResolvedTimeouts = Object.freeze({
@@ -75,10 +94,22 @@ export const DEFAULTS = Object.freeze({
   threads: availableParallelism(),
   tasksPerThread: 1024,
   closeTimeoutMs: 10_000,
+  maxConcurrentPipelines: Infinity,
+  maxQueuedPipelines: Infinity,
+  progressIntervalMs: 50,
 });
 
 const TIMEOUT_KEYS = ['nodeTimeoutMs', 'pipelineTimeoutMs', 'cleanupGraceMs'] as const;
-const OPTION_KEYS = ['timeouts', 'threads', 'tasksPerThread', 'resourceLimits', 'closeTimeoutMs'] as const;
+const OPTION_KEYS = [
+  'timeouts',
+  'threads',
+  'tasksPerThread',
+  'resourceLimits',
+  'closeTimeoutMs',
+  'maxConcurrentPipelines',
+  'maxQueuedPipelines',
+  'progressIntervalMs',
+] as const;
 const RESOURCE_LIMIT_KEYS = ['maxOldGenerationSizeMb', 'maxYoungGenerationSizeMb', 'codeRangeSizeMb', 'stackSizeMb'] as const;
 
 /**
@@ -92,12 +123,17 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
   rejectUnknownKeys(options, OPTION_KEYS, 'options');
   const opts = options as ExecutorOptions;
 
-  const threads = opts.threads ?? DEFAULTS.threads;
-  expectInteger(threads, 'threads', 1);
-  const tasksPerThread = opts.tasksPerThread ?? DEFAULTS.tasksPerThread;
-  expectInteger(tasksPerThread, 'tasksPerThread', 1);
+  const threads = integer('threads', opts.threads ?? DEFAULTS.threads, 1, false);
+  const tasksPerThread = integer('tasksPerThread', opts.tasksPerThread ?? DEFAULTS.tasksPerThread, 1, false);
+  const maxConcurrentPipelines = integer('maxConcurrentPipelines', opts.maxConcurrentPipelines ?? DEFAULTS.maxConcurrentPipelines, 1, true);
+  const maxQueuedPipelines = integer('maxQueuedPipelines', opts.maxQueuedPipelines ?? DEFAULTS.maxQueuedPipelines, 0, true);
   const closeTimeoutMs = opts.closeTimeoutMs ?? DEFAULTS.closeTimeoutMs;
   expectDuration(closeTimeoutMs, 'closeTimeoutMs');
+  const progressIntervalMs = opts.progressIntervalMs ?? DEFAULTS.progressIntervalMs;
+  expectDuration(progressIntervalMs, 'progressIntervalMs');
+  if (progressIntervalMs === Infinity) {
+    throw new RangeError(`Expected \`progressIntervalMs\` to be a finite number of milliseconds, got ${show(progressIntervalMs)}`);
+  }
 
   let resourceLimits: ResourceLimits | undefined;
   if (opts.resourceLimits !== undefined) {
@@ -116,6 +152,9 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
     tasksPerThread,
     resourceLimits,
     closeTimeoutMs,
+    maxConcurrentPipelines,
+    maxQueuedPipelines,
+    progressIntervalMs,
   };
 }
 
@@ -151,13 +190,14 @@ export function expectDuration(value: unknown, name: string): asserts value is n
   }
 }
 
-function expectInteger(value: unknown, name: string, min: number): asserts value is number {
-  if (typeof value !== 'number' || !Number.isInteger(value)) {
-    throw new TypeError(`Expected \`${name}\` to be an integer, got ${show(value)}`);
+/** An integer of at least `min` (or `Infinity`, where `infinite`). */
+function integer(name: string, value: unknown, min: number, infinite: boolean): number {
+  const expected = `an integer${infinite ? ' or Infinity' : ''} of at least ${min}`;
+  if (typeof value !== 'number' || !(Number.isInteger(value) || (infinite && value === Infinity))) {
+    throw new TypeError(`Expected \`${name}\` to be ${expected}, got ${show(value)}`);
   }
-  if (value < min) {
-    throw new RangeError(`Expected \`${name}\` to be an integer of at least ${min}, got ${show(value)}`);
-  }
+  if (value < min) throw new RangeError(`Expected \`${name}\` to be ${expected}, got ${show(value)}`);
+  return value;
 }
 
 function expectPositiveFinite(value: unknown, name: string): asserts value is number {

@@ -20,10 +20,11 @@
  */
 import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
-import { receiveMessageOnPort, type MessagePort, type Worker } from 'node:worker_threads';
+import { receiveMessageOnPort, type MessagePort, type TransferListItem, type Worker } from 'node:worker_threads';
 import { extname, resolve } from 'node:path';
 import { Board, ThreadCard, T_HOLDER, T_HOLDER_SINCE, createBoardMemory, type StopCode, type TaskProgress } from './board';
 import type { ResolvedOptions } from './config';
+import { transferListOf } from './transfer';
 import {
   WAKE,
   deserializeThrown,
@@ -42,13 +43,24 @@ export interface SegmentJob {
   readonly runId: string;
   readonly pipelineId: string;
   readonly nodes: readonly TaskNode[];
+  /** The node to start with. */
+  readonly first: number;
+  /** Attempt number of each node. */
+  readonly attempts: readonly number[];
+  /** Input of `nodes[first]`; moved rather than copied if marked with `transfer()`. */
   readonly input: unknown;
   readonly listener: SegmentListener;
 }
 
 export interface SegmentListener {
-  /** Node `index` of the segment completed. Times are on the dispatcher's clock. */
-  nodeCompleted(index: number, output: unknown, startedAt: number, endedAt: number): void;
+  /**
+   * Node `index` of the segment completed. Times are on the dispatcher's clock. `moved`:
+   * its output was moved with `transfer()` (on to the next node, when `output` is
+   * undefined, or to this thread).
+   */
+  nodeCompleted(index: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void;
+  /** The latest value node `index` gave `ctx.progress()`. */
+  progress(index: number, value: unknown): void;
   /** The segment is over; called exactly once, after every `nodeCompleted`. */
   settled(settlement: Settlement): void;
 }
@@ -170,6 +182,8 @@ class Ticket implements SegmentTicket {
   graceTimer: NodeJS.Timeout | undefined;
   settled = false;
   blindResends = 0;
+  /** Its input was moved to its thread: it cannot be sent again. */
+  inputMoved = false;
   /** The thread it was sent to, while it is there. */
   thread: Thread | undefined;
 
@@ -177,6 +191,7 @@ class Ticket implements SegmentTicket {
     readonly dispatcher: PiscinaDispatcher,
     readonly job: SegmentJob,
   ) {
+    this.first = job.first;
     this.input = job.input;
   }
 
@@ -229,6 +244,7 @@ export class PiscinaDispatcher implements Dispatcher {
       board: memory,
       mainTimeOrigin: performance.timeOrigin,
       tsNodeRegister: runtime.tsNodeRegister,
+      progressIntervalMs: options.progressIntervalMs,
     };
     this.pool = new Piscina({
       filename: runtime.filename,
@@ -366,18 +382,28 @@ export class PiscinaDispatcher implements Dispatcher {
   };
 
   private sendBatch(thread: Thread, group: Ticket[]): void {
-    const tasks: SegmentTask[] = group.map((ticket) => ({
-      slot: ticket.slot,
-      gen: ticket.gen,
-      runId: ticket.job.runId,
-      pipelineId: ticket.job.pipelineId,
-      nodes: ticket.job.nodes,
-      first: ticket.first,
-      input: ticket.input,
-    }));
+    let transferList: TransferListItem[] | undefined;
+    const tasks: SegmentTask[] = group.map((ticket) => {
+      const moves = transferListOf(ticket.input);
+      if (moves !== undefined) {
+        (transferList ??= []).push(...moves);
+        ticket.inputMoved = true;
+      }
+      return {
+        slot: ticket.slot,
+        gen: ticket.gen,
+        runId: ticket.job.runId,
+        pipelineId: ticket.job.pipelineId,
+        nodes: ticket.job.nodes,
+        first: ticket.first,
+        attempts: ticket.job.attempts,
+        input: ticket.input,
+      };
+    });
     const task: BatchTask & { [key: symbol]: unknown } = { tasks, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
     const batch: Batch = { tickets: group, gens: group.map((ticket) => ticket.gen) };
-    this.pool.run(task).then(undefined, (error: unknown) => this.batchFailed(batch, error));
+    const options = transferList === undefined ? undefined : { transferList: [...new Set(transferList)] };
+    this.pool.run(task, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
   }
 
   /** The thread with the fewest segments in flight, preferring started threads not held by a long node. */
@@ -422,6 +448,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (live.length === 0) return;
     if (error instanceof Error && error.name === 'DataCloneError') {
       for (const ticket of live) {
+        ticket.inputMoved = false;
         try {
           structuredClone(ticket.input);
         } catch (cause) {
@@ -503,6 +530,10 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.destroyed) return this.settle(ticket, { kind: 'stopped', node });
     if (ticket.first >= ticket.job.nodes.length) return this.settle(ticket, { kind: 'done' });
     if (ticket.stopCode !== 0) return this.settle(ticket, { kind: 'killed', node });
+    if (ticket.inputMoved) {
+      const lost = new Error('its input was moved to the thread (transfer()) and is gone with it, so it cannot be sent again');
+      return this.settle(ticket, { kind: 'crashed', node, exitCode: undefined, cause: lost });
+    }
     if (!end.killed && !end.culpritKnown) {
       // The thread died and nobody knows whose fault it was: perhaps this segment's.
       if (ticket.blindResends >= MAX_RESENDS) return this.settle(ticket, { kind: 'crashed', node, exitCode: undefined, cause });
@@ -614,11 +645,16 @@ export class PiscinaDispatcher implements Dispatcher {
       if (ticket === undefined || ticket.gen !== entry.g || ticket.settled) continue;
       if ('end' in entry) {
         this.ended(ticket, entry.end);
+      } else if ('p' in entry) {
+        ticket.job.listener.progress(entry.n, entry.p);
       } else {
-        // The next send of this segment resumes after the last node reported.
-        ticket.first = entry.n + 1;
-        ticket.input = entry.o;
-        ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1);
+        if (entry.m === 0 || entry.n === ticket.job.nodes.length - 1) {
+          // The next send of this segment resumes after the last node whose output we hold.
+          ticket.first = entry.n + 1;
+          ticket.input = entry.o;
+          ticket.inputMoved = false;
+        }
+        ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1, entry.m === 1);
       }
     }
   }

@@ -8,10 +8,12 @@
  * │   ├── NodeTimeoutException              ERR_NODE_TIMEOUT
  * │   └── PipelineTimeoutException          ERR_PIPELINE_TIMEOUT
  * ├── CancellationException                 ERR_CANCELLED
+ * ├── PipelineFailedException               ERR_PIPELINE_FAILED
  * ├── PipelineDefinitionError               ERR_PIPELINE_DEFINITION
  * ├── WorkerCrashedException                ERR_WORKER_CRASHED
  * ├── NodeOutputError                       ERR_NODE_OUTPUT
  * ├── NonErrorThrownException               ERR_NON_ERROR_THROWN
+ * ├── QueueFullException                    ERR_QUEUE_FULL
  * └── ExecutorClosedException               ERR_EXECUTOR_CLOSED
  * ```
  */
@@ -139,6 +141,72 @@ export class CancellationException extends OrchestratorException {
 
   override get name(): string {
     return 'CancellationException';
+  }
+}
+
+/**
+ * With `failFast: false`, nodes failed: the branches that did not depend on them went on
+ * to the end, then the run rejected with this.
+ */
+export class PipelineFailedException extends OrchestratorException {
+  override readonly code = 'ERR_PIPELINE_FAILED';
+  readonly pipelineId: string;
+  readonly runId: string;
+  /** The error of each failed node (after its retries), by node id. */
+  readonly errors: Readonly<Record<string, unknown>>;
+  /** Ids of the failed nodes, in the order they failed. */
+  readonly failedNodes: readonly string[];
+  /** Ids of the nodes that never ran because a node they depend on failed. */
+  readonly skippedNodes: readonly string[];
+  /** Ids of the nodes that completed, in completion order. */
+  readonly completedNodes: readonly string[];
+  /** Outputs of those nodes, by id. */
+  readonly partialResults: PartialResults;
+
+  constructor(args: {
+    pipelineId: string;
+    runId: string;
+    errors: Record<string, unknown>;
+    failedNodes: readonly string[];
+    skippedNodes: readonly string[];
+    completedNodes: readonly string[];
+    partialResults: PartialResults;
+  }) {
+    const detail = args.failedNodes.map((id) => `${id}: ${describeReason(args.errors[id])}`).join('; ');
+    super(`Pipeline "${args.pipelineId}" failed: ${args.failedNodes.length} node(s) failed (${detail})`, {
+      cause: args.errors[args.failedNodes[0] ?? ''],
+    });
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+    this.errors = args.errors;
+    this.failedNodes = args.failedNodes;
+    this.skippedNodes = args.skippedNodes;
+    this.completedNodes = args.completedNodes;
+    this.partialResults = args.partialResults;
+  }
+
+  override get name(): string {
+    return 'PipelineFailedException';
+  }
+}
+
+/** The executor holds `maxConcurrentPipelines` runs and `maxQueuedPipelines` waiting ones. */
+export class QueueFullException extends OrchestratorException {
+  override readonly code = 'ERR_QUEUE_FULL';
+  readonly pipelineId: string;
+  readonly maxQueuedPipelines: number;
+
+  constructor(args: { pipelineId: string; maxConcurrentPipelines: number; maxQueuedPipelines: number }) {
+    super(
+      `Pipeline "${args.pipelineId}" was refused: ${args.maxConcurrentPipelines} run(s) are in flight and ` +
+        `${args.maxQueuedPipelines} waiting, the most the executor takes`,
+    );
+    this.pipelineId = args.pipelineId;
+    this.maxQueuedPipelines = args.maxQueuedPipelines;
+  }
+
+  override get name(): string {
+    return 'QueueFullException';
   }
 }
 

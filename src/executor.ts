@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './config';
 import { PiscinaDispatcher, type Dispatcher } from './dispatch';
-import { ExecutorClosedException } from './errors';
+import { ExecutorClosedException, QueueFullException } from './errors';
 import { planPipeline, type PipelineRequest } from './pipeline';
-import { PipelineRun, type CleanupHandler } from './scheduler';
+import { PipelineRun, type CleanupHandler, type RunHooks } from './scheduler';
 
 /** A run in flight, from {@link PipelineExecutor.startPipeline}. */
 export interface PipelineHandle<Result = unknown> {
@@ -41,6 +41,7 @@ export interface CloseOptions {
  * - `'cleanupError'` `(error, { runId, pipelineId })`: a cleanup handler failed.
  * - `'threadExit'` `(exit: ThreadExit)`: a worker thread ended, terminated to stop a
  *   node or dead by itself; the pool replaces it.
+ * - `'progress'` `(event: ProgressEvent)`: a node called `ctx.progress(value)` (throttled).
  *
  * @example
  * ```ts
@@ -57,6 +58,10 @@ export class PipelineExecutor extends EventEmitter {
   private readonly options: ResolvedOptions;
   private readonly dispatcher: Dispatcher;
   private readonly runs = new Map<string, PipelineRun>();
+  /** Runs waiting for admission, in order. */
+  private readonly queued: PipelineRun[] = [];
+  /** Runs admitted and not settled. */
+  private admitted = 0;
   private closing: Promise<void> | undefined;
 
   /**
@@ -98,26 +103,35 @@ export class PipelineExecutor extends EventEmitter {
    * Starts a run and returns its handle at once.
    *
    * @throws {PipelineDefinitionError} for a bad definition, before any node runs.
+   * @throws {QueueFullException} when `maxConcurrentPipelines` runs are in flight and
+   * `maxQueuedPipelines` wait.
    * @throws {ExecutorClosedException} once `close()` was called.
    */
   startPipeline<Result = unknown, Input = unknown>(request: PipelineRequest<Input>): PipelineHandle<Result> {
     if (this.closing !== undefined) throw new ExecutorClosedException();
     const plan = planPipeline(request);
     const timeouts = resolveTimeouts(this.options.timeouts, request.timeouts, 'timeouts');
+    const { maxConcurrentPipelines, maxQueuedPipelines } = this.options;
+    const admitNow = this.admitted < maxConcurrentPipelines;
+    if (!admitNow && this.queued.length >= maxQueuedPipelines) {
+      throw new QueueFullException({ pipelineId: plan.pipelineId, maxConcurrentPipelines, maxQueuedPipelines });
+    }
     const run = new PipelineRun({
       runId: randomUUID(),
       plan,
       input: request.initialInput,
       timeouts,
       signal: request.signal,
+      failFast: request.failFast ?? true,
+      onProgress: request.onProgress,
       dispatcher: this.dispatcher,
-      hooks: {
-        ended: (ended) => this.runs.delete(ended.runId),
-        cleanupFailed: (error, failed) => this.reportCleanupError(error, failed),
-      },
+      hooks: this.hooks,
     });
     this.runs.set(run.runId, run);
+    if (admitNow) this.admitted++;
+    else this.queued.push(run);
     run.start();
+    if (admitNow) run.admit();
     return {
       runId: run.runId,
       pipelineId: plan.pipelineId,
@@ -126,6 +140,23 @@ export class PipelineExecutor extends EventEmitter {
       onCleanup: (handler) => run.onCleanup(handler),
     };
   }
+
+  private readonly hooks: RunHooks = {
+    ended: (run) => {
+      this.runs.delete(run.runId);
+      const waiting = this.queued.indexOf(run);
+      if (waiting >= 0) this.queued.splice(waiting, 1);
+      else this.admitted--;
+      while (this.admitted < this.options.maxConcurrentPipelines && this.queued.length > 0) {
+        this.admitted++;
+        this.queued.shift()!.admit();
+      }
+    },
+    cleanupFailed: (error, run) => this.reportCleanupError(error, run),
+    progress: (event) => {
+      if (this.listenerCount('progress') > 0) this.emit('progress', event);
+    },
+  };
 
   /**
    * Cancels every run in flight whose `runId` or `pipelineId` is `id`, as
@@ -153,7 +184,7 @@ export class PipelineExecutor extends EventEmitter {
 
   /** Counts for monitoring. */
   get stats(): ExecutorStats {
-    return { ...this.dispatcher.stats(), runsInFlight: this.runs.size };
+    return { ...this.dispatcher.stats(), runsInFlight: this.admitted, runsQueued: this.queued.length };
   }
 
   /**
@@ -216,6 +247,8 @@ export interface ExecutorStats {
   readonly crashes: number;
   /** Node tasks sent again after their thread was terminated under them. */
   readonly resends: number;
-  /** Runs not yet settled. */
+  /** Runs admitted and not yet settled. */
   readonly runsInFlight: number;
+  /** Runs waiting for admission (`maxConcurrentPipelines`). */
+  readonly runsQueued: number;
 }

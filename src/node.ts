@@ -13,6 +13,14 @@ export interface NodeContext<Params = unknown> {
   readonly pipelineId: string;
   /** Unique per `executePipeline` call. */
   readonly runId: string;
+  /** Which attempt this is: 1 for the first, 2 for the first retry (see the node's `retries`). */
+  readonly attempt: number;
+  /**
+   * Reports progress to the caller (`onProgress` of the run, the executor's `'progress'`
+   * event). Throttled: the caller gets at most one value per `progressIntervalMs` per
+   * node, the latest, and the last one before the node completes. Must be cloneable.
+   */
+  progress(value: unknown): void;
 }
 
 /**

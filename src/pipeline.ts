@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expectDuration, expectPlainObject, rejectUnknownKeys, show, type TimeoutOptions } from './config';
+import { uncrossable } from './crossing';
 import { PipelineDefinitionError } from './errors';
 
 /** One node of a pipeline: a function exported by a module, run in a worker thread. */
@@ -27,7 +28,42 @@ export interface NodeDefinition<Params = unknown> {
   readonly dependsOn?: readonly string[];
   /** This node's own timeout, in place of the run's `nodeTimeoutMs`. */
   readonly timeoutMs?: number;
+  /**
+   * How many more attempts the node gets after a failure (its error, its thread
+   * crashing under it, or a timeout with `retryTimeouts`). The pipeline timeout bounds
+   * all attempts together.
+   * @default 0
+   */
+  readonly retries?: number;
+  /**
+   * Wait before attempt n + 1: a random time up to `min(maxMs, baseMs * 2 ** (n - 1))`
+   * (exponential backoff with full jitter).
+   * @default { baseMs: 100, maxMs: 10000 }
+   */
+  readonly backoff?: { readonly baseMs?: number; readonly maxMs?: number };
+  /**
+   * Called on the main thread with the error of a failed attempt and its number (1 for
+   * the first); return false to fail at once.
+   * @default () => true
+   */
+  readonly retryOn?: (error: unknown, attempt: number) => boolean;
+  /**
+   * Retry after a node timeout too.
+   * @default false
+   */
+  readonly retryTimeouts?: boolean;
 }
+
+/** The retry policy of a node, with defaults filled in. */
+export interface RetryPolicy {
+  readonly retries: number;
+  readonly baseMs: number;
+  readonly maxMs: number;
+  readonly retryOn: ((error: unknown, attempt: number) => boolean) | undefined;
+  readonly retryTimeouts: boolean;
+}
+
+export const NO_RETRY: RetryPolicy = Object.freeze({ retries: 0, baseMs: 100, maxMs: 10_000, retryOn: undefined, retryTimeouts: false });
 
 /** What `executePipeline` takes. */
 export interface PipelineRequest<Input = unknown> {
@@ -43,6 +79,27 @@ export interface PipelineRequest<Input = unknown> {
   readonly signal?: AbortSignal;
   /** This run's deadlines, over the executor's, field by field. */
   readonly timeouts?: TimeoutOptions;
+  /**
+   * `true`: a failing node stops the run at once (its in-flight siblings are stopped)
+   * and the run rejects with that node's error. `false`: branches that do not depend on
+   * the failed node go on to the end, then the run rejects with a
+   * `PipelineFailedException` holding every failed node's error.
+   * @default true
+   */
+  readonly failFast?: boolean;
+  /**
+   * Called on the main thread with what nodes report through `ctx.progress(value)`:
+   * at most one call per node every `progressIntervalMs`, with the latest value.
+   */
+  readonly onProgress?: (event: ProgressEvent) => void;
+}
+
+/** A node's `ctx.progress(value)`, as it reaches the main thread. */
+export interface ProgressEvent {
+  readonly runId: string;
+  readonly pipelineId: string;
+  readonly nodeId: string;
+  readonly value: unknown;
 }
 
 export interface PlannedNode {
@@ -52,6 +109,7 @@ export interface PlannedNode {
   readonly exportName: string | undefined;
   readonly params: unknown;
   readonly timeoutMs: number | undefined;
+  readonly retry: RetryPolicy;
   readonly deps: readonly number[];
   readonly dependents: number[];
   segment: number;
@@ -81,8 +139,8 @@ export interface Plan {
   readonly roots: readonly number[];
 }
 
-const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts'];
-const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs'];
+const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress'];
+const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs', 'retries', 'backoff', 'retryOn', 'retryTimeouts'];
 
 /**
  * Checks a pipeline request and plans its execution.
@@ -110,6 +168,12 @@ export function planPipeline(request: PipelineRequest): Plan {
   if (defs.length === 0) fail(`Pipeline "${pipelineId}" has no nodes`);
   if (request.signal !== undefined && !(request.signal instanceof AbortSignal)) {
     fail(`Expected \`signal\` to be an AbortSignal, got ${show(request.signal)}`);
+  }
+  if (request.failFast !== undefined && typeof request.failFast !== 'boolean') {
+    fail(`Expected \`failFast\` to be a boolean, got ${show(request.failFast)}`);
+  }
+  if (request.onProgress !== undefined && typeof request.onProgress !== 'function') {
+    fail(`Expected \`onProgress\` to be a function, got ${show(request.onProgress)}`);
   }
 
   const byId = new Map<string, number>();
@@ -139,6 +203,7 @@ export function planPipeline(request: PipelineRequest): Plan {
       }
     }
     checkParams(def.params, id, fail);
+    const retry = retryPolicy(def, id, fail);
     if (def.dependsOn !== undefined) {
       isDag = true;
       if (!Array.isArray(def.dependsOn) || def.dependsOn.some((dep) => typeof dep !== 'string')) {
@@ -152,6 +217,7 @@ export function planPipeline(request: PipelineRequest): Plan {
       exportName: def.export,
       params: def.params,
       timeoutMs: def.timeoutMs,
+      retry,
       deps: [],
       dependents: [],
       segment: -1,
@@ -198,12 +264,19 @@ export function planPipeline(request: PipelineRequest): Plan {
     for (const dep of segment.deps) segments[nodes[dep]!.segment]!.dependents.push(segment.index);
   }
 
+  const roots = segments.filter((segment) => segment.deps.length === 0).map((segment) => segment.index);
+  const problem = uncrossable(request.initialInput);
+  if (problem !== undefined) {
+    const takers = roots.map((root) => nodes[segments[root]!.nodes[0]!]!.id);
+    fail(`The input of pipeline "${pipelineId}" (for ${takers.map((id) => `"${id}"`).join(', ')}) cannot cross threads: it is ${problem}`, takers[0]);
+  }
+
   return {
     pipelineId,
     nodes,
     segments,
     sinks: nodes.filter((node) => node.dependents.length === 0).map((node) => node.index),
-    roots: segments.filter((segment) => segment.deps.length === 0).map((segment) => segment.index),
+    roots,
   };
 }
 
@@ -245,9 +318,39 @@ function findCycle(nodes: readonly PlannedNode[]): number[] {
   return [];
 }
 
+type Fail = (message: string, nodeId?: string, cause?: unknown) => never;
+
+function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {
+  const { retries, backoff, retryOn, retryTimeouts } = def;
+  if (retries === undefined && backoff === undefined && retryOn === undefined && retryTimeouts === undefined) return NO_RETRY;
+  if (retries !== undefined && (typeof retries !== 'number' || !Number.isInteger(retries) || retries < 0)) {
+    fail(`Expected \`retries\` of node "${id}" to be a non-negative integer, got ${show(retries)}`, id);
+  }
+  if (retryOn !== undefined && typeof retryOn !== 'function') {
+    fail(`Expected \`retryOn\` of node "${id}" to be a function, got ${show(retryOn)}`, id);
+  }
+  if (retryTimeouts !== undefined && typeof retryTimeouts !== 'boolean') {
+    fail(`Expected \`retryTimeouts\` of node "${id}" to be a boolean, got ${show(retryTimeouts)}`, id);
+  }
+  let { baseMs, maxMs } = NO_RETRY;
+  if (backoff !== undefined) {
+    try {
+      expectPlainObject(backoff, 'backoff');
+      rejectUnknownKeys(backoff, ['baseMs', 'maxMs'], 'backoff');
+      if (backoff.baseMs !== undefined) expectDuration(backoff.baseMs, 'backoff.baseMs');
+      if (backoff.maxMs !== undefined) expectDuration(backoff.maxMs, 'backoff.maxMs');
+    } catch (error) {
+      fail(`Node "${id}": ${(error as Error).message}`, id, error);
+    }
+    baseMs = backoff.baseMs ?? baseMs;
+    maxMs = backoff.maxMs ?? maxMs;
+  }
+  return { retries: retries ?? 0, baseMs, maxMs, retryOn, retryTimeouts: retryTimeouts ?? false };
+}
+
 const knownModules = new Set<string>();
 
-function checkModule(module: unknown, id: string, fail: (message: string, nodeId?: string, cause?: unknown) => never): void {
+function checkModule(module: unknown, id: string, fail: Fail): void {
   if (typeof module !== 'string' || module === '') {
     fail(`Expected \`module\` of node "${id}" to be an absolute path or a file: URL, got ${show(module)}`, id);
   }
@@ -276,7 +379,7 @@ function checkModule(module: unknown, id: string, fail: (message: string, nodeId
 
 const cloneableParams = new WeakSet<object>();
 
-function checkParams(params: unknown, id: string, fail: (message: string, nodeId?: string, cause?: unknown) => never): void {
+function checkParams(params: unknown, id: string, fail: Fail): void {
   if (params === undefined || params === null) return;
   if (typeof params === 'function' || typeof params === 'symbol') {
     fail(`\`params\` of node "${id}" cannot be sent to a worker thread: got ${show(params)}`, id);

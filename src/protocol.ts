@@ -16,6 +16,8 @@ export interface WorkerConfig {
    * a thread registers it the first time it loads a TypeScript node module.
    */
   readonly tsNodeRegister: string | undefined;
+  /** A node's `ctx.progress()` reaches the main thread at most this often. */
+  readonly progressIntervalMs: number;
 }
 
 /** A node as the worker needs it. */
@@ -40,8 +42,18 @@ export interface SegmentTask {
   readonly nodes: readonly TaskNode[];
   /** Index of the node to start with (later than 0 when a task is resumed elsewhere). */
   readonly first: number;
+  /** Attempt number of each node (`ctx.attempt`, 1 for the first). */
+  readonly attempts: readonly number[];
   /** Input of `nodes[first]`. */
   readonly input: unknown;
+}
+
+/** The latest value a node gave `ctx.progress()`, sent at most once per interval. */
+export interface ProgressReport {
+  readonly s: number;
+  readonly g: number;
+  readonly n: number;
+  readonly p: unknown;
 }
 
 /** How a segment ended, sent on the control port after its reports. */
@@ -72,8 +84,10 @@ export interface NodeReport {
   readonly g: number;
   /** Index of the node within the segment. */
   readonly n: number;
-  /** Output. */
+  /** Output; absent when it moved on to the next node (`transfer()`). */
   readonly o: unknown;
+  /** 1 when the output was moved (`transfer()`), not copied: on to the next node, or to us. */
+  readonly m: 0 | 1;
   /** Start and end, on the main thread's clock. */
   readonly t0: number;
   readonly t1: number;
@@ -94,7 +108,8 @@ export interface CrashNote {
 }
 
 /** What a thread sends on its control port: batches of reports and ends, in order, or its last word. */
-export type ControlMessage = readonly (NodeReport | SegmentEnd)[] | CrashNote;
+export type ControlMessage = readonly ControlEntry[] | CrashNote;
+export type ControlEntry = NodeReport | ProgressReport | SegmentEnd;
 
 /** First message of a worker thread, on `parentPort` (surfacing as the pool's `'message'`). */
 export interface WorkerHello {

@@ -1,15 +1,20 @@
 /**
  * The scheduler of one run: dispatches each segment when its dependencies are met,
- * feeds outputs forward, and ends the run exactly once.
+ * feeds outputs forward, retries failed nodes, and ends the run exactly once.
  *
- * A run ends in one of two ways:
+ * A run ends in one of these ways:
  * - every segment completed: it resolves with the sink output (or `{ [sinkId]: output }`);
- * - something failed (a node's error, a node timeout, the pipeline timeout, the
- *   caller's abort): every segment in flight is asked to stop (two-phase: signal, then
- *   thread termination after `cleanupGraceMs`) and the run rejects once they have all
- *   stopped, so no node of it is still running when the caller hears of the failure.
+ * - a failure stops it (the caller's abort, the pipeline timeout, or, with `failFast`,
+ *   a node that failed for good): every segment in flight is asked to stop (two-phase:
+ *   signal, then thread termination after `cleanupGraceMs`) and the run rejects once
+ *   they have all stopped, so no node of it is still running when the caller hears;
+ * - without `failFast`, a node that failed for good ends its branch only; the run
+ *   rejects with a `PipelineFailedException` once nothing else can run.
+ *
+ * Node timeouts are enforced in `deadlines.ts`; this file decides what follows one.
  */
 import { Stop, type StopCode } from './board';
+import { runCleanups, type CleanupHandler } from './cleanup';
 import type { ResolvedTimeouts } from './config';
 import { NodeDeadlineWatch } from './deadlines';
 import type { Dispatcher, SegmentTicket, Settlement } from './dispatch';
@@ -19,27 +24,27 @@ import {
   NodeTimeoutException,
   NonErrorThrownException,
   PipelineDefinitionError,
+  PipelineFailedException,
   PipelineTimeoutException,
   WorkerCrashedException,
   type PartialResults,
 } from './errors';
-import type { Plan, Segment } from './pipeline';
+import type { Plan, ProgressEvent, Segment } from './pipeline';
 import type { TaskNode } from './protocol';
+import { backoffMs, shouldRetry, type FailureKind } from './retry';
 import { unwatchSignal, watchSignal } from './signals';
+import { transfer, transferListOf, untransfer } from './transfer';
+
+export type { CleanupHandler } from './cleanup';
 
 /** The longest delay `setTimeout` takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/**
- * Runs when a run is cancelled or times out, after its nodes have stopped.
- * @param failure the `CancellationException` or `TimeoutException` the run rejects with.
- */
-export type CleanupHandler = (failure: Error) => void | Promise<void>;
 
 /** What a run tells its executor. */
 export interface RunHooks {
   ended(run: PipelineRun): void;
   cleanupFailed(error: unknown, run: PipelineRun): void;
+  progress(event: ProgressEvent): void;
 }
 
 export interface RunSpec {
@@ -48,30 +53,50 @@ export interface RunSpec {
   readonly input: unknown;
   readonly timeouts: ResolvedTimeouts;
   readonly signal: AbortSignal | undefined;
+  readonly failFast: boolean;
+  readonly onProgress: ((event: ProgressEvent) => void) | undefined;
   readonly dispatcher: Dispatcher;
   readonly hooks: RunHooks;
 }
 
-interface InFlight {
+/** A segment in flight, from node `first` on. */
+interface Flight {
   readonly segment: Segment;
+  readonly first: number;
   readonly ticket: SegmentTicket;
   readonly watch: NodeDeadlineWatch;
+  /** Set when the run stops this flight alone (a timeout to retry, a failure without failFast). */
+  stopping: { readonly node: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined;
 }
 
 export class PipelineRun {
   readonly promise: Promise<unknown>;
+  readonly runId: string;
   private resolvePromise!: (value: unknown) => void;
   private rejectPromise!: (error: unknown) => void;
+  private readonly spec: RunSpec;
+  private readonly plan: Plan;
+  private readonly timeouts: ResolvedTimeouts;
+  private readonly dispatcher: Dispatcher;
 
   private readonly outputs: unknown[];
   private readonly hasOutput: boolean[];
+  /** Outputs moved on to the next thread (`transfer()`): the main thread holds no copy. */
+  private readonly movedOn = new Set<number>();
   /** Completed nodes and when, in arrival order. */
   private readonly completed: { index: number; endedAt: number }[] = [];
+  /** Attempt number of each node (1 for the first). */
+  private readonly attempts: number[];
   private readonly waitingOn: number[];
-  private readonly inFlight = new Map<number, InFlight>();
+  private readonly inFlight = new Map<number, Flight>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
   private segmentsLeft: number;
+  /** Nodes that failed for good, without failFast: their errors, in order. */
+  private readonly failures = new Map<number, unknown>();
 
+  private admitted = false;
   private pipelineTimer: NodeJS.Timeout | undefined;
+  /** The error the whole run fails with, once decided. */
   private failure: (() => unknown) | undefined;
   /** Cleanup handlers run: the run was cancelled or timed out. */
   private cleanupDue = false;
@@ -80,40 +105,46 @@ export class PipelineRun {
   private failedAt = Infinity;
   private settled = false;
   private readonly startedAt: number;
-  readonly runId: string;
-  private readonly plan: Plan;
-  private readonly input: unknown;
-  private readonly timeouts: ResolvedTimeouts;
-  private readonly signal: AbortSignal | undefined;
-  private readonly dispatcher: Dispatcher;
-  private readonly hooks: RunHooks;
 
   constructor(spec: RunSpec) {
-    const { plan, dispatcher } = spec;
+    this.spec = spec;
     this.runId = spec.runId;
-    this.plan = plan;
-    this.input = spec.input;
+    this.plan = spec.plan;
     this.timeouts = spec.timeouts;
-    this.signal = spec.signal;
-    this.dispatcher = dispatcher;
-    this.hooks = spec.hooks;
+    this.dispatcher = spec.dispatcher;
     this.promise = new Promise((resolve, reject) => {
       this.resolvePromise = resolve;
       this.rejectPromise = reject;
     });
-    this.outputs = new Array<unknown>(plan.nodes.length);
-    this.hasOutput = new Array<boolean>(plan.nodes.length).fill(false);
-    this.waitingOn = plan.segments.map((segment) => segment.deps.length);
-    this.segmentsLeft = plan.segments.length;
-    this.startedAt = dispatcher.now();
+    const count = this.plan.nodes.length;
+    this.outputs = new Array<unknown>(count);
+    this.hasOutput = new Array<boolean>(count).fill(false);
+    this.attempts = new Array<number>(count).fill(1);
+    this.waitingOn = this.plan.segments.map((segment) => segment.deps.length);
+    this.segmentsLeft = this.plan.segments.length;
+    this.startedAt = this.dispatcher.now();
   }
 
   get pipelineId(): string {
     return this.plan.pipelineId;
   }
 
+  /** The run has not settled yet. */
+  get active(): boolean {
+    return !this.settled;
+  }
+
+  /** Whether its nodes may start (it is not waiting for admission). */
+  get running(): boolean {
+    return this.admitted && !this.settled;
+  }
+
+  /**
+   * Starts the run's clock and watches its signal. It may then wait for admission;
+   * the pipeline timeout counts the wait.
+   */
   start(): void {
-    const { signal } = this;
+    const { signal } = this.spec;
     if (signal?.aborted) {
       this.fail(() => this.cancellation(signal.reason), Stop.Cancel);
       return;
@@ -121,7 +152,15 @@ export class PipelineRun {
     if (signal !== undefined) watchSignal(signal, this);
     const { pipelineTimeoutMs } = this.timeouts;
     if (pipelineTimeoutMs !== Infinity) this.armPipelineTimer(pipelineTimeoutMs);
-    for (const segment of this.plan.roots) this.dispatch(this.plan.segments[segment]!);
+  }
+
+  /** Lets the run's nodes start. */
+  admit(): void {
+    if (this.settled || this.admitted) return;
+    this.admitted = true;
+    // An input moved to several roots would reach only the first: copy it instead.
+    if (this.plan.roots.length > 1) untransfer(this.spec.input);
+    for (const segment of this.plan.roots) this.dispatch(this.plan.segments[segment]!, 0);
   }
 
   /** Cancels the run, as an abort of its signal would. */
@@ -129,10 +168,20 @@ export class PipelineRun {
     this.fail(() => this.cancellation(reason), Stop.Cancel);
   }
 
-  /** A node of this run took its thread down. */
+  /** A node of this run took its thread down (perhaps after its own segment completed). */
   crashed(nodeId: string, exitCode: number | undefined, cause: unknown): void {
-    const { pipelineId } = this.plan;
-    this.fail(() => new WorkerCrashedException({ nodeId, pipelineId, runId: this.runId, exitCode, cause }), Stop.Failure);
+    if (this.settled || this.failure !== undefined) return;
+    const index = this.plan.nodes.findIndex((node) => node.id === nodeId);
+    const error = new WorkerCrashedException({ nodeId, pipelineId: this.pipelineId, runId: this.runId, exitCode, cause });
+    const flight = this.flightRunning(index);
+    if (flight !== undefined) {
+      const node = flight.segment.nodes.indexOf(index);
+      this.stopAlone(flight, node, error, 'crash', Stop.Failure);
+      return;
+    }
+    // Its segment had completed: no attempt to make again.
+    if (this.spec.failFast) this.fail(() => error, Stop.Failure);
+    else this.failures.set(index, error);
   }
 
   /** Adds a handler to run, in order, if the run is cancelled or times out. */
@@ -141,10 +190,8 @@ export class PipelineRun {
     this.cleanups.push(handler);
   }
 
-  /** The run has not settled yet. */
-  get active(): boolean {
-    return !this.settled;
-  }
+  // -------------------------------------------------------------------------
+  // Dispatching.
 
   private armPipelineTimer(remainingMs: number): void {
     this.pipelineTimer = setTimeout(
@@ -157,7 +204,8 @@ export class PipelineRun {
     );
   }
 
-  private dispatch(segment: Segment): void {
+  /** Sends a segment, from its node `first` on. */
+  private dispatch(segment: Segment, first: number): void {
     const { plan } = this;
     const nodes: TaskNode[] = segment.nodes.map((index) => {
       const node = plan.nodes[index]!;
@@ -168,75 +216,181 @@ export class PipelineRun {
       runId: this.runId,
       pipelineId: plan.pipelineId,
       nodes,
-      input: this.inputOf(segment),
+      first,
+      attempts: segment.nodes.map((index) => this.attempts[index]!),
+      input: first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!],
       listener: {
-        nodeCompleted: (index, output, _startedAt, endedAt) => this.nodeCompleted(segment.nodes[index]!, output, endedAt),
-        settled: (settlement) => this.segmentSettled(segment, settlement),
+        nodeCompleted: (index, output, _startedAt, endedAt, moved) => this.nodeCompleted(segment, index, output, endedAt, moved),
+        progress: (index, value) => this.progress(segment.nodes[index]!, value),
+        settled: (settlement) => this.segmentSettled(flight, settlement),
       },
     });
-    const watch = new NodeDeadlineWatch(ticket, timeouts, 0, (node) => this.nodeOverdue(segment, node));
-    this.inFlight.set(segment.index, { segment, ticket, watch });
+    const flight: Flight = {
+      segment,
+      first,
+      ticket,
+      watch: new NodeDeadlineWatch(ticket, timeouts, first, (node) => this.nodeOverdue(flight, node)),
+      stopping: undefined,
+    };
+    this.inFlight.set(segment.index, flight);
   }
 
   /** `initialInput` for a root, the output of a single dependency, or `{ [depId]: output }`. */
   private inputOf(segment: Segment): unknown {
-    if (segment.deps.length === 0) return this.input;
-    if (segment.deps.length === 1) return this.outputs[segment.deps[0]!];
+    if (segment.deps.length === 0) return this.spec.input;
+    if (segment.deps.length === 1) {
+      const dep = segment.deps[0]!;
+      // An output moved to us moves on to its only consumer, unless the caller may want it.
+      if (transferListOf(this.outputs[dep]) !== undefined) this.movedOn.add(dep);
+      return this.outputs[dep];
+    }
     const input: Record<string, unknown> = {};
     for (const dep of segment.deps) input[this.plan.nodes[dep]!.id] = this.outputs[dep];
     return input;
   }
 
-  private nodeCompleted(index: number, output: unknown, endedAt: number): void {
+  private nodeCompleted(segment: Segment, position: number, output: unknown, endedAt: number, moved: boolean): void {
+    const index = segment.nodes[position]!;
     if (this.settled || this.hasOutput[index]) return;
     this.outputs[index] = output;
     this.hasOutput[index] = true;
     this.completed.push({ index, endedAt });
+    if (moved) {
+      const node = this.plan.nodes[index]!;
+      // Moved on inside the thread, or moved to us: keep moving it only to a sole consumer.
+      if (position < segment.nodes.length - 1) this.movedOn.add(index);
+      else if (node.dependents.length === 1 && this.plan.segments[this.plan.nodes[node.dependents[0]!]!.segment]!.deps.length === 1) {
+        try {
+          transfer(output);
+        } catch {
+          // Moved with an explicit list we cannot see: it will be copied on.
+        }
+      }
+    }
   }
 
-  private segmentSettled(segment: Segment, settlement: Settlement): void {
-    const flight = this.inFlight.get(segment.index);
-    flight?.watch.clear();
-    this.inFlight.delete(segment.index);
+  private progress(index: number, value: unknown): void {
+    if (this.settled) return;
+    const event: ProgressEvent = { runId: this.runId, pipelineId: this.pipelineId, nodeId: this.plan.nodes[index]!.id, value };
+    try {
+      this.spec.onProgress?.(event);
+    } catch (error) {
+      process.emitWarning(`onProgress of run ${this.runId} threw: ${describe(error)}`, { type: 'ProgressWarning' });
+    }
+    this.hooks.progress(event);
+  }
+
+  private get hooks(): RunHooks {
+    return this.spec.hooks;
+  }
+
+  // -------------------------------------------------------------------------
+  // Segments ending.
+
+  private segmentSettled(flight: Flight, settlement: Settlement): void {
+    const { segment } = flight;
+    flight.watch.clear();
+    if (this.inFlight.get(segment.index) === flight) this.inFlight.delete(segment.index);
     if (this.failure !== undefined) {
       if (this.inFlight.size === 0) this.finish();
       return;
     }
+    if (flight.stopping !== undefined) {
+      // Stopped alone, as the run asked: what follows was decided then.
+      const { node, error, kind, retry } = flight.stopping;
+      return this.nodeFailed(flight, node, error, kind, retry);
+    }
     if (settlement.kind === 'done') {
       this.segmentsLeft--;
       for (const dependent of segment.dependents) {
-        if (--this.waitingOn[dependent]! === 0) this.dispatch(this.plan.segments[dependent]!);
+        if (--this.waitingOn[dependent]! === 0) this.dispatch(this.plan.segments[dependent]!, 0);
       }
-      if (this.segmentsLeft === 0) this.finish();
-      return;
+      return this.maybeFinish();
     }
-    const nodeIndex = 'node' in settlement ? segment.nodes[settlement.node] ?? segment.nodes[0]! : segment.nodes[0]!;
-    this.fail(() => this.segmentError(nodeIndex, settlement), Stop.Failure);
+    const node = 'node' in settlement ? settlement.node : flight.first;
+    const [error, kind] = this.segmentError(segment.nodes[node] ?? segment.nodes[0]!, settlement);
+    this.nodeFailed(flight, node, error, kind);
   }
 
-  private nodeOverdue(segment: Segment, node: number): void {
-    const index = segment.nodes[node]!;
-    const planned = this.plan.nodes[index]!;
+  private nodeOverdue(flight: Flight, node: number): void {
+    const planned = this.plan.nodes[flight.segment.nodes[node]!]!;
     const timeoutMs = planned.timeoutMs ?? this.timeouts.nodeTimeoutMs;
-    const error = new NodeTimeoutException({ nodeId: planned.id, pipelineId: this.plan.pipelineId, runId: this.runId, timeoutMs });
-    this.fail(() => error, Stop.Failure, segment.index);
+    const error = new NodeTimeoutException({ nodeId: planned.id, pipelineId: this.pipelineId, runId: this.runId, timeoutMs });
+    this.stopAlone(flight, node, error, 'timeout', Stop.NodeTimeout);
+  }
+
+  /**
+   * A node failed while its segment still runs (a timeout, a crash): stop the segment
+   * alone when the node will be retried or the run goes on without failFast; else the
+   * whole run fails.
+   */
+  private stopAlone(flight: Flight, node: number, error: unknown, kind: FailureKind, code: StopCode): void {
+    const index = flight.segment.nodes[node]!;
+    const retry = shouldRetry(this.plan.nodes[index]!.retry, kind, error, this.attempts[index]!);
+    if (!retry && this.spec.failFast) {
+      this.fail(() => error, Stop.Failure, flight.segment.index, code);
+      return;
+    }
+    flight.stopping = { node, error, kind, retry };
+    flight.watch.clear();
+    flight.ticket.stop(code, this.timeouts.cleanupGraceMs);
+  }
+
+  /**
+   * Node `node` of the flight failed for this attempt: retry it, or fail its branch or
+   * the run. `retry` is the decision already taken when the flight was stopped alone.
+   */
+  private nodeFailed(flight: Flight, node: number, error: unknown, kind: FailureKind, retry?: boolean): void {
+    const index = flight.segment.nodes[node]!;
+    const attempt = this.attempts[index]!;
+    if (retry ?? shouldRetry(this.plan.nodes[index]!.retry, kind, error, attempt)) {
+      this.attempts[index] = attempt + 1;
+      // Resume at the node, or earlier when the main thread holds no copy of its input.
+      let from = node;
+      while (from > 0 && this.movedOn.has(flight.segment.nodes[from - 1]!)) from--;
+      const timer = setTimeout(
+        () => {
+          this.retryTimers.delete(timer);
+          if (!this.settled && this.failure === undefined) this.dispatch(flight.segment, from);
+        },
+        Math.min(MAX_TIMER_MS, backoffMs(this.plan.nodes[index]!.retry, attempt)),
+      );
+      this.retryTimers.add(timer);
+      return;
+    }
+    if (this.spec.failFast) {
+      this.fail(() => error, Stop.Failure);
+      return;
+    }
+    this.failures.set(index, error);
+    this.maybeFinish();
+  }
+
+  /** Without failFast, the run ends once nothing runs and nothing waits to be retried. */
+  private maybeFinish(): void {
+    if (this.inFlight.size > 0 || this.retryTimers.size > 0) return;
+    if (this.segmentsLeft === 0 && this.failures.size === 0) return this.finish();
+    if (this.failures.size > 0) {
+      this.failedAt = this.dispatcher.now();
+      this.failure = () => this.pipelineFailed();
+      this.finish();
+    }
   }
 
   /**
    * Begins the end of a failed run: stops what is in flight (the segment at fault, if
    * any, with `culpritCode`), and rejects once nothing is left running.
    */
-  private fail(failure: () => unknown, code: StopCode, culprit?: number): void {
+  private fail(failure: () => unknown, code: StopCode, culprit?: number, culpritCode?: StopCode): void {
     if (this.settled || this.failure !== undefined) return;
     this.failure = failure;
-    this.cleanupDue = code === Stop.Cancel || code === Stop.PipelineTimeout || culprit !== undefined;
+    this.cleanupDue = code === Stop.Cancel || code === Stop.PipelineTimeout || culpritCode === Stop.NodeTimeout;
     this.failedAt = this.dispatcher.now();
     this.clearTimers();
     const grace = this.timeouts.cleanupGraceMs;
     for (const flight of this.inFlight.values()) {
       flight.watch.clear();
-      const own = flight.segment.index === culprit ? Stop.NodeTimeout : code;
-      flight.ticket.stop(own, grace);
+      flight.ticket.stop(flight.segment.index === culprit ? (culpritCode ?? code) : code, grace);
     }
     if (this.inFlight.size === 0) this.finish();
   }
@@ -256,46 +410,34 @@ export class PipelineRun {
       this.hooks.ended(this);
       return;
     }
-    void this.runCleanups(error as Error).then(() => {
+    void runCleanups(this.cleanups.splice(0), error as Error, this.timeouts.cleanupGraceMs, (failed) =>
+      this.hooks.cleanupFailed(failed, this),
+    ).then(() => {
       this.rejectPromise(error);
       this.hooks.ended(this);
     });
   }
 
-  /**
-   * Runs the cleanup handlers one after another. Each has up to `cleanupGraceMs`; one
-   * that throws, rejects or takes longer is reported, and the next one runs.
-   */
-  private async runCleanups(error: Error): Promise<void> {
-    const grace = this.timeouts.cleanupGraceMs;
-    for (const handler of this.cleanups.splice(0)) {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        const done = Promise.resolve().then(() => handler(error));
-        if (grace === Infinity) {
-          await done;
-        } else {
-          const late = new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`A cleanup handler of run ${this.runId} did not finish within ${grace} ms`)),
-              Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(grace))),
-            );
-          });
-          await Promise.race([done, late]);
-        }
-      } catch (failure) {
-        this.hooks.cleanupFailed(failure, this);
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-  }
-
   private clearTimers(): void {
     if (this.pipelineTimer !== undefined) clearTimeout(this.pipelineTimer);
     this.pipelineTimer = undefined;
-    if (this.signal !== undefined) unwatchSignal(this.signal, this);
+    for (const timer of this.retryTimers) clearTimeout(timer);
+    this.retryTimers.clear();
+    if (this.spec.signal !== undefined) unwatchSignal(this.spec.signal, this);
   }
+
+  /** The flight whose running node is node `index`, if any. */
+  private flightRunning(index: number): Flight | undefined {
+    if (index < 0) return undefined;
+    const flight = this.inFlight.get(this.plan.nodes[index]!.segment);
+    if (flight === undefined) return undefined;
+    const progress = flight.ticket.progress();
+    const running = progress.started ? progress.node : flight.first;
+    return flight.segment.nodes[running] === index ? flight : undefined;
+  }
+
+  // -------------------------------------------------------------------------
+  // Results and errors.
 
   private result(): unknown {
     const { sinks, nodes } = this.plan;
@@ -311,47 +453,63 @@ export class PipelineRun {
     const partialResults: PartialResults = {};
     const completedNodes = done.map(({ index }) => {
       const id = this.plan.nodes[index]!.id;
-      partialResults[id] = this.outputs[index];
+      if (!this.movedOn.has(index)) partialResults[id] = this.outputs[index];
       return id;
     });
     return { completedNodes, partialResults };
   }
 
   private cancellation(reason: unknown): CancellationException {
-    return new CancellationException({ pipelineId: this.plan.pipelineId, runId: this.runId, reason, ...this.partial() });
+    return new CancellationException({ pipelineId: this.pipelineId, runId: this.runId, reason, ...this.partial() });
   }
 
   private pipelineTimeout(): PipelineTimeoutException {
     return new PipelineTimeoutException({
-      pipelineId: this.plan.pipelineId,
+      pipelineId: this.pipelineId,
       runId: this.runId,
       timeoutMs: this.timeouts.pipelineTimeoutMs,
       ...this.partial(),
     });
   }
 
-  private segmentError(nodeIndex: number, settlement: Exclude<Settlement, { kind: 'done' }>): unknown {
+  private pipelineFailed(): PipelineFailedException {
+    const errors: Record<string, unknown> = {};
+    const failedNodes: string[] = [];
+    for (const [index, error] of this.failures) {
+      const id = this.plan.nodes[index]!.id;
+      errors[id] = error;
+      failedNodes.push(id);
+    }
+    const skippedNodes = this.plan.nodes
+      .filter((node) => !this.hasOutput[node.index] && !this.failures.has(node.index))
+      .map((node) => node.id);
+    return new PipelineFailedException({ pipelineId: this.pipelineId, runId: this.runId, errors, failedNodes, skippedNodes, ...this.partial() });
+  }
+
+  private segmentError(nodeIndex: number, settlement: Exclude<Settlement, { kind: 'done' }>): [unknown, FailureKind] {
     const nodeId = this.plan.nodes[nodeIndex]!.id;
-    const { pipelineId } = this.plan;
-    const { runId } = this;
+    const { pipelineId, runId } = this;
     switch (settlement.kind) {
       case 'failed':
-        return attribute(settlement.error, nodeId, pipelineId, runId);
+        return [attribute(settlement.error, nodeId, pipelineId, runId), 'error'];
       case 'load-failed':
-        return new PipelineDefinitionError(settlement.message, { pipelineId, nodeId, cause: settlement.cause });
+        return [new PipelineDefinitionError(settlement.message, { pipelineId, nodeId, cause: settlement.cause }), 'fatal'];
       case 'unclonable':
-        return new NodeOutputError({ nodeId, pipelineId, runId, cause: settlement.cause });
+        return [new NodeOutputError({ nodeId, pipelineId, runId, cause: settlement.cause }), 'fatal'];
       case 'input-unclonable':
-        return new PipelineDefinitionError(
-          `The input of node "${nodeId}" of pipeline "${pipelineId}" cannot be sent to a worker thread: ${describe(settlement.cause)}`,
-          { pipelineId, nodeId, cause: settlement.cause },
-        );
+        return [
+          new PipelineDefinitionError(
+            `The input of node "${nodeId}" of pipeline "${pipelineId}" cannot be sent to a worker thread: ${describe(settlement.cause)}`,
+            { pipelineId, nodeId, cause: settlement.cause },
+          ),
+          'fatal',
+        ];
       case 'crashed':
-        return new WorkerCrashedException({ nodeId, pipelineId, runId, exitCode: settlement.exitCode, cause: settlement.cause });
+        return [new WorkerCrashedException({ nodeId, pipelineId, runId, exitCode: settlement.exitCode, cause: settlement.cause }), 'crash'];
       case 'stopped':
       case 'killed':
-        // Only a failing run stops its segments; reaching here is a bug.
-        return new WorkerCrashedException({ nodeId, pipelineId, runId, cause: new Error(`segment ${settlement.kind} unasked`) });
+        // Only the run stops its segments, and it decided then what follows; reaching here is a bug.
+        return [new WorkerCrashedException({ nodeId, pipelineId, runId, cause: new Error(`segment ${settlement.kind} unasked`) }), 'fatal'];
     }
   }
 }

@@ -123,7 +123,7 @@ describe('bad input', () => {
 
     it('an input that cannot cross threads', async () => {
       const error = await definitionError({ nodes: [node('a')], initialInput: { fn: () => 1 } });
-      expect(error.message).to.include('The input of node "a"');
+      expect(error.message).to.equal('The input of pipeline "pipeline" (for "a") cannot cross threads: it is a function (fn) at .fn');
     });
   });
 

@@ -14,7 +14,7 @@
  * blocks the thread forever cannot swallow its neighbours' results.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { MessageChannel, parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
+import { MessageChannel, parentPort, receiveMessageOnPort, threadId, workerData, type TransferListItem } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
@@ -38,8 +38,8 @@ import {
 import {
   serializeThrown,
   type BatchTask,
+  type ControlEntry,
   type CrashNote,
-  type NodeReport,
   type SegmentEnd,
   type SegmentOutcome,
   type SegmentTask,
@@ -48,6 +48,8 @@ import {
   type WorkerHello,
 } from '../src/protocol';
 import type { NodeContext, NodeFunction } from '../src/node';
+import { uncrossable } from '../src/crossing';
+import { transferListOf } from '../src/transfer';
 
 const config = workerData as WorkerConfig;
 const slotI32 = new Int32Array(config.board.i32);
@@ -117,6 +119,9 @@ interface SegmentRun {
   /** The running node's context, to abort its signal. */
   ctx: Context | undefined;
   stopSeen: boolean;
+  /** The latest `ctx.progress()` value not sent yet, if `progressPending`. */
+  progressValue: unknown;
+  progressPending: boolean;
   settled: boolean;
 }
 
@@ -129,9 +134,11 @@ interface BatchState {
 const active = new Map<number, SegmentRun>();
 const ready: SegmentRun[] = [];
 let readyHead = 0;
-/** Reports and ends waiting to be sent, and the segment each one is about. */
-let outbox: (NodeReport | SegmentEnd)[] = [];
+/** Reports and ends waiting to be sent, the segment each one is about, and what each moves. */
+let outbox: ControlEntry[] = [];
 let outboxRuns: SegmentRun[] = [];
+let outboxMoves: (readonly TransferListItem[] | undefined)[] = [];
+let moving = false;
 let finishedBatches: BatchState[] = [];
 let drainScheduled = false;
 
@@ -155,6 +162,8 @@ export default function runBatch(batch: BatchTask): Promise<void> {
         startedAt: 0,
         ctx: undefined,
         stopSeen: false,
+        progressValue: undefined,
+        progressPending: false,
         settled: false,
       };
       state.pending++;
@@ -260,10 +269,12 @@ class Context implements NodeContext {
   private reason: DOMException | undefined;
 
   constructor(
+    private readonly run: SegmentRun,
     readonly params: unknown,
     readonly nodeId: string,
     readonly pipelineId: string,
     readonly runId: string,
+    readonly attempt: number,
   ) {}
 
   get signal(): AbortSignal {
@@ -274,6 +285,17 @@ class Context implements NodeContext {
     return this.controller.signal;
   }
 
+  progress(value: unknown): void {
+    const { run } = this;
+    // A node that has ended reports nothing more.
+    if (run.ctx !== this) return;
+    run.progressValue = value;
+    if (run.progressPending) return;
+    run.progressPending = true;
+    progressRuns.push(run);
+    if (progressTimer === undefined) progressTimer = setTimeout(sendProgress, config.progressIntervalMs).unref();
+  }
+
   abort(reason: DOMException): void {
     if (this.reason !== undefined) return;
     this.reason = reason;
@@ -281,9 +303,33 @@ class Context implements NodeContext {
   }
 }
 
+/** Segments with a progress value to send, and the timer that sends them. */
+let progressRuns: SegmentRun[] = [];
+let progressTimer: NodeJS.Timeout | undefined;
+
+function sendProgress(): void {
+  progressTimer = undefined;
+  const runs = progressRuns;
+  progressRuns = [];
+  for (const run of runs) takeProgress(run);
+  flush();
+}
+
+/** Puts a segment's latest progress value in the outbox. */
+function takeProgress(run: SegmentRun): void {
+  if (!run.progressPending) return;
+  run.progressPending = false;
+  const value = run.progressValue;
+  run.progressValue = undefined;
+  if (run.settled) return;
+  outbox.push({ s: run.task.slot, g: run.task.gen, n: run.index, p: value });
+  outboxRuns.push(run);
+  outboxMoves.push(undefined);
+}
+
 function startNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
   const { slot } = run.task;
-  const ctx = new Context(node.params, node.id, run.task.pipelineId, run.task.runId);
+  const ctx = new Context(run, node.params, node.id, run.task.pipelineId, run.task.runId, run.task.attempts[run.index] ?? 1);
   run.ctx = ctx;
   const startedAt = now();
   run.startedAt = startedAt;
@@ -338,9 +384,22 @@ function nodeDone(run: SegmentRun, output: unknown): void {
     settle(run, { kind: 'stopped', node: run.index });
     return;
   }
-  outbox.push({ s: run.task.slot, g: run.task.gen, n: run.index, o: output, t0: run.startedAt, t1: now() });
+  const problem = uncrossable(output);
+  if (problem !== undefined) {
+    const error = new TypeError(`its output is ${problem}`);
+    settle(run, { kind: 'unclonable', node: run.index, error: serializeThrown(error) });
+    return;
+  }
+  takeProgress(run);
+  const last = run.index === run.task.nodes.length - 1;
+  const moves = transferListOf(output);
+  // A moved output goes on to the next node as it is; only the last one crosses to us.
+  const sent = moves === undefined || last ? output : undefined;
+  outbox.push({ s: run.task.slot, g: run.task.gen, n: run.index, o: sent, m: moves === undefined ? 0 : 1, t0: run.startedAt, t1: now() });
   outboxRuns.push(run);
-  if (run.index === run.task.nodes.length - 1) {
+  outboxMoves.push(last ? moves : undefined);
+  if (moves !== undefined && last) moving = true;
+  if (last) {
     settle(run, { kind: 'done' });
   } else {
     run.index++;
@@ -364,6 +423,7 @@ function settle(run: SegmentRun, outcome: SegmentOutcome): void {
   if (!markSettled(run)) return;
   outbox.push({ s: run.task.slot, g: run.task.gen, end: outcome });
   outboxRuns.push(run);
+  outboxMoves.push(undefined);
   scheduleDrain();
 }
 
@@ -390,21 +450,34 @@ function flush(): void {
 function send(): void {
   const batch = outbox;
   const runs = outboxRuns;
+  const moves = outboxMoves;
   outbox = [];
   outboxRuns = [];
+  outboxMoves = [];
   try {
-    control.postMessage(batch);
+    if (!moving) {
+      control.postMessage(batch);
+      return;
+    }
+    moving = false;
+    const transferList = new Set<TransferListItem>();
+    for (const list of moves) if (list !== undefined) for (const item of list) transferList.add(item);
+    control.postMessage(batch, [...transferList]);
     return;
   } catch {
-    // Some output cannot be cloned: send one by one, and end the segments at fault.
+    // Something cannot be cloned (or moved): send one by one, and end the segments at fault.
   }
   const failed = new Set<SegmentRun>();
   batch.forEach((entry, i) => {
     const run = runs[i]!;
     if (failed.has(run)) return;
     try {
-      control.postMessage([entry]);
+      control.postMessage([entry], moves[i] === undefined ? undefined : [...moves[i]!]);
     } catch (error) {
+      if ('p' in entry) {
+        process.emitWarning(`Progress of node "${run.task.nodes[entry.n]?.id}" cannot be sent between threads and was dropped`);
+        return;
+      }
       failed.add(run);
       markSettled(run);
       const node = 'n' in entry ? entry.n : run.index;
