@@ -5,7 +5,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'scratch/', 'bench/results/'] },
+  { ignores: ['dist/', 'node_modules/', 'scratch/', 'bench/results/', '.soak-dist-*/'] },
   js.configs.recommended,
   {
     files: ['**/*.ts'],

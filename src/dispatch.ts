@@ -368,8 +368,14 @@ export class PiscinaDispatcher implements Dispatcher {
     this.outgoing = [];
     if (outgoing.length === 0 || this.destroyed) return;
     const groups = new Map<Thread, Ticket[]>();
-    for (const ticket of outgoing) {
+    for (let i = 0; i < outgoing.length; i++) {
+      const ticket = outgoing[i]!;
       const thread = this.pickThread();
+      if (thread === undefined) {
+        // Every thread is being terminated: wait for their replacements (threadEnded).
+        this.outgoing.unshift(...outgoing.slice(i));
+        break;
+      }
       ticket.gen = this.gen = this.gen >= 0x7fffffff ? 1 : this.gen + 1;
       this.board.reset(ticket.slot, ticket.gen);
       if (ticket.stopCode !== 0) this.board.requestStop(ticket.slot, ticket.stopCode);
@@ -407,7 +413,7 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   /** The thread with the fewest segments in flight, preferring started threads not held by a long node. */
-  private pickThread(): Thread {
+  private pickThread(): Thread | undefined {
     let best: Thread | undefined;
     let bestScore = Infinity;
     const now = this.now();
@@ -422,10 +428,10 @@ export class PiscinaDispatcher implements Dispatcher {
       }
     }
     if (best !== undefined) return best;
-    // Every thread known is ending: pick up the replacements piscina started.
+    // Every thread known is ending: pick up the replacements piscina started, if any yet.
     this.watchThreads();
     for (const thread of this.threads.values()) if (!thread.ended && !thread.killing) return thread;
-    throw new Error('lukhas-orchestrator: the pool has no thread to run on');
+    return undefined;
   }
 
   private attach(ticket: Ticket, thread: Thread): void {
@@ -612,6 +618,8 @@ export class PiscinaDispatcher implements Dispatcher {
     const end = { killed, culpritKnown: culprit !== undefined };
     for (const ticket of [...thread.tickets]) this.afterThreadEnd(ticket, end, cause ?? new Error(`worker exited with code: ${exitCode}`));
     this.watchThreads();
+    // Segments that found every thread being terminated go to the replacement.
+    if (this.outgoing.length > 0) queueMicrotask(this.flush);
     this.events.threadExited({
       threadId: thread.threadId,
       reason: killed ? 'terminated' : 'crashed',
