@@ -137,6 +137,12 @@ export class Board {
     return node >= -1 ? Math.max(node, 0) : -node - 1;
   }
 
+  /** When the node now running started, or undefined when none runs. */
+  startedAt(slot: number): number | undefined {
+    if (Atomics.load(this.i32, slot * SLOT_I32 + S_NODE) < 0) return undefined;
+    return this.f64[slot * SLOT_F64 + S_STARTED_AT];
+  }
+
   /** Reads a task's progress consistently with its thread's card. */
   progress(slot: number, card: ThreadCard | undefined, now: number): TaskProgress {
     const base = slot * SLOT_I32;

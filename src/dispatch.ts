@@ -22,7 +22,7 @@ import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort, type TransferListItem, type Worker } from 'node:worker_threads';
 import { extname, resolve } from 'node:path';
-import { Board, ThreadCard, T_HOLDER, T_HOLDER_SINCE, createBoardMemory, type StopCode, type TaskProgress } from './board';
+import { Board, ThreadCard, T_BUSY_TOTAL, T_HOLDER, T_HOLDER_SINCE, createBoardMemory, type StopCode, type TaskProgress } from './board';
 import type { ResolvedOptions } from './config';
 import { transferListOf } from './transfer';
 import {
@@ -32,6 +32,7 @@ import {
   type BatchTask,
   type ControlMessage,
   type CrashNote,
+  type Ping,
   type SegmentOutcome,
   type SegmentTask,
   type TaskNode,
@@ -49,6 +50,8 @@ export interface SegmentJob {
   readonly attempts: readonly number[];
   /** Input of `nodes[first]`; moved rather than copied if marked with `transfer()`. */
   readonly input: unknown;
+  /** Tell `listener.nodeStarted` of each start as it happens. */
+  readonly reportStarts: boolean;
   readonly listener: SegmentListener;
 }
 
@@ -61,8 +64,13 @@ export interface SegmentListener {
   nodeCompleted(index: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void;
   /** The latest value node `index` gave `ctx.progress()`. */
   progress(index: number, value: unknown): void;
-  /** The segment is over; called exactly once, after every `nodeCompleted`. */
-  settled(settlement: Settlement): void;
+  /** Node `index` started (only with `reportStarts`). */
+  nodeStarted(index: number, startedAt: number): void;
+  /**
+   * The segment is over; called exactly once, after every `nodeCompleted`.
+   * `startedAt`: when the node it ended on had started, if it had.
+   */
+  settled(settlement: Settlement, startedAt: number | undefined): void;
 }
 
 /** How a segment ended, as the dispatcher saw it. */
@@ -102,6 +110,10 @@ export interface Dispatcher {
   /** Stops every task at once and releases the threads. */
   destroy(): Promise<void>;
   stats(): DispatcherStats;
+  /** Asks every started thread to answer within `timeoutMs`. Never rejects; never waits longer. */
+  ping(timeoutMs: number): Promise<ThreadHealth[]>;
+  /** Total time nodes' synchronous code has held the threads, ended ones included. */
+  busyMs(): number;
 }
 
 /** What the dispatcher tells its owner about runs, beyond the segments' own listeners. */
@@ -113,6 +125,17 @@ export interface DispatcherEvents {
   nodeCrashed(runId: string, nodeId: string, exitCode: number | undefined, cause: unknown): void;
   /** A worker thread ended: terminated by the dispatcher, or dead by itself. */
   threadExited(exit: ThreadExit): void;
+  /** A thread started in place of one that ended. */
+  threadReplaced(): void;
+}
+
+/** A thread's answer to a health check. */
+export interface ThreadHealth {
+  readonly threadId: number;
+  /** It answered within the time allowed. */
+  readonly responsive: boolean;
+  /** The node whose synchronous code holds it, and for how long, if any. */
+  readonly heldBy: { readonly runId: string; readonly nodeId: string; readonly forMs: number } | undefined;
 }
 
 /** Why a worker thread ended. */
@@ -222,6 +245,12 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly threads = new Map<number, Thread>();
   private gen = 0;
   private destroyed = false;
+  private introduced = 0;
+  /** Busy time of the threads that ended. */
+  private endedBusyMs = 0;
+  private pingSeq = 0;
+  /** Health checks waiting for answers, by id. */
+  private readonly pings = new Map<number, (threadId: number) => void>();
   private readonly size: number;
   private readonly whenReady: Promise<void>;
   private onReady: (() => void) | undefined;
@@ -290,6 +319,47 @@ export class PiscinaDispatcher implements Dispatcher {
       tasksWaiting: this.waiting.length,
       ...this.counts,
     };
+  }
+
+  busyMs(): number {
+    let busy = this.endedBusyMs;
+    for (const thread of this.threads.values()) busy += thread.card?.f64[T_BUSY_TOTAL] ?? 0;
+    return busy;
+  }
+
+  async ping(timeoutMs: number): Promise<ThreadHealth[]> {
+    const asked = [...this.threads.values()].filter((thread) => thread.port !== undefined && !thread.ended);
+    const answered = new Set<number>();
+    const id = ++this.pingSeq;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.pings.set(id, (threadId) => {
+        answered.add(threadId);
+        if (answered.size === asked.length) done();
+      });
+      if (asked.length === 0) done();
+      for (const thread of asked) thread.port!.postMessage({ ping: id } satisfies Ping);
+    });
+    this.pings.delete(id);
+    const now = this.now();
+    return asked.map((thread) => ({
+      threadId: thread.threadId,
+      responsive: answered.has(thread.threadId),
+      heldBy: this.holderOf(thread, now),
+    }));
+  }
+
+  private holderOf(thread: Thread, now: number): ThreadHealth['heldBy'] {
+    if (thread.card === undefined) return undefined;
+    const ticket = this.tickets[Atomics.load(thread.card.i32, T_HOLDER) - 1];
+    if (ticket === undefined) return undefined;
+    const node = ticket.job.nodes[this.board.nodeOf(ticket.slot)];
+    if (node === undefined) return undefined;
+    return { runId: ticket.job.runId, nodeId: node.id, forMs: now - (thread.card.f64[T_HOLDER_SINCE] ?? now) };
   }
 
   /** Control ports open on the main thread (one per live thread). */
@@ -403,6 +473,7 @@ export class PiscinaDispatcher implements Dispatcher {
         nodes: ticket.job.nodes,
         first: ticket.first,
         attempts: ticket.job.attempts,
+        reportStarts: ticket.job.reportStarts,
         input: ticket.input,
       };
     });
@@ -486,14 +557,16 @@ export class PiscinaDispatcher implements Dispatcher {
     if (ticket.graceTimer !== undefined) clearTimeout(ticket.graceTimer);
     ticket.graceTimer = undefined;
     this.detach(ticket);
+    let startedAt: number | undefined;
     if (ticket.slot >= 0) {
+      if (settlement.kind !== 'done' && ticket.gen !== 0) startedAt = this.board.startedAt(ticket.slot);
       this.tickets[ticket.slot] = undefined;
       const next = this.waiting.shift();
       if (next !== undefined) this.queue(next, ticket.slot);
       else this.freeSlots.push(ticket.slot);
       ticket.slot = -1;
     }
-    ticket.job.listener.settled(settlement);
+    ticket.job.listener.settled(settlement, startedAt);
   }
 
   private ended(ticket: Ticket, outcome: SegmentOutcome): void {
@@ -582,6 +655,7 @@ export class PiscinaDispatcher implements Dispatcher {
     }
     thread.port = port;
     thread.card = card;
+    if (++this.introduced > this.size) this.events.threadReplaced();
     port.on('message', (message: ControlMessage) => this.onControlMessage(thread, message));
     if (thread.tickets.size === 0) port.unref();
     // Stops requested before the thread introduced itself reach it now.
@@ -605,6 +679,7 @@ export class PiscinaDispatcher implements Dispatcher {
     this.drain(thread);
     thread.port?.close();
     this.threads.delete(thread.threadId);
+    this.endedBusyMs += thread.card?.f64[T_BUSY_TOTAL] ?? 0;
     const killed = thread.killing;
     if (this.destroyed) {
       for (const ticket of thread.tickets) this.afterThreadEnd(ticket, { killed, culpritKnown: false }, cause);
@@ -649,12 +724,18 @@ export class PiscinaDispatcher implements Dispatcher {
       return;
     }
     for (const entry of message as Exclude<ControlMessage, CrashNote>) {
+      if ('pong' in entry) {
+        this.pings.get(entry.pong)?.(thread.threadId);
+        continue;
+      }
       const ticket = this.tickets[entry.s];
       if (ticket === undefined || ticket.gen !== entry.g || ticket.settled) continue;
       if ('end' in entry) {
         this.ended(ticket, entry.end);
       } else if ('p' in entry) {
         ticket.job.listener.progress(entry.n, entry.p);
+      } else if ('st' in entry) {
+        ticket.job.listener.nodeStarted(entry.n, entry.st);
       } else {
         if (entry.m === 0 || entry.n === ticket.job.nodes.length - 1) {
           // The next send of this segment resumes after the last node whose output we hold.

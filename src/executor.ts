@@ -1,10 +1,31 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './config';
 import { PiscinaDispatcher, type Dispatcher } from './dispatch';
 import { ExecutorClosedException, QueueFullException } from './errors';
+import { judgeHealth, type HealthOptions, type HealthReport } from './health';
+import { Observer } from './observer';
 import { planPipeline, type PipelineRequest } from './pipeline';
 import { PipelineRun, type CleanupHandler, type RunHooks } from './scheduler';
+import type { CountsByStatus, DurationSummary } from './stats';
+
+/** How often the main thread's event-loop delay is sampled, for health(). */
+const EVENT_LOOP_RESOLUTION_MS = 20;
+
+/** This package's version, for the meter and tracer names (from src/ or dist/src/). */
+const VERSION = ((): string => {
+  for (const up of ['..', '../..']) {
+    try {
+      const manifest = require(join(__dirname, up, 'package.json')) as { name?: string; version?: string };
+      if (manifest.name === 'lukhas-orchestrator' && manifest.version !== undefined) return manifest.version;
+    } catch {
+      // not there
+    }
+  }
+  return '0.0.0';
+})();
 
 /** A run in flight, from {@link PipelineExecutor.startPipeline}. */
 export interface PipelineHandle<Result = unknown> {
@@ -42,6 +63,8 @@ export interface CloseOptions {
  * - `'threadExit'` `(exit: ThreadExit)`: a worker thread ended, terminated to stop a
  *   node or dead by itself; the pool replaces it.
  * - `'progress'` `(event: ProgressEvent)`: a node called `ctx.progress(value)` (throttled).
+ * - `'runStart'`, `'runEnd'`, `'nodeStart'`, `'nodeEnd'`: the course of runs and node
+ *   attempts (see `RunStartEvent` and the others).
  *
  * @example
  * ```ts
@@ -63,6 +86,9 @@ export class PipelineExecutor extends EventEmitter {
   /** Runs admitted and not settled. */
   private admitted = 0;
   private closing: Promise<void> | undefined;
+  private readonly observer: Observer;
+  private readonly eventLoop: IntervalHistogram = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
+  private readonly createdAt = performance.now();
 
   /**
    * Starts the worker threads.
@@ -72,10 +98,20 @@ export class PipelineExecutor extends EventEmitter {
   constructor(options?: ExecutorOptions) {
     super();
     this.options = resolveOptions(options);
+    this.observer = new Observer(this, VERSION, {
+      runsInFlight: () => this.admitted,
+      runsQueued: () => this.queued.length,
+      threads: () => this.dispatcher.stats().threads,
+    });
     this.dispatcher = new PiscinaDispatcher(this.options, {
       nodeCrashed: (runId, nodeId, exitCode, cause) => this.runs.get(runId)?.crashed(nodeId, exitCode, cause),
-      threadExited: (exit) => this.emit('threadExit', exit),
+      threadExited: (exit) => {
+        this.observer.threadEnded(exit.reason, performance.now());
+        this.emit('threadExit', exit);
+      },
+      threadReplaced: () => this.observer.threadReplaced(),
     });
+    this.eventLoop.enable();
   }
 
   /**
@@ -130,6 +166,7 @@ export class PipelineExecutor extends EventEmitter {
     this.runs.set(run.runId, run);
     if (admitNow) this.admitted++;
     else this.queued.push(run);
+    this.observer.runStarted(run, plan.nodes.length);
     run.start();
     if (admitNow) run.admit();
     return {
@@ -142,7 +179,12 @@ export class PipelineExecutor extends EventEmitter {
   }
 
   private readonly hooks: RunHooks = {
-    ended: (run) => {
+    admitted: (run, waitedMs) => this.observer.admitted(run, waitedMs),
+    wantsStarts: () => this.observer.wantsStarts(),
+    nodeStarted: (run, nodeId, attempt, startedAt) => this.observer.nodeStarted(run, nodeId, attempt, startedAt),
+    nodeEnded: (run, nodeId, status, startedAt, endedAt, error) => this.observer.nodeEnded(run, nodeId, status, startedAt, endedAt, error),
+    ended: (run, status, error, durationMs) => {
+      this.observer.runEnded(run, status, error, durationMs);
       this.runs.delete(run.runId);
       const waiting = this.queued.indexOf(run);
       if (waiting >= 0) this.queued.splice(waiting, 1);
@@ -182,9 +224,49 @@ export class PipelineExecutor extends EventEmitter {
     return this.dispatcher.ready();
   }
 
-  /** Counts for monitoring. */
-  get stats(): ExecutorStats {
-    return { ...this.dispatcher.stats(), runsInFlight: this.admitted, runsQueued: this.queued.length };
+  /**
+   * A snapshot for monitoring, without any exporter: runs and node attempts by outcome,
+   * percentiles of their durations, what is in flight and waiting, the threads and how
+   * busy they are.
+   */
+  stats(): ExecutorStats {
+    const dispatcher = this.dispatcher.stats();
+    const elapsed = performance.now() - this.createdAt;
+    return {
+      ...dispatcher,
+      runsInFlight: this.admitted,
+      runsQueued: this.queued.length,
+      runs: this.observer.runs.byStatus(),
+      nodes: this.observer.nodes.byStatus(),
+      runDurationMs: this.observer.runs.summary(),
+      nodeDurationMs: this.observer.nodes.summary(),
+      utilisation: elapsed > 0 ? Math.min(1, this.dispatcher.busyMs() / (elapsed * this.options.threads)) : 0,
+    };
+  }
+
+  /**
+   * Checks the executor and its threads, within `timeoutMs` (default 250 ms) whatever
+   * their state: `'error'` when it cannot serve (closed, no thread alive or answering,
+   * the main thread's event loop lagging over a second, threads replaced over and
+   * over), `'degraded'` when it serves with trouble (a thread held by a long node, a
+   * lagging event loop, threads being replaced, a queue nearly full), `'ok'` otherwise.
+   */
+  async health(options: HealthOptions = {}): Promise<HealthReport> {
+    const timeoutMs = options.timeoutMs ?? 250;
+    expectDuration(timeoutMs, 'timeoutMs');
+    const threads = this.closing === undefined ? await this.dispatcher.ping(Math.min(timeoutMs, 2 ** 31 - 1)) : [];
+    const stats = this.dispatcher.stats();
+    return judgeHealth({
+      closed: this.closing !== undefined,
+      threads,
+      liveThreads: stats.threads,
+      eventLoop: this.eventLoop,
+      eventLoopResolutionMs: EVENT_LOOP_RESOLUTION_MS,
+      threadsEndedLastMinute: this.observer.recentThreadEnds(performance.now()),
+      runsQueued: this.queued.length,
+      maxQueuedPipelines: this.options.maxQueuedPipelines,
+      tasksWaiting: stats.tasksWaiting,
+    });
   }
 
   /**
@@ -219,6 +301,8 @@ export class PipelineExecutor extends EventEmitter {
       await Promise.all(pending);
     }
     await this.dispatcher.destroy();
+    this.eventLoop.disable();
+    this.observer.metrics.close();
   }
 
   private reportCleanupError(error: unknown, run: PipelineRun): void {
@@ -234,7 +318,18 @@ export class PipelineExecutor extends EventEmitter {
   }
 }
 
+/** `executor.stats()`. */
 export interface ExecutorStats {
+  /** Runs by how they ended. */
+  readonly runs: CountsByStatus;
+  /** Node attempts by how they ended (a retried node counts each attempt). */
+  readonly nodes: CountsByStatus;
+  /** From the call to the end, of runs that ended. */
+  readonly runDurationMs: DurationSummary;
+  /** From the start in the worker to the end, of node attempts that started. */
+  readonly nodeDurationMs: DurationSummary;
+  /** Share of the threads' time that node code held them since the executor started (0 to 1). */
+  readonly utilisation: number;
   /** Live worker threads (replacements included while they start). */
   readonly threads: number;
   /** Node tasks on threads or on their way to one. */

@@ -14,10 +14,15 @@ export {
   ExecutorClosedException,
 } from './errors';
 export { DEFAULT_TIMEOUTS } from './config';
+export { HEALTH_LIMITS } from './health';
 export { transfer } from './transfer';
 
 export type { ExecutorOptions, TimeoutOptions } from './config';
 export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
+export type { HealthOptions, HealthReport, HealthStatus } from './health';
+export type { RunStartEvent, RunEndEvent, NodeStartEvent, NodeEndEvent } from './observer';
+export type { Status, CountsByStatus, DurationSummary } from './stats';
+export type { ThreadHealth } from './dispatch';
 export type { CleanupHandler } from './scheduler';
 export type { ThreadExit } from './dispatch';
 export type { NodeDefinition, PipelineRequest, ProgressEvent } from './pipeline';

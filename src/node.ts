@@ -21,6 +21,17 @@ export interface NodeContext<Params = unknown> {
    * node, the latest, and the last one before the node completes. Must be cloneable.
    */
   progress(value: unknown): void;
+  /**
+   * The W3C traceparent of the node's span, when the application traces runs (an
+   * OpenTelemetry tracer provider is registered on the main thread).
+   */
+  readonly traceparent: string | undefined;
+  /**
+   * An OpenTelemetry `Context` whose span is the node's, to parent spans the node
+   * starts: `tracer.startActiveSpan('step', {}, ctx.traceContext, (span) => ...)`.
+   * Undefined when the run is not traced.
+   */
+  readonly traceContext: unknown;
 }
 
 /**

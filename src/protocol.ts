@@ -26,6 +26,8 @@ export interface TaskNode {
   readonly module: string;
   readonly export: string | undefined;
   readonly params: unknown;
+  /** W3C traceparent of the node's span, when tracing records. */
+  readonly trace?: string;
 }
 
 /** What one piscina task carries: the segments sent to one thread in one turn. */
@@ -44,8 +46,19 @@ export interface SegmentTask {
   readonly first: number;
   /** Attempt number of each node (`ctx.attempt`, 1 for the first). */
   readonly attempts: readonly number[];
+  /** Report each node's start, not only its end. */
+  readonly reportStarts: boolean;
   /** Input of `nodes[first]`. */
   readonly input: unknown;
+}
+
+/** A node started (sent only when the segment asks for it). */
+export interface StartReport {
+  readonly s: number;
+  readonly g: number;
+  readonly n: number;
+  /** Its start, on the main thread's clock. */
+  readonly st: number;
 }
 
 /** The latest value a node gave `ctx.progress()`, sent at most once per interval. */
@@ -109,7 +122,7 @@ export interface CrashNote {
 
 /** What a thread sends on its control port: batches of reports and ends, in order, or its last word. */
 export type ControlMessage = readonly ControlEntry[] | CrashNote;
-export type ControlEntry = NodeReport | ProgressReport | SegmentEnd;
+export type ControlEntry = NodeReport | StartReport | ProgressReport | SegmentEnd | Pong;
 
 /** First message of a worker thread, on `parentPort` (surfacing as the pool's `'message'`). */
 export interface WorkerHello {
@@ -127,6 +140,15 @@ export function isWorkerHello(message: unknown): message is WorkerHello {
 
 /** A wake-up on a thread's control port: look at the board for stop requests. */
 export const WAKE = 0;
+
+/** A health check on a thread's control port; the thread answers `[{ pong }]` at once. */
+export interface Ping {
+  readonly ping: number;
+}
+
+export interface Pong {
+  readonly pong: number;
+}
 
 // ---------------------------------------------------------------------------
 // Errors across threads.

@@ -33,6 +33,8 @@ import type { Plan, ProgressEvent, Segment } from './pipeline';
 import type { TaskNode } from './protocol';
 import { backoffMs, shouldRetry, type FailureKind } from './retry';
 import { unwatchSignal, watchSignal } from './signals';
+import type { Status } from './stats';
+import { RunTrace } from './tracing';
 import { transfer, transferListOf, untransfer } from './transfer';
 
 export type { CleanupHandler } from './cleanup';
@@ -40,9 +42,17 @@ export type { CleanupHandler } from './cleanup';
 /** The longest delay `setTimeout` takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** What a run tells its executor. */
+/** What a run tells its executor: its course, for stats, metrics and events. */
 export interface RunHooks {
-  ended(run: PipelineRun): void;
+  /** The run may start its nodes; `waitedMs` it waited for admission. */
+  admitted(run: PipelineRun, waitedMs: number): void;
+  /** Whether to learn of node starts as they happen (someone listens). */
+  wantsStarts(): boolean;
+  nodeStarted(run: PipelineRun, nodeId: string, attempt: number, startedAt: number): void;
+  /** A node attempt ended; `startedAt` is undefined for one stopped before it started. */
+  nodeEnded(run: PipelineRun, nodeId: string, status: Status, startedAt: number | undefined, endedAt: number, error: unknown): void;
+  /** The run settled (after its cleanup handlers ran). */
+  ended(run: PipelineRun, status: Status, error: unknown, durationMs: number): void;
   cleanupFailed(error: unknown, run: PipelineRun): void;
   progress(event: ProgressEvent): void;
 }
@@ -67,6 +77,10 @@ interface Flight {
   readonly watch: NodeDeadlineWatch;
   /** Set when the run stops this flight alone (a timeout to retry, a failure without failFast). */
   stopping: { readonly node: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined;
+  /** How its running node ends when the whole run stops it. */
+  stopStatus: Status;
+  /** Nodes whose start was reported. */
+  readonly started: Set<number>;
 }
 
 export class PipelineRun {
@@ -105,6 +119,7 @@ export class PipelineRun {
   private failedAt = Infinity;
   private settled = false;
   private readonly startedAt: number;
+  private readonly trace: RunTrace | undefined;
 
   constructor(spec: RunSpec) {
     this.spec = spec;
@@ -123,6 +138,7 @@ export class PipelineRun {
     this.waitingOn = this.plan.segments.map((segment) => segment.deps.length);
     this.segmentsLeft = this.plan.segments.length;
     this.startedAt = this.dispatcher.now();
+    this.trace = RunTrace.start(this.runId, this.plan.pipelineId, count);
   }
 
   get pipelineId(): string {
@@ -158,6 +174,7 @@ export class PipelineRun {
   admit(): void {
     if (this.settled || this.admitted) return;
     this.admitted = true;
+    this.hooks.admitted(this, this.dispatcher.now() - this.startedAt);
     // An input moved to several roots would reach only the first: copy it instead.
     if (this.plan.roots.length > 1) untransfer(this.spec.input);
     for (const segment of this.plan.roots) this.dispatch(this.plan.segments[segment]!, 0);
@@ -206,10 +223,12 @@ export class PipelineRun {
 
   /** Sends a segment, from its node `first` on. */
   private dispatch(segment: Segment, first: number): void {
-    const { plan } = this;
-    const nodes: TaskNode[] = segment.nodes.map((index) => {
+    const { plan, trace } = this;
+    const nodes: TaskNode[] = segment.nodes.map((index, position) => {
       const node = plan.nodes[index]!;
-      return { id: node.id, module: node.module, export: node.exportName, params: node.params };
+      const task: TaskNode = { id: node.id, module: node.module, export: node.exportName, params: node.params };
+      if (trace === undefined || position < first) return task;
+      return { ...task, trace: trace.nodeSent(index, node.id, this.attempts[index]!, this.runId, plan.pipelineId) };
     });
     const timeouts = segment.nodes.map((index) => plan.nodes[index]!.timeoutMs ?? this.timeouts.nodeTimeoutMs);
     const ticket = this.dispatcher.submit({
@@ -219,10 +238,12 @@ export class PipelineRun {
       first,
       attempts: segment.nodes.map((index) => this.attempts[index]!),
       input: first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!],
+      reportStarts: trace !== undefined || this.hooks.wantsStarts(),
       listener: {
-        nodeCompleted: (index, output, _startedAt, endedAt, moved) => this.nodeCompleted(segment, index, output, endedAt, moved),
+        nodeStarted: (index, startedAt) => this.nodeStarted(flight, index, startedAt),
+        nodeCompleted: (index, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, index, output, startedAt, endedAt, moved),
         progress: (index, value) => this.progress(segment.nodes[index]!, value),
-        settled: (settlement) => this.segmentSettled(flight, settlement),
+        settled: (settlement, startedAt) => this.segmentSettled(flight, settlement, startedAt),
       },
     });
     const flight: Flight = {
@@ -231,6 +252,8 @@ export class PipelineRun {
       ticket,
       watch: new NodeDeadlineWatch(ticket, timeouts, first, (node) => this.nodeOverdue(flight, node)),
       stopping: undefined,
+      stopStatus: 'cancelled',
+      started: new Set(),
     };
     this.inFlight.set(segment.index, flight);
   }
@@ -249,12 +272,33 @@ export class PipelineRun {
     return input;
   }
 
-  private nodeCompleted(segment: Segment, position: number, output: unknown, endedAt: number, moved: boolean): void {
+  private nodeStarted(flight: Flight, position: number, startedAt: number): void {
+    const index = flight.segment.nodes[position]!;
+    if (this.settled || flight.started.has(position)) return;
+    flight.started.add(position);
+    this.trace?.nodeStarted(index, startedAt);
+    this.hooks.nodeStarted(this, this.plan.nodes[index]!.id, this.attempts[index]!, startedAt);
+  }
+
+  /** A node attempt ended, however it did: stats, metrics, events, its span. */
+  private nodeEnded(flight: Flight, position: number, status: Status, startedAt: number | undefined, error: unknown): void {
+    const index = flight.segment.nodes[position]!;
+    const endedAt = this.dispatcher.now();
+    if (startedAt !== undefined) this.nodeStarted(flight, position, startedAt);
+    this.trace?.nodeEnded(index, status, error, endedAt);
+    this.hooks.nodeEnded(this, this.plan.nodes[index]!.id, status, startedAt, endedAt, error);
+  }
+
+  private nodeCompleted(flight: Flight, position: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void {
+    const { segment } = flight;
     const index = segment.nodes[position]!;
     if (this.settled || this.hasOutput[index]) return;
     this.outputs[index] = output;
     this.hasOutput[index] = true;
     this.completed.push({ index, endedAt });
+    this.nodeStarted(flight, position, startedAt);
+    this.trace?.nodeEnded(index, 'success', undefined, endedAt);
+    this.hooks.nodeEnded(this, this.plan.nodes[index]!.id, 'success', startedAt, endedAt, undefined);
     if (moved) {
       const node = this.plan.nodes[index]!;
       // Moved on inside the thread, or moved to us: keep moving it only to a sole consumer.
@@ -287,17 +331,23 @@ export class PipelineRun {
   // -------------------------------------------------------------------------
   // Segments ending.
 
-  private segmentSettled(flight: Flight, settlement: Settlement): void {
+  private segmentSettled(flight: Flight, settlement: Settlement, startedAt: number | undefined): void {
     const { segment } = flight;
     flight.watch.clear();
     if (this.inFlight.get(segment.index) === flight) this.inFlight.delete(segment.index);
     if (this.failure !== undefined) {
+      // The run stopped it: its running node ends as the run decided.
+      if (settlement.kind !== 'done' && 'node' in settlement && startedAt !== undefined) {
+        const failed = settlement.kind === 'failed' ? 'error' : flight.stopStatus;
+        this.nodeEnded(flight, settlement.node, failed, startedAt, settlement.kind === 'failed' ? settlement.error : undefined);
+      }
       if (this.inFlight.size === 0) this.finish();
       return;
     }
     if (flight.stopping !== undefined) {
       // Stopped alone, as the run asked: what follows was decided then.
       const { node, error, kind, retry } = flight.stopping;
+      this.nodeEnded(flight, node, statusOf(kind), startedAt, error);
       return this.nodeFailed(flight, node, error, kind, retry);
     }
     if (settlement.kind === 'done') {
@@ -309,6 +359,7 @@ export class PipelineRun {
     }
     const node = 'node' in settlement ? settlement.node : flight.first;
     const [error, kind] = this.segmentError(segment.nodes[node] ?? segment.nodes[0]!, settlement);
+    this.nodeEnded(flight, node, statusOf(kind), startedAt, error);
     this.nodeFailed(flight, node, error, kind);
   }
 
@@ -390,6 +441,7 @@ export class PipelineRun {
     const grace = this.timeouts.cleanupGraceMs;
     for (const flight of this.inFlight.values()) {
       flight.watch.clear();
+      if (flight.segment.index === culprit) flight.stopStatus = culpritCode === Stop.NodeTimeout ? 'timeout' : 'error';
       flight.ticket.stop(flight.segment.index === culprit ? (culpritCode ?? code) : code, grace);
     }
     if (this.inFlight.size === 0) this.finish();
@@ -401,21 +453,26 @@ export class PipelineRun {
     this.clearTimers();
     if (this.failure === undefined) {
       this.resolvePromise(this.result());
-      this.hooks.ended(this);
+      this.ended('success', undefined);
       return;
     }
     const error = this.failure();
     if (!this.cleanupDue || this.cleanups.length === 0) {
       this.rejectPromise(error);
-      this.hooks.ended(this);
+      this.ended(runStatusOf(error), error);
       return;
     }
     void runCleanups(this.cleanups.splice(0), error as Error, this.timeouts.cleanupGraceMs, (failed) =>
       this.hooks.cleanupFailed(failed, this),
     ).then(() => {
       this.rejectPromise(error);
-      this.hooks.ended(this);
+      this.ended(runStatusOf(error), error);
     });
+  }
+
+  private ended(status: Status, error: unknown): void {
+    this.trace?.end(status, error);
+    this.hooks.ended(this, status, error, this.dispatcher.now() - this.startedAt);
   }
 
   private clearTimers(): void {
@@ -512,6 +569,17 @@ export class PipelineRun {
         return [new WorkerCrashedException({ nodeId, pipelineId, runId, cause: new Error(`segment ${settlement.kind} unasked`) }), 'fatal'];
     }
   }
+}
+
+function statusOf(kind: FailureKind): Status {
+  return kind === 'timeout' ? 'timeout' : 'error';
+}
+
+/** How a run that rejected with `error` ended. */
+function runStatusOf(error: unknown): Status {
+  if (error instanceof CancellationException) return 'cancelled';
+  if (error instanceof PipelineTimeoutException || error instanceof NodeTimeoutException) return 'timeout';
+  return 'error';
 }
 
 /** The node's own error, with where it came from added. */

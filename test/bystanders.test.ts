@@ -39,7 +39,7 @@ describe('bystanders and blame', function () {
     expect(await Promise.all(healthy)).to.deep.equal(Array.from({ length: 200 }, (_, i) => i + 3));
     expect(hungProbe.get(STARTED)).to.equal(20);
     // Hung nodes on the same thread go down together.
-    expect(executor.stats.terminations).to.be.within(1, 20);
+    expect(executor.stats().terminations).to.be.within(1, 20);
   });
 
   it('100 healthy 3-node runs and 3 spinning nodes, all at a 400 ms node timeout: only the spinners fail', async () => {

@@ -26,7 +26,7 @@ describe('cancellation', () => {
     expect(error.pipelineId).to.equal('polite');
     expect(probe.get(ABORTED)).to.equal(1);
     expect(probe.get(CLEANUP)).to.equal(1);
-    expect(executor.stats.terminations).to.equal(0);
+    expect(executor.stats().terminations).to.equal(0);
   });
 
   it('terminates the thread of a node that ignores it, after the grace period', async () => {
@@ -40,7 +40,7 @@ describe('cancellation', () => {
     await probe.until(STARTED);
     controller.abort();
     expect(await rejection(run)).to.be.instanceOf(CancellationException);
-    expect(executor.stats.terminations).to.equal(1);
+    expect(executor.stats().terminations).to.equal(1);
   });
 
   it('never starts the nodes after the one running, and reports the completed ones', async () => {
@@ -134,8 +134,8 @@ describe('cancellation', () => {
     controller.abort();
     expect(await rejection(doomed)).to.be.instanceOf(CancellationException);
     expect(await Promise.all(runs)).to.deep.equal(Array.from({ length: 20 }, (_, i) => i + 2));
-    expect(executor.stats.terminations).to.equal(1);
-    expect(executor.stats.resends).to.equal(20);
+    expect(executor.stats().terminations).to.equal(1);
+    expect(executor.stats().resends).to.equal(20);
     expect(healthy.get(COMPLETED)).to.equal(20);
   });
 });

@@ -30,7 +30,7 @@ describe('worker faults', () => {
     )) as WorkerCrashedException;
     expect(error).to.be.instanceOf(WorkerCrashedException);
     expect(error).to.include({ code: 'ERR_WORKER_CRASHED', nodeId: 'exit', pipelineId: 'quits', exitCode: 5 });
-    expect(executor.stats.crashes).to.equal(1);
+    expect(executor.stats().crashes).to.equal(1);
     expect(await executor.executePipeline({ nodes: [{ id: 'next', module: sleepAdd }], initialInput: 1 })).to.equal(2);
   });
 
@@ -78,7 +78,7 @@ describe('worker faults', () => {
     expect(result).to.equal(1);
     const [info] = (await exited) as [ThreadExit];
     expect(info).to.include({ reason: 'crashed', exitCode: 1, nodeId: 'n' });
-    expect(executor.stats.crashes).to.equal(1);
+    expect(executor.stats().crashes).to.equal(1);
     expect(await executor.executePipeline({ nodes: [{ id: 'next', module: sleepAdd }], initialInput: 1 })).to.equal(2);
   });
 });

@@ -166,7 +166,7 @@ describe('retries', () => {
     });
     expect(result).to.equal(2);
     expect(runs.get(RUNS)).to.equal(2);
-    expect(executor.stats.terminations).to.equal(0);
+    expect(executor.stats().terminations).to.equal(0);
   });
 
   it('stop retrying at the pipeline timeout', async () => {
@@ -229,7 +229,7 @@ describe('admission', () => {
     const runs = Array.from({ length: 8 }, (_, i) =>
       executor.executePipeline({ nodes: [{ id: 'n', module: fixture('occupancy.js'), params: { probe: cells, ms: 30 } }], initialInput: i }),
     );
-    expect(executor.stats.runsQueued).to.equal(6);
+    expect(executor.stats().runsQueued).to.equal(6);
     expect(await Promise.all(runs)).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7]);
     const view = new Int32Array(cells);
     expect(Atomics.load(view, 1), 'most runs at once').to.equal(2);
@@ -262,7 +262,7 @@ describe('admission', () => {
     await first.until(STARTED);
     controller.abort('no longer needed');
     expect(await rejection(waiting)).to.be.instanceOf(CancellationException);
-    expect(executor.stats.runsQueued).to.equal(0);
+    expect(executor.stats().runsQueued).to.equal(0);
     expect(executor.cancel(running.runId)).to.equal(1);
     await rejection(running.result);
     expect(second.get(RUNS)).to.equal(0);

@@ -111,7 +111,7 @@ describe('no leaks', function () {
     expect(Object.fromEntries(counts)).to.deep.equal(Object.fromEntries(expected));
     expect(expected.get('hard-kill')).to.equal(20);
 
-    const stats = executor.stats;
+    const stats = executor.stats();
     expect(stats.runsInFlight).to.equal(0);
     expect(stats.tasksInFlight).to.equal(0);
     expect(stats.tasksWaiting).to.equal(0);

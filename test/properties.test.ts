@@ -31,7 +31,7 @@ describe('properties', function () {
       }),
       { numRuns: CASES, endOnFailure: true, ...(process.env.PROPERTY_SEED ? { seed: Number(process.env.PROPERTY_SEED) } : {}) },
     );
-    console.log(`      ${runs} runs in ${CASES} cases; ${executor.stats.terminations} threads terminated, ${executor.stats.crashes} crashed`);
-    expect(executor.stats.threads).to.equal(2);
+    console.log(`      ${runs} runs in ${CASES} cases; ${executor.stats().terminations} threads terminated, ${executor.stats().crashes} crashed`);
+    expect(executor.stats().threads).to.equal(2);
   });
 });

@@ -111,7 +111,7 @@ async function main(): Promise<void> {
   let firstHeap: number | undefined;
   const report = (label: string): number => {
     const heap = heapAfterGc();
-    const stats = executor.stats;
+    const stats = executor.stats();
     console.log(
       `${label} ${((Date.now() - start) / 60_000).toFixed(1)} min: ${counts.started} runs started, ${counts.settled} settled, ` +
         `${counts.lost} lost, ${counts.doubled} settled twice, ${counts.wrong} wrong, ${counts.violations} property violations ` +

@@ -21,7 +21,7 @@ describe('timeouts', () => {
       expect(error).to.be.instanceOf(NodeTimeoutException);
       expect(error).to.include({ nodeId: 'waits', pipelineId: 'slow', timeoutMs: 200 });
       expect(probe.get(COMPLETED)).to.equal(0);
-      expect(executor.stats.terminations).to.equal(1);
+      expect(executor.stats().terminations).to.equal(1);
     });
 
     it('stops a CPU loop that never yields, and the pool serves the next run', async () => {
@@ -37,7 +37,7 @@ describe('timeouts', () => {
       );
       expect(error).to.be.instanceOf(NodeTimeoutException);
       expect((error as NodeTimeoutException).nodeId).to.equal('spin');
-      expect(executor.stats.terminations).to.equal(1);
+      expect(executor.stats().terminations).to.equal(1);
       expect(await executor.executePipeline({ nodes: [{ id: 'next', module: sleepAdd }], initialInput: 1 })).to.equal(2);
     });
 
@@ -53,7 +53,7 @@ describe('timeouts', () => {
       expect(probe.get(ABORTED)).to.equal(1);
       expect(probe.get(CLEANUP)).to.equal(1);
       expect(probe.get(COMPLETED)).to.equal(0);
-      expect(executor.stats.terminations).to.equal(0);
+      expect(executor.stats().terminations).to.equal(0);
     });
 
     it('counts from when the node starts, not while it waits for a free slot', async () => {

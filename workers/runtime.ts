@@ -40,6 +40,8 @@ import {
   type BatchTask,
   type ControlEntry,
   type CrashNote,
+  type Ping,
+  type Pong,
   type SegmentEnd,
   type SegmentOutcome,
   type SegmentTask,
@@ -67,8 +69,18 @@ const SLICE_MS = 8;
 const { port1: control, port2: far } = new MessageChannel();
 const hello: WorkerHello = { lukhasWorkerHello: true, threadId, port: far, card: card.buffer };
 parentPort?.postMessage(hello, [far]);
-control.on('message', () => checkStops());
+control.on('message', onControl);
 control.unref();
+
+/** A wake-up (look for stop requests) or a health check (answer at once). */
+function onControl(message: unknown): void {
+  if (typeof message === 'object' && message !== null && 'ping' in message) {
+    const pong: Pong = { pong: (message as Ping).ping };
+    control.postMessage([pong]);
+    return;
+  }
+  checkStops();
+}
 
 // ---------------------------------------------------------------------------
 // Crashes: a node that takes its thread down is named before the thread dies.
@@ -135,7 +147,7 @@ const active = new Map<number, SegmentRun>();
 const ready: SegmentRun[] = [];
 let readyHead = 0;
 /** Reports and ends waiting to be sent, the segment each one is about, and what each moves. */
-let outbox: ControlEntry[] = [];
+let outbox: Exclude<ControlEntry, Pong>[] = [];
 let outboxRuns: SegmentRun[] = [];
 let outboxMoves: (readonly TransferListItem[] | undefined)[] = [];
 let moving = false;
@@ -188,7 +200,8 @@ function scheduleDrain(): void {
 
 function drain(): void {
   drainScheduled = false;
-  while (receiveMessageOnPort(control) !== undefined) checkStops();
+  let message;
+  while ((message = receiveMessageOnPort(control)) !== undefined) onControl(message.message);
   flush();
   const sliceEnd = now() + SLICE_MS;
   while (readyHead < ready.length) {
@@ -275,7 +288,12 @@ class Context implements NodeContext {
     readonly pipelineId: string,
     readonly runId: string,
     readonly attempt: number,
+    readonly traceparent: string | undefined,
   ) {}
+
+  get traceContext(): unknown {
+    return this.traceparent === undefined ? undefined : traceContextOf(this.traceparent);
+  }
 
   get signal(): AbortSignal {
     if (this.controller === undefined) {
@@ -301,6 +319,21 @@ class Context implements NodeContext {
     this.reason = reason;
     this.controller?.abort(reason);
   }
+}
+
+/**
+ * An OpenTelemetry context whose active span is the node's span, built from its
+ * traceparent with the API alone (the thread needs no propagator), loaded on first use.
+ */
+function traceContextOf(traceparent: string): unknown {
+  const [, traceId, spanId, flags] = traceparent.split('-');
+  const api = require('@opentelemetry/api') as typeof import('@opentelemetry/api');
+  return api.trace.setSpanContext(api.ROOT_CONTEXT, {
+    traceId: traceId!,
+    spanId: spanId!,
+    traceFlags: Number.parseInt(flags ?? '0', 16),
+    isRemote: true,
+  });
 }
 
 /** Segments with a progress value to send, and the timer that sends them. */
@@ -329,7 +362,7 @@ function takeProgress(run: SegmentRun): void {
 
 function startNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
   const { slot } = run.task;
-  const ctx = new Context(run, node.params, node.id, run.task.pipelineId, run.task.runId, run.task.attempts[run.index] ?? 1);
+  const ctx = new Context(run, node.params, node.id, run.task.pipelineId, run.task.runId, run.task.attempts[run.index] ?? 1, node.trace);
   run.ctx = ctx;
   const startedAt = now();
   run.startedAt = startedAt;
@@ -342,6 +375,11 @@ function startNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
   card.f64[T_HOLDER_SINCE] = startedAt;
   Atomics.store(card.i32, T_HOLDER, slot + 1);
   Atomics.add(card.i32, T_SEQ, 1);
+  if (run.task.reportStarts) {
+    outbox.push({ s: slot, g: run.task.gen, n: run.index, st: startedAt });
+    outboxRuns.push(run);
+    outboxMoves.push(undefined);
+  }
 
   let result: unknown;
   let threw = false;

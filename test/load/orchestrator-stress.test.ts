@@ -126,7 +126,7 @@ describe('orchestrator stress (the seed)', function () {
     expect(cancelled.pipelineId).to.equal('cancellation');
     expect(cancelled.reason).to.equal('caller went away');
     expect(probe.get(COMPLETED), 'the node ran to completion').to.equal(0);
-    expect(executor.stats.terminations, 'the thread of the node was not terminated').to.equal(1);
+    expect(executor.stats().terminations, 'the thread of the node was not terminated').to.equal(1);
   });
 
   it('4. error recovery: the error node2 raises reaches the caller', async () => {

@@ -18,7 +18,7 @@ const ABORT_REASON = 'property abort';
 
 export async function runCase(executor: PipelineExecutor, spec: CaseSpec, nodeModule: string, trivialModule: string): Promise<CaseReport> {
   const violations: string[] = [];
-  const before = executor.stats;
+  const before = executor.stats();
   const predictions = spec.runs.map(predict);
   // Nodes whose thread may be blocked, or terminated under them (and sent again), start
   // late: a run's own spinning node, and any other run's node that takes a thread down.
@@ -47,7 +47,7 @@ export async function runCase(executor: PipelineExecutor, spec: CaseSpec, nodeMo
   // would need, then look.
   const elapsed = performance.now() - caseStart;
   if (elapsed < HANG_WORK_MS + 100) await sleep(HANG_WORK_MS + 100 - elapsed);
-  const after = executor.stats;
+  const after = executor.stats();
   const kills = after.terminations + after.crashes - (before.terminations + before.crashes);
   runs.forEach((run, r) => {
     const times = new Float64Array(run.times);
@@ -68,7 +68,7 @@ export async function runCase(executor: PipelineExecutor, spec: CaseSpec, nodeMo
   } catch (error) {
     violations.push(`the trivial pipeline failed: ${String(error)}`);
   }
-  const stats = executor.stats;
+  const stats = executor.stats();
   if (stats.runsInFlight !== 0 || stats.runsQueued !== 0) violations.push(`runs left: ${stats.runsInFlight} in flight, ${stats.runsQueued} queued`);
   if (stats.tasksInFlight !== 0 || stats.tasksWaiting !== 0) violations.push(`tasks left: ${stats.tasksInFlight} in flight, ${stats.tasksWaiting} waiting`);
   return { violations, runs: spec.runs.length, terminations: kills };
