@@ -2,7 +2,7 @@
 import { performance } from 'node:perf_hooks';
 import { RawPiscina, describeBaseline, poolOptions } from './baseline';
 import { Samples, inputsFor, runBatch, type BatchSpec, type RunFn } from './batch';
-import { timeNode } from './calibrate';
+import { timeNodeOnAllCores } from './calibrate';
 import { interleave, type Contender } from './harness';
 import { Orchestrator, describeExecutor, toNodes, transfer } from './orchestrator';
 import type { Progress } from './progress';
@@ -117,7 +117,7 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
 
     const orchestratorSamples = new Samples();
     const baselineSamples = new Samples();
-    const nodeMsBefore = def.cpuRounds > 0 ? timeNode(def.cpuRounds) : undefined;
+    const nodeMsBefore = def.cpuRounds > 0 ? await timeNodeOnAllCores(def.cpuRounds, def.threads) : undefined;
     const [orchestratorRun, baselineRun] = await interleave(
       def.id,
       [
@@ -127,7 +127,7 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
       def.iterations,
       (label, iteration, of) => progress.update(`${def.id}  iteration ${iteration}/${of}: ${label}, ${def.count.toLocaleString('en-US')} runs`),
     );
-    const nodeMs = nodeMsBefore === undefined ? undefined : (nodeMsBefore + timeNode(def.cpuRounds)) / 2;
+    const nodeMs = nodeMsBefore === undefined ? undefined : (nodeMsBefore + (await timeNodeOnAllCores(def.cpuRounds, def.threads))) / 2;
     const floor = def.floor(nodeMs);
     orchestratorSamples.walls.push(...orchestratorRun!.walls);
     baselineSamples.walls.push(...baselineRun!.walls);

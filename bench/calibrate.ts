@@ -1,5 +1,6 @@
 /** How much work makes a CPU node last the target time on this machine. */
 import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import { median } from './stats';
 import { NODES_MODULE } from './workload';
 
@@ -49,4 +50,40 @@ export function calibrate(targetMs: number): Calibration {
 export function timeNode(rounds: number, samples = 15): number {
   const { work } = require(NODES_MODULE) as NodesModule;
   return medianTime(work, rounds, samples);
+}
+
+/**
+ * What a CPU node of `rounds` takes while every core runs one (median over the cores'
+ * threads): the cost of the work under the load a CPU scenario puts on the machine,
+ * which is what its floor divides among the cores. One core alone runs it faster (it
+ * has the caches and the memory bandwidth to itself), so timing it on the main thread
+ * alone would set a floor no scheduler could reach.
+ */
+export async function timeNodeOnAllCores(rounds: number, cores: number, samples = 15): Promise<number> {
+  const source = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { work } = require(workerData.module);
+    const times = [];
+    for (let i = 0; i < workerData.samples; i++) {
+      const start = performance.now();
+      work(workerData.rounds);
+      times.push(performance.now() - start);
+    }
+    times.sort((a, b) => a - b);
+    parentPort.postMessage(times[times.length >> 1]);`;
+  const medians = await Promise.all(
+    Array.from(
+      { length: cores },
+      () =>
+        new Promise<number>((resolve, reject) => {
+          const worker = new Worker(source, { eval: true, workerData: { module: NODES_MODULE, rounds, samples } });
+          worker.once('message', (ms: number) => {
+            resolve(ms);
+            void worker.terminate();
+          });
+          worker.once('error', reject);
+        }),
+    ),
+  );
+  return median(medians)!;
 }

@@ -73,8 +73,8 @@ function cpuFloor(steps: readonly Step[], count: number, nodeMs: number, cores: 
   const spread = (count * steps.length * nodeMs) / cores;
   const note =
     spread >= path
-      ? `${count} x ${steps.length} nodes x ${nodeMs.toFixed(2)} ms of CPU over ${cores} cores (a node timed on the main thread around the measurements)`
-      : `critical path of ${criticalPathLength(steps)} nodes x ${nodeMs.toFixed(2)} ms (a node timed on the main thread around the measurements)`;
+      ? `${count} x ${steps.length} nodes x ${nodeMs.toFixed(2)} ms of CPU over ${cores} cores (a node timed with every core running one, around the measurements)`
+      : `critical path of ${criticalPathLength(steps)} nodes x ${nodeMs.toFixed(2)} ms (a node timed with every core running one, around the measurements)`;
   return { ms: Math.max(path, spread), note, bounds: ['wallMs'] };
 }
 

@@ -53,6 +53,10 @@ export const SLOT_F64 = 4;
 export const T_SEQ = 0;
 /** Slot + 1 of the task whose node code is running on the thread, 0 for none. */
 export const T_HOLDER = 1;
+/** Tasks the thread has taken up, in all (the main thread counts those it sent). */
+export const T_CLAIMED = 2;
+/** Segments waiting in the thread to start their next node. */
+export const T_READY = 3;
 // Thread card, Float64 fields (after the 16 bytes of Int32 fields).
 export const T_HOLDER_SINCE = 0;
 /** Total time nodes' synchronous code has held the thread. */

@@ -22,7 +22,18 @@ import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort, type TransferListItem, type Worker } from 'node:worker_threads';
 import { extname, resolve } from 'node:path';
-import { Board, ThreadCard, T_BUSY_TOTAL, T_HOLDER, T_HOLDER_SINCE, createBoardMemory, type StopCode, type TaskProgress } from './board';
+import {
+  Board,
+  ThreadCard,
+  T_BUSY_TOTAL,
+  T_CLAIMED,
+  T_HOLDER,
+  T_HOLDER_SINCE,
+  T_READY,
+  createBoardMemory,
+  type StopCode,
+  type TaskProgress,
+} from './board';
 import type { ResolvedOptions } from './config';
 import { transferListOf } from './transfer';
 import {
@@ -187,6 +198,8 @@ interface Thread {
   crash: CrashNote | undefined;
   killing: boolean;
   ended: boolean;
+  /** Tasks sent to it and not withdrawn, to compare with those it has started. */
+  sent: number;
 }
 
 /** The segments of one piscina task, with the generation each was sent as. */
@@ -209,6 +222,8 @@ class Ticket implements SegmentTicket {
   inputMoved = false;
   /** The thread it was sent to, while it is there. */
   thread: Thread | undefined;
+  /** The thread to send it to next (it was stolen for that thread). */
+  prefer: Thread | undefined;
 
   constructor(
     readonly dispatcher: PiscinaDispatcher,
@@ -394,6 +409,7 @@ export class PiscinaDispatcher implements Dispatcher {
     this.board.requestStop(ticket.slot, code);
     if (this.board.withdraw(ticket.slot, ticket.gen)) {
       // On its way, and no worker has taken it up: it never starts.
+      ticket.thread.sent--;
       return this.settle(ticket, { kind: 'stopped', node: ticket.first });
     }
     ticket.thread.port?.postMessage(WAKE);
@@ -440,9 +456,11 @@ export class PiscinaDispatcher implements Dispatcher {
     const groups = new Map<Thread, Ticket[]>();
     for (let i = 0; i < outgoing.length; i++) {
       const ticket = outgoing[i]!;
-      const thread = this.pickThread();
+      const preferred = ticket.prefer;
+      ticket.prefer = undefined;
+      const thread = preferred !== undefined && !preferred.ended && !preferred.killing ? preferred : this.pickThread();
       if (thread === undefined) {
-        // Every thread is being terminated: wait for their replacements (threadEnded).
+        // Every thread is being terminated: these wait for the replacements (threadEnded).
         this.outgoing.unshift(...outgoing.slice(i));
         break;
       }
@@ -483,7 +501,10 @@ export class PiscinaDispatcher implements Dispatcher {
     this.pool.run(task, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
   }
 
-  /** The thread with the fewest segments in flight, preferring started threads not held by a long node. */
+  /**
+   * The thread with the fewest segments in flight, preferring started threads not held
+   * by a long node; undefined when every thread is being terminated.
+   */
   private pickThread(): Thread | undefined {
     let best: Thread | undefined;
     let bestScore = Infinity;
@@ -505,8 +526,41 @@ export class PiscinaDispatcher implements Dispatcher {
     return undefined;
   }
 
+  /**
+   * Work stealing: `hungry` has nothing left to start, so half the segments that wait to
+   * start on the thread with the most of them move to it. A segment not started yet is
+   * withdrawn with the same compare-and-swap as a stop; its old thread skips it.
+   */
+  private rebalance(hungry: Thread): void {
+    let victim: Thread | undefined;
+    let most = 1;
+    for (const thread of this.threads.values()) {
+      if (thread === hungry || thread.card === undefined || thread.ended || thread.killing) continue;
+      const waiting = thread.sent - Atomics.load(thread.card.i32, T_CLAIMED);
+      if (waiting > most) {
+        victim = thread;
+        most = waiting;
+      }
+    }
+    if (victim === undefined) return;
+    // The segments it would start last: the latest sent.
+    const candidates = [...victim.tickets].reverse();
+    let wanted = Math.floor(most / 2);
+    for (const ticket of candidates) {
+      if (wanted === 0) break;
+      if (ticket.inputMoved || ticket.stopCode !== 0 || !this.board.withdraw(ticket.slot, ticket.gen)) continue;
+      victim.sent--;
+      this.detach(ticket);
+      ticket.gen = 0;
+      ticket.prefer = hungry;
+      this.enqueueOutgoing(ticket);
+      wanted--;
+    }
+  }
+
   private attach(ticket: Ticket, thread: Thread): void {
     ticket.thread = thread;
+    thread.sent++;
     thread.tickets.add(ticket);
     if (thread.tickets.size === 1) thread.port?.ref();
   }
@@ -638,6 +692,7 @@ export class PiscinaDispatcher implements Dispatcher {
         crash: undefined,
         killing: false,
         ended: false,
+        sent: 0,
       };
       this.threads.set(worker.threadId, thread);
       // piscina listens first, so it is done with the thread when these run.
@@ -723,6 +778,7 @@ export class PiscinaDispatcher implements Dispatcher {
       thread.crash = message as CrashNote;
       return;
     }
+
     for (const entry of message as Exclude<ControlMessage, CrashNote>) {
       if ('pong' in entry) {
         this.pings.get(entry.pong)?.(thread.threadId);
@@ -745,6 +801,11 @@ export class PiscinaDispatcher implements Dispatcher {
         }
         ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1, entry.m === 1);
       }
+    }
+    // A thread with nothing left to start takes work waiting on another.
+    const card = thread.card;
+    if (card !== undefined && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
+      this.rebalance(thread);
     }
   }
 }

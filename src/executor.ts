@@ -129,7 +129,7 @@ export class PipelineExecutor extends EventEmitter {
    */
   executePipeline<Result = unknown, Input = unknown>(request: PipelineRequest<Input>): Promise<Result> {
     try {
-      return this.startPipeline<Result, Input>(request).result;
+      return this.launch(request).promise as Promise<Result>;
     } catch (error) {
       return Promise.reject(error);
     }
@@ -144,8 +144,20 @@ export class PipelineExecutor extends EventEmitter {
    * @throws {ExecutorClosedException} once `close()` was called.
    */
   startPipeline<Result = unknown, Input = unknown>(request: PipelineRequest<Input>): PipelineHandle<Result> {
+    const run = this.launch(request);
+    return {
+      runId: run.runId,
+      pipelineId: run.pipelineId,
+      result: run.promise as Promise<Result>,
+      cancel: (reason = new DOMException('This operation was aborted', 'AbortError')) => run.cancel(reason),
+      onCleanup: (handler) => run.onCleanup(handler),
+    };
+  }
+
+  /** Checks and plans a request, then starts its run, or queues it for admission. */
+  private launch(request: PipelineRequest): PipelineRun {
     if (this.closing !== undefined) throw new ExecutorClosedException();
-    const plan = planPipeline(request);
+    const { plan, params } = planPipeline(request);
     const timeouts = resolveTimeouts(this.options.timeouts, request.timeouts, 'timeouts');
     const { maxConcurrentPipelines, maxQueuedPipelines } = this.options;
     const admitNow = this.admitted < maxConcurrentPipelines;
@@ -155,6 +167,7 @@ export class PipelineExecutor extends EventEmitter {
     const run = new PipelineRun({
       runId: randomUUID(),
       plan,
+      params,
       input: request.initialInput,
       timeouts,
       signal: request.signal,
@@ -169,13 +182,7 @@ export class PipelineExecutor extends EventEmitter {
     this.observer.runStarted(run, plan.nodes.length);
     run.start();
     if (admitNow) run.admit();
-    return {
-      runId: run.runId,
-      pipelineId: plan.pipelineId,
-      result: run.promise as Promise<Result>,
-      cancel: (reason = new DOMException('This operation was aborted', 'AbortError')) => run.cancel(reason),
-      onCleanup: (handler) => run.onCleanup(handler),
-    };
+    return run;
   }
 
   private readonly hooks: RunHooks = {

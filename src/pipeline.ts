@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { expectDuration, expectPlainObject, rejectUnknownKeys, show, type TimeoutOptions } from './config';
 import { uncrossable } from './crossing';
 import { PipelineDefinitionError } from './errors';
+import type { TaskNode } from './protocol';
 
 /** One node of a pipeline: a function exported by a module, run in a worker thread. */
 export interface NodeDefinition<Params = unknown> {
@@ -107,7 +108,6 @@ export interface PlannedNode {
   readonly index: number;
   readonly module: string;
   readonly exportName: string | undefined;
-  readonly params: unknown;
   readonly timeoutMs: number | undefined;
   readonly retry: RetryPolicy;
   readonly deps: readonly number[];
@@ -127,6 +127,8 @@ export interface Segment {
   readonly deps: readonly number[];
   /** Segments that wait on this one's last node. */
   readonly dependents: number[];
+  /** What dispatching it needs every time, made once per plan (plans are shared by runs). */
+  cache?: { readonly tasks?: readonly TaskNode[]; readonly ones?: readonly number[] };
 }
 
 export interface Plan {
@@ -142,20 +144,63 @@ export interface Plan {
 const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress'];
 const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs', 'retries', 'backoff', 'retryOn', 'retryTimeouts'];
 
+/** A request's plan (shared by every run of the same definition) and its nodes' params. */
+export interface PlannedRequest {
+  readonly plan: Plan;
+  /** `params` of each node, by index. */
+  readonly params: readonly unknown[];
+}
+
+/** Plans by the shape of their definition: most runs repeat one. */
+const plans = new Map<string, Plan>();
+const MAX_PLANS = 512;
+
 /**
  * Checks a pipeline request and plans its execution.
  * @throws {PipelineDefinitionError} naming the culprit, before any node runs.
  */
-export function planPipeline(request: PipelineRequest): Plan {
+export function planPipeline(request: PipelineRequest): PlannedRequest {
+  const pipelineId = checkRequest(request);
+  const defs = request.nodes;
+  const key = shapeKey(pipelineId, defs);
+  let plan = key === undefined ? undefined : plans.get(key);
+  if (plan === undefined) {
+    plan = buildPlan(pipelineId, defs);
+    if (key !== undefined) {
+      if (plans.size >= MAX_PLANS) plans.delete(plans.keys().next().value!);
+      plans.set(key, plan);
+    }
+  }
   const fail = (message: string, nodeId?: string, cause?: unknown): never => {
     throw new PipelineDefinitionError(message, { pipelineId, nodeId, cause });
   };
+  const params = new Array<unknown>(defs.length);
+  for (let i = 0; i < defs.length; i++) {
+    const value = defs[i]!.params;
+    if (value !== undefined) checkParams(value, defs[i]!.id, fail);
+    params[i] = value;
+  }
+  if (request.initialInput !== undefined) {
+    const problem = uncrossable(request.initialInput);
+    if (problem !== undefined) {
+      const takers = plan.roots.map((root) => plan.nodes[plan.segments[root]!.nodes[0]!]!.id);
+      fail(`The input of pipeline "${pipelineId}" (for ${takers.map((id) => `"${id}"`).join(', ')}) cannot cross threads: it is ${problem}`, takers[0]);
+    }
+  }
+  return { plan, params };
+}
+
+/** Checks what a request holds besides its nodes; returns its pipeline id. */
+function checkRequest(request: PipelineRequest): string {
   let pipelineId = 'pipeline';
+  const fail = (message: string, cause?: unknown): never => {
+    throw new PipelineDefinitionError(message, { pipelineId, cause });
+  };
   try {
     expectPlainObject(request, 'request');
     rejectUnknownKeys(request, REQUEST_KEYS, 'request');
   } catch (error) {
-    return fail((error as Error).message, undefined, error);
+    return fail((error as Error).message, error);
   }
   if (request.pipelineId !== undefined) {
     if (typeof request.pipelineId !== 'string' || request.pipelineId === '') {
@@ -175,7 +220,48 @@ export function planPipeline(request: PipelineRequest): Plan {
   if (request.onProgress !== undefined && typeof request.onProgress !== 'function') {
     fail(`Expected \`onProgress\` to be a function, got ${show(request.onProgress)}`);
   }
+  return pipelineId;
+}
 
+const functionIds = new WeakMap<object, number>();
+let nextFunctionId = 0;
+
+/**
+ * A string that two definitions share only if they plan alike (everything but
+ * `params`), or undefined for a definition too unusual to key (it is planned afresh).
+ */
+function shapeKey(pipelineId: string, defs: readonly NodeDefinition[]): string | undefined {
+  let key = `${pipelineId.length}:${pipelineId}`;
+  for (const def of defs) {
+    if (def === null || typeof def !== 'object' || Object.getPrototypeOf(def) !== Object.prototype) return undefined;
+    key += '|';
+    for (const name in def) {
+      if (name === 'params') continue;
+      const value: unknown = (def as unknown as Record<string, unknown>)[name];
+      key += `;${name}=`;
+      if (typeof value === 'string') key += `s${value.length}:${value}`;
+      else if (typeof value === 'number' || typeof value === 'boolean' || value === undefined) key += `${typeof value}:${String(value)}`;
+      else if (typeof value === 'function') {
+        let id = functionIds.get(value);
+        if (id === undefined) functionIds.set(value, (id = ++nextFunctionId));
+        key += `f${id}`;
+      } else if (Array.isArray(value)) {
+        key += `a${value.length}`;
+        for (const item of value) {
+          if (typeof item !== 'string') return undefined;
+          key += `,${item.length}:${item}`;
+        }
+      } else return undefined;
+    }
+  }
+  return key;
+}
+
+/** Validates the nodes of a definition and plans them. */
+function buildPlan(pipelineId: string, defs: readonly NodeDefinition[]): Plan {
+  const fail = (message: string, nodeId?: string, cause?: unknown): never => {
+    throw new PipelineDefinitionError(message, { pipelineId, nodeId, cause });
+  };
   const byId = new Map<string, number>();
   const nodes: PlannedNode[] = [];
   let isDag = false;
@@ -202,7 +288,6 @@ export function planPipeline(request: PipelineRequest): Plan {
         fail(`Node "${id}": ${(error as Error).message}`, id, error);
       }
     }
-    checkParams(def.params, id, fail);
     const retry = retryPolicy(def, id, fail);
     if (def.dependsOn !== undefined) {
       isDag = true;
@@ -215,7 +300,6 @@ export function planPipeline(request: PipelineRequest): Plan {
       index,
       module: def.module,
       exportName: def.export,
-      params: def.params,
       timeoutMs: def.timeoutMs,
       retry,
       deps: [],
@@ -265,12 +349,6 @@ export function planPipeline(request: PipelineRequest): Plan {
   }
 
   const roots = segments.filter((segment) => segment.deps.length === 0).map((segment) => segment.index);
-  const problem = uncrossable(request.initialInput);
-  if (problem !== undefined) {
-    const takers = roots.map((root) => nodes[segments[root]!.nodes[0]!]!.id);
-    fail(`The input of pipeline "${pipelineId}" (for ${takers.map((id) => `"${id}"`).join(', ')}) cannot cross threads: it is ${problem}`, takers[0]);
-  }
-
   return {
     pipelineId,
     nodes,

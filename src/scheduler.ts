@@ -60,6 +60,8 @@ export interface RunHooks {
 export interface RunSpec {
   readonly runId: string;
   readonly plan: Plan;
+  /** `params` of each node, by index. */
+  readonly params: readonly unknown[];
   readonly input: unknown;
   readonly timeouts: ResolvedTimeouts;
   readonly signal: AbortSignal | undefined;
@@ -224,19 +226,31 @@ export class PipelineRun {
   /** Sends a segment, from its node `first` on. */
   private dispatch(segment: Segment, first: number): void {
     const { plan, trace } = this;
-    const nodes: TaskNode[] = segment.nodes.map((index, position) => {
-      const node = plan.nodes[index]!;
-      const task: TaskNode = { id: node.id, module: node.module, export: node.exportName, params: node.params };
-      if (trace === undefined || position < first) return task;
-      return { ...task, trace: trace.nodeSent(index, node.id, this.attempts[index]!, this.runId, plan.pipelineId) };
-    });
+    const params = this.spec.params;
+    const cache = (segment.cache ??= {});
+    let nodes: readonly TaskNode[];
+    if (trace === undefined && cache.tasks !== undefined && segment.nodes.every((index) => params[index] === undefined)) {
+      nodes = cache.tasks;
+    } else {
+      nodes = segment.nodes.map((index, position) => {
+        const node = plan.nodes[index]!;
+        const task: TaskNode = { id: node.id, module: node.module, export: node.exportName, params: params[index] };
+        if (trace === undefined || position < first) return task;
+        return { ...task, trace: trace.nodeSent(index, node.id, this.attempts[index]!, this.runId, plan.pipelineId) };
+      });
+      // Without params or tracing, every run of this plan sends the same nodes.
+      if (trace === undefined && nodes.every((node) => node.params === undefined)) segment.cache = { ...cache, tasks: nodes };
+    }
     const timeouts = segment.nodes.map((index) => plan.nodes[index]!.timeoutMs ?? this.timeouts.nodeTimeoutMs);
+    const attempts = segment.nodes.every((index) => this.attempts[index] === 1)
+      ? (cache.ones ?? (segment.cache = { ...segment.cache, ones: segment.nodes.map(() => 1) }).ones!)
+      : segment.nodes.map((index) => this.attempts[index]!);
     const ticket = this.dispatcher.submit({
       runId: this.runId,
       pipelineId: plan.pipelineId,
       nodes,
       first,
-      attempts: segment.nodes.map((index) => this.attempts[index]!),
+      attempts,
       input: first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!],
       reportStarts: trace !== undefined || this.hooks.wantsStarts(),
       listener: {

@@ -37,7 +37,8 @@ describe('bystanders and blame', function () {
     const outcomes = await Promise.all(hung);
     for (const outcome of outcomes) expect(outcome).to.be.instanceOf(NodeTimeoutException);
     expect(await Promise.all(healthy)).to.deep.equal(Array.from({ length: 200 }, (_, i) => i + 3));
-    expect(hungProbe.get(STARTED)).to.equal(20);
+    // A hung node that was a bystander of another one's kill started again (at-least-once).
+    expect(hungProbe.get(STARTED)).to.be.at.least(20);
     // Hung nodes on the same thread go down together.
     expect(executor.stats().terminations).to.be.within(1, 20);
   });

@@ -30,7 +30,9 @@ import {
   SLOT_I32,
   Stop,
   T_BUSY_TOTAL,
+  T_CLAIMED,
   T_HOLDER,
+  T_READY,
   T_HOLDER_SINCE,
   T_SEQ,
   ThreadCard,
@@ -134,6 +136,11 @@ interface SegmentRun {
   /** The latest `ctx.progress()` value not sent yet, if `progressPending`. */
   progressValue: unknown;
   progressPending: boolean;
+  /**
+   * Taken up: the thread won the task's claim on the board when its first node was
+   * about to start. Until then the main thread may withdraw it (a stop, or work stealing).
+   */
+  claimed: boolean;
   settled: boolean;
 }
 
@@ -155,17 +162,13 @@ let finishedBatches: BatchState[] = [];
 let drainScheduled = false;
 
 /**
- * Takes up the segments of one batch. Resolves once each has ended (its end is then
- * on its way to the main thread on the control port); never rejects.
+ * Queues the segments of one batch. Resolves once each has ended (its end is then on
+ * its way to the main thread on the control port) or was withdrawn; never rejects.
  */
 export default function runBatch(batch: BatchTask): Promise<void> {
   return new Promise<void>((resolve) => {
-    const state: BatchState = { pending: 0, resolve };
+    const state: BatchState = { pending: batch.tasks.length, resolve };
     for (const task of batch.tasks) {
-      const base = task.slot * SLOT_I32;
-      // The main thread may have withdrawn the task while it was on its way.
-      if (Atomics.compareExchange(slotI32, base + S_CLAIM, task.gen, -task.gen) !== task.gen) continue;
-      Atomics.store(slotI32, base + S_THREAD, threadId);
       const run: SegmentRun = {
         task,
         batch: state,
@@ -176,19 +179,35 @@ export default function runBatch(batch: BatchTask): Promise<void> {
         stopSeen: false,
         progressValue: undefined,
         progressPending: false,
+        claimed: false,
         settled: false,
       };
-      state.pending++;
       active.set(task.slot, run);
       ready.push(run);
     }
+    Atomics.store(card.i32, T_READY, ready.length - readyHead);
     if (state.pending === 0) resolve();
     else scheduleDrain();
   });
 }
 
+/** Takes the task up, unless the main thread withdrew it; a withdrawn one is dropped silently. */
+function claim(run: SegmentRun): boolean {
+  if (run.claimed) return true;
+  const { slot, gen } = run.task;
+  if (Atomics.compareExchange(slotI32, slot * SLOT_I32 + S_CLAIM, gen, -gen) !== gen) {
+    markSettled(run);
+    return false;
+  }
+  run.claimed = true;
+  Atomics.store(slotI32, slot * SLOT_I32 + S_THREAD, threadId);
+  Atomics.add(card.i32, T_CLAIMED, 1);
+  return true;
+}
+
 function enqueue(run: SegmentRun): void {
   ready.push(run);
+  Atomics.store(card.i32, T_READY, ready.length - readyHead);
   scheduleDrain();
 }
 
@@ -207,6 +226,8 @@ function drain(): void {
   while (readyHead < ready.length) {
     const run = ready[readyHead]!;
     ready[readyHead++] = undefined as unknown as SegmentRun;
+    // The main thread reads how much waits here to spread CPU work over the threads.
+    Atomics.store(card.i32, T_READY, ready.length - readyHead);
     runNext(run);
     if (now() >= sliceEnd) break;
   }
@@ -226,7 +247,7 @@ function stopRequested(run: SegmentRun): number {
 /** Aborts the signal of every node whose task the main thread asked to stop. */
 function checkStops(): void {
   for (const run of active.values()) {
-    if (run.stopSeen) continue;
+    if (run.stopSeen || !run.claimed) continue;
     const code = stopRequested(run);
     if (code === Stop.None) continue;
     run.stopSeen = true;
@@ -249,7 +270,7 @@ function stopReason(code: number): DOMException {
 
 function runNext(run: SegmentRun): void {
   if (run.settled) return;
-  if (stopRequested(run) !== Stop.None) {
+  if (run.claimed && stopRequested(run) !== Stop.None) {
     settle(run, { kind: 'stopped', node: run.index });
     return;
   }
@@ -259,7 +280,7 @@ function runNext(run: SegmentRun): void {
     loadNode(node).then(
       () => enqueue(run),
       (error: unknown) => {
-        if (run.settled) return;
+        if (run.settled || !claim(run)) return;
         settle(run, {
           kind: 'load-failed',
           node: run.index,
@@ -269,6 +290,13 @@ function runNext(run: SegmentRun): void {
       },
     );
     return;
+  }
+  if (!run.claimed) {
+    if (!claim(run)) return;
+    if (stopRequested(run) !== Stop.None) {
+      settle(run, { kind: 'stopped', node: run.index });
+      return;
+    }
   }
   // Reports leave before node code runs, so a node that blocks cannot hold them back.
   flush();
@@ -469,7 +497,8 @@ function markSettled(run: SegmentRun): boolean {
   if (run.settled) return false;
   run.settled = true;
   run.ctx = undefined;
-  active.delete(run.task.slot);
+  // A withdrawn task's slot may already belong to a newer task of this thread.
+  if (active.get(run.task.slot) === run) active.delete(run.task.slot);
   // The batch's piscina task settles once the flush has sent its segments' ends.
   if (--run.batch.pending === 0) finishedBatches.push(run.batch);
   return true;
