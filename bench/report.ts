@@ -1,4 +1,5 @@
 /** The results: their JSON shape, and the figures and ratios drawn from the samples. */
+import type { MemoryResult } from './memory';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Samples } from './batch';
@@ -113,6 +114,8 @@ export interface BenchReport {
   readonly noise: Noise;
   readonly calibration: Calibration;
   readonly scenarios: readonly ScenarioResult[];
+  /** M1: heap use over 100,000 runs (null when not run). */
+  readonly memory: MemoryResult | null;
 }
 
 /** Figures of a contender's samples; `withWall` false for scenarios of single runs. */

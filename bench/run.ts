@@ -17,6 +17,7 @@ import { Progress } from './progress';
 import { toJson, writeAtomically, type BenchReport, type ScenarioResult } from './report';
 import { batchScenarios } from './scenarios';
 import { runStopCase, stopCases } from './stopping';
+import { formatMemory, runMemory, type MemoryResult } from './memory';
 import { renderSvg } from './svg';
 import { describeNoise, formatScenario } from './tables';
 
@@ -96,6 +97,18 @@ async function main(): Promise<number> {
     scenarios.push(result);
   }
 
+  let memory: MemoryResult | null = null;
+  if (only === undefined || only.some((prefix) => 'M1'.startsWith(prefix))) {
+    try {
+      memory = await runMemory(quick, cores, (done, of) => progress.update(`M1  ${done.toLocaleString('en-US')} of ${of.toLocaleString('en-US')} runs`));
+    } catch (error) {
+      memory = { id: 'M1', runs: 0, failures: 1, heapAfterFirstMiB: 0, heapAfterAllMiB: 0, growth: 0, ok: false };
+      console.error(describeError(error));
+    }
+    progress.clear();
+    console.log(`${formatMemory(memory)}\n`);
+  }
+
   const report: BenchReport = {
     node: process.version,
     cpu,
@@ -108,10 +121,12 @@ async function main(): Promise<number> {
     noise: runNoise(),
     calibration,
     scenarios,
+    memory,
   };
   writeAtomically(join(RESULTS, 'latest.json'), toJson(report));
   writeAtomically(join(RESULTS, 'latest.svg'), renderSvg(report));
   const failed = scenarios.filter((s) => !s.ok).map((s) => s.id);
+  if (memory !== null && !memory.ok) failed.push('M1');
   const noise = describeNoise(report.noise);
   console.log(`Wrote bench/results/latest.json and latest.svg in ${(report.durationMs / 1000).toFixed(1)} s${noise ? `; ${noise}` : ''}.`);
   if (failed.length > 0) console.log(`FAILED: ${failed.join(', ')} (some runs did not end as they should)`);
