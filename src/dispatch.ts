@@ -55,6 +55,8 @@ export interface SegmentJob {
   readonly runId: string;
   readonly pipelineId: string;
   readonly nodes: readonly TaskNode[];
+  /** Set when `nodes` are those of a cached plan's segment: each thread gets them once. */
+  readonly segmentId: number | undefined;
   /** The node to start with. */
   readonly first: number;
   /** Attempt number of each node. */
@@ -200,10 +202,13 @@ interface Thread {
   ended: boolean;
   /** Tasks sent to it and not withdrawn, to compare with those it has started. */
   sent: number;
+  /** Segments of cached plans whose nodes it has. */
+  readonly knows: Set<number>;
 }
 
 /** The segments of one piscina task, with the generation each was sent as. */
 interface Batch {
+  readonly thread: Thread;
   readonly tickets: readonly Ticket[];
   readonly gens: readonly number[];
 }
@@ -483,12 +488,16 @@ export class PiscinaDispatcher implements Dispatcher {
         (transferList ??= []).push(...moves);
         ticket.inputMoved = true;
       }
+      const { segmentId } = ticket.job;
+      const known = segmentId !== undefined && thread.knows.has(segmentId);
+      if (segmentId !== undefined) thread.knows.add(segmentId);
       return {
         slot: ticket.slot,
         gen: ticket.gen,
         runId: ticket.job.runId,
         pipelineId: ticket.job.pipelineId,
-        nodes: ticket.job.nodes,
+        ...(known ? {} : { nodes: ticket.job.nodes }),
+        segment: segmentId,
         first: ticket.first,
         attempts: ticket.job.attempts,
         reportStarts: ticket.job.reportStarts,
@@ -496,7 +505,7 @@ export class PiscinaDispatcher implements Dispatcher {
       };
     });
     const task: BatchTask & { [key: symbol]: unknown } = { tasks, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
-    const batch: Batch = { tickets: group, gens: group.map((ticket) => ticket.gen) };
+    const batch: Batch = { thread, tickets: group, gens: group.map((ticket) => ticket.gen) };
     const options = transferList === undefined ? undefined : { transferList: [...new Set(transferList)] };
     this.pool.run(task, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
   }
@@ -578,6 +587,8 @@ export class PiscinaDispatcher implements Dispatcher {
     const live = batch.tickets.filter((ticket, i) => !ticket.settled && ticket.gen === batch.gens[i]);
     if (live.length === 0) return;
     if (error instanceof Error && error.name === 'DataCloneError') {
+      // Nothing of it arrived: the thread may lack segments we counted as sent.
+      batch.thread.knows.clear();
       for (const ticket of live) {
         ticket.inputMoved = false;
         try {
@@ -693,6 +704,7 @@ export class PiscinaDispatcher implements Dispatcher {
         killing: false,
         ended: false,
         sent: 0,
+        knows: new Set(),
       };
       this.threads.set(worker.threadId, thread);
       // piscina listens first, so it is done with the thread when these run.

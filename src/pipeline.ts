@@ -128,7 +128,7 @@ export interface Segment {
   /** Segments that wait on this one's last node. */
   readonly dependents: number[];
   /** What dispatching it needs every time, made once per plan (plans are shared by runs). */
-  cache?: { readonly tasks?: readonly TaskNode[]; readonly ones?: readonly number[] };
+  cache?: { readonly tasks?: readonly TaskNode[]; readonly id?: number; readonly ones?: readonly number[] };
 }
 
 export interface Plan {

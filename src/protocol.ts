@@ -41,7 +41,13 @@ export interface SegmentTask {
   readonly gen: number;
   readonly runId: string;
   readonly pipelineId: string;
-  readonly nodes: readonly TaskNode[];
+  /**
+   * The segment's nodes; absent when the thread already has them under `segment` (a
+   * segment of a cached plan, sent once per thread).
+   */
+  readonly nodes?: readonly TaskNode[];
+  /** Id of a cached plan's segment, under which the thread keeps its nodes. */
+  readonly segment?: number;
   /** Index of the node to start with (later than 0 when a task is resumed elsewhere). */
   readonly first: number;
   /** Attempt number of each node (`ctx.attempt`, 1 for the first). */

@@ -42,6 +42,9 @@ export type { CleanupHandler } from './cleanup';
 /** The longest delay `setTimeout` takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** Ids of cached plans' segments, for the threads to keep their nodes under. */
+let nextSegmentId = 1;
+
 /** What a run tells its executor: its course, for stats, metrics and events. */
 export interface RunHooks {
   /** The run may start its nodes; `waitedMs` it waited for admission. */
@@ -81,8 +84,8 @@ interface Flight {
   stopping: { readonly node: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined;
   /** How its running node ends when the whole run stops it. */
   stopStatus: Status;
-  /** Nodes whose start was reported. */
-  readonly started: Set<number>;
+  /** The last node (position in the segment) whose start was reported: they start in order. */
+  startedUpTo: number;
 }
 
 export class PipelineRun {
@@ -100,7 +103,8 @@ export class PipelineRun {
   /** Outputs moved on to the next thread (`transfer()`): the main thread holds no copy. */
   private readonly movedOn = new Set<number>();
   /** Completed nodes and when, in arrival order. */
-  private readonly completed: { index: number; endedAt: number }[] = [];
+  private readonly completedNodes: number[] = [];
+  private readonly completedAt: number[] = [];
   /** Attempt number of each node (1 for the first). */
   private readonly attempts: number[];
   private readonly waitingOn: number[];
@@ -229,8 +233,10 @@ export class PipelineRun {
     const params = this.spec.params;
     const cache = (segment.cache ??= {});
     let nodes: readonly TaskNode[];
+    let segmentId: number | undefined;
     if (trace === undefined && cache.tasks !== undefined && segment.nodes.every((index) => params[index] === undefined)) {
       nodes = cache.tasks;
+      segmentId = cache.id;
     } else {
       nodes = segment.nodes.map((index, position) => {
         const node = plan.nodes[index]!;
@@ -239,7 +245,7 @@ export class PipelineRun {
         return { ...task, trace: trace.nodeSent(index, node.id, this.attempts[index]!, this.runId, plan.pipelineId) };
       });
       // Without params or tracing, every run of this plan sends the same nodes.
-      if (trace === undefined && nodes.every((node) => node.params === undefined)) segment.cache = { ...cache, tasks: nodes };
+      if (trace === undefined && nodes.every((node) => node.params === undefined)) segment.cache = { ...cache, tasks: nodes, id: nextSegmentId++ };
     }
     const timeouts = segment.nodes.map((index) => plan.nodes[index]!.timeoutMs ?? this.timeouts.nodeTimeoutMs);
     const attempts = segment.nodes.every((index) => this.attempts[index] === 1)
@@ -249,6 +255,7 @@ export class PipelineRun {
       runId: this.runId,
       pipelineId: plan.pipelineId,
       nodes,
+      segmentId,
       first,
       attempts,
       input: first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!],
@@ -267,7 +274,7 @@ export class PipelineRun {
       watch: new NodeDeadlineWatch(ticket, timeouts, first, (node) => this.nodeOverdue(flight, node)),
       stopping: undefined,
       stopStatus: 'cancelled',
-      started: new Set(),
+      startedUpTo: -1,
     };
     this.inFlight.set(segment.index, flight);
   }
@@ -288,8 +295,8 @@ export class PipelineRun {
 
   private nodeStarted(flight: Flight, position: number, startedAt: number): void {
     const index = flight.segment.nodes[position]!;
-    if (this.settled || flight.started.has(position)) return;
-    flight.started.add(position);
+    if (this.settled || position <= flight.startedUpTo) return;
+    flight.startedUpTo = position;
     this.trace?.nodeStarted(index, startedAt);
     this.hooks.nodeStarted(this, this.plan.nodes[index]!.id, this.attempts[index]!, startedAt);
   }
@@ -309,7 +316,8 @@ export class PipelineRun {
     if (this.settled || this.hasOutput[index]) return;
     this.outputs[index] = output;
     this.hasOutput[index] = true;
-    this.completed.push({ index, endedAt });
+    this.completedNodes.push(index);
+    this.completedAt.push(endedAt);
     this.nodeStarted(flight, position, startedAt);
     this.trace?.nodeEnded(index, 'success', undefined, endedAt);
     this.hooks.nodeEnded(this, this.plan.nodes[index]!.id, 'success', startedAt, endedAt, undefined);
@@ -520,7 +528,10 @@ export class PipelineRun {
 
   /** Nodes completed before the run began to fail, in completion order, and their outputs. */
   private partial(): { completedNodes: string[]; partialResults: PartialResults } {
-    const done = this.completed.filter((entry) => entry.endedAt <= this.failedAt).sort((a, b) => a.endedAt - b.endedAt);
+    const done = this.completedNodes
+      .map((index, i) => ({ index, endedAt: this.completedAt[i]! }))
+      .filter((entry) => entry.endedAt <= this.failedAt)
+      .sort((a, b) => a.endedAt - b.endedAt);
     const partialResults: PartialResults = {};
     const completedNodes = done.map(({ index }) => {
       const id = this.plan.nodes[index]!.id;

@@ -108,7 +108,7 @@ function crash(error: unknown, exitCode: number): never {
     const note: CrashNote = {
       kind: 'crash',
       runId: node.run.task.runId,
-      nodeId: node.run.task.nodes[node.index]?.id ?? '',
+      nodeId: node.run.nodes[node.index]?.id ?? '',
       error: error === undefined ? undefined : serializeThrown(error),
     };
     control.postMessage(note);
@@ -125,6 +125,7 @@ process.on('unhandledRejection', (reason) => crash(reason, 1));
 
 interface SegmentRun {
   readonly task: SegmentTask;
+  readonly nodes: readonly TaskNode[];
   readonly batch: BatchState;
   /** Index of the node to run next, or running. */
   index: number;
@@ -169,8 +170,15 @@ export default function runBatch(batch: BatchTask): Promise<void> {
   return new Promise<void>((resolve) => {
     const state: BatchState = { pending: batch.tasks.length, resolve };
     for (const task of batch.tasks) {
+      const nodes = nodesOf(task);
+      if (nodes === undefined) {
+        // A stale task sent to a thread that died, now here: it was sent again elsewhere.
+        state.pending--;
+        continue;
+      }
       const run: SegmentRun = {
         task,
+        nodes,
         batch: state,
         index: task.first,
         input: task.input,
@@ -189,6 +197,17 @@ export default function runBatch(batch: BatchTask): Promise<void> {
     if (state.pending === 0) resolve();
     else scheduleDrain();
   });
+}
+
+/** Nodes of cached plans' segments, by segment id: the main thread sends them once. */
+const segments = new Map<number, readonly TaskNode[]>();
+
+function nodesOf(task: SegmentTask): readonly TaskNode[] | undefined {
+  if (task.nodes !== undefined) {
+    if (task.segment !== undefined) segments.set(task.segment, task.nodes);
+    return task.nodes;
+  }
+  return segments.get(task.segment!);
 }
 
 /** Takes the task up, unless the main thread withdrew it; a withdrawn one is dropped silently. */
@@ -274,7 +293,7 @@ function runNext(run: SegmentRun): void {
     settle(run, { kind: 'stopped', node: run.index });
     return;
   }
-  const node = run.task.nodes[run.index]!;
+  const node = run.nodes[run.index]!;
   const fn = loaded.get(moduleKey(node));
   if (fn === undefined) {
     loadNode(node).then(
@@ -457,7 +476,7 @@ function nodeDone(run: SegmentRun, output: unknown): void {
     return;
   }
   takeProgress(run);
-  const last = run.index === run.task.nodes.length - 1;
+  const last = run.index === run.nodes.length - 1;
   const moves = transferListOf(output);
   // A moved output goes on to the next node as it is; only the last one crosses to us.
   const sent = moves === undefined || last ? output : undefined;
@@ -542,7 +561,7 @@ function send(): void {
       control.postMessage([entry], moves[i] === undefined ? undefined : [...moves[i]!]);
     } catch (error) {
       if ('p' in entry) {
-        process.emitWarning(`Progress of node "${run.task.nodes[entry.n]?.id}" cannot be sent between threads and was dropped`);
+        process.emitWarning(`Progress of node "${run.nodes[entry.n]?.id}" cannot be sent between threads and was dropped`);
         return;
       }
       failed.add(run);
