@@ -5,6 +5,7 @@ import { Samples, inputsFor, runBatch, type BatchSpec, type RunFn } from './batc
 import { timeNodeOnAllCores } from './calibrate';
 import { interleave, type Contender } from './harness';
 import { Orchestrator, describeExecutor, toNodes, transfer } from './orchestrator';
+import { startCluster, type Cluster } from './remote';
 import type { Progress } from './progress';
 import { figuresOf, ratiosOf, warmUpOf, type Candidate, type ScenarioResult } from './report';
 import type { BatchScenario } from './scenarios';
@@ -102,8 +103,16 @@ async function pickBaseline(def: BatchScenario, progress: Progress): Promise<{ r
 export async function runBatchScenario(def: BatchScenario, progress: Progress): Promise<ScenarioResult> {
   const picked = await pickBaseline(def, progress);
   const raw = picked.raw;
-  progress.update(`${def.id}  starting the orchestrator`);
-  const orchestrator = new Orchestrator(def.executor, def.id);
+  progress.update(`${def.id}  starting the orchestrator${def.remote ? ', redis-server and the worker processes' : ''}`);
+  let cluster: Cluster | undefined;
+  try {
+    if (def.remote) cluster = await startCluster(def.executor, def.threads, `bench-${def.id}`);
+  } catch (error) {
+    await raw.close();
+    throw error;
+  }
+  const executorOptions = cluster?.options ?? def.executor;
+  const orchestrator = new Orchestrator(executorOptions, def.id);
   try {
     await orchestrator.ready();
     const nodes = toNodes(def.workload.steps);
@@ -142,8 +151,11 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
       iterations: def.iterations,
       orchestrator: {
         ...orchestratorFigures,
-        description: describeExecutor(def.executor) + (def.transferInput ? '; the input and the outputs moved with transfer()' : ''),
-        options: { ...def.executor },
+        description:
+          describeExecutor(def.executor) +
+          (def.transferInput ? '; the input and the outputs moved with transfer()' : '') +
+          (cluster === undefined ? '' : `; ${cluster.description}`),
+        options: { ...def.executor, ...(cluster === undefined ? {} : { backend: 'bullmq' }) },
         noise: orchestratorRun!.noise,
       },
       baseline: {
@@ -165,5 +177,6 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
   } finally {
     progress.update(`${def.id}  closing`);
     await Promise.all([orchestrator.close(), raw.close()]);
+    await cluster?.close();
   }
 }

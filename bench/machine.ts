@@ -1,7 +1,8 @@
 /**
  * How busy the rest of the machine was while something ran: CPU time the other
  * processes used (all CPU time the kernel counted, minus this process's own, worker
- * threads included) and time the hypervisor stole. Linux only (/proc/stat); `null`
+ * threads included, and that of the processes it started to measure, see
+ * {@link countAsOwn}) and time the hypervisor stole. Linux only (/proc/stat); `null`
  * elsewhere. On a shared machine this tells a quiet measurement from a noisy one.
  */
 import { readFileSync } from 'node:fs';
@@ -22,8 +23,39 @@ const TICKS_PER_SECOND = 100;
 interface Snapshot {
   readonly wallMs: number;
   readonly ownUs: number;
+  /** CPU ticks used so far by the processes counted as this one's. */
+  readonly helperTicks: number;
   readonly busyTicks: number | null;
   readonly stealTicks: number | null;
+}
+
+/** Processes the benchmark started and measures with itself (a Redis server, worker processes). */
+const helpers = new Set<number>();
+/** Ticks of the helpers no longer watched, as of when they were let go. */
+let retiredTicks = 0;
+
+/**
+ * Counts process `pid`'s CPU time as this process's own; returns the undo, to call
+ * before the process ends (its time so far stays counted).
+ */
+export function countAsOwn(pid: number): () => void {
+  helpers.add(pid);
+  return () => {
+    if (!helpers.delete(pid)) return;
+    retiredTicks += processTicks(pid) ?? 0;
+  };
+}
+
+/** utime + stime of a process, in ticks; undefined once it is gone. */
+function processTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // After "pid (comm) ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return undefined;
+  }
 }
 
 function kernelTicks(): { busy: number; steal: number } | null {
@@ -41,7 +73,9 @@ function kernelTicks(): { busy: number; steal: number } | null {
 function snapshot(): Snapshot {
   const ticks = kernelTicks();
   const own = process.cpuUsage();
-  return { wallMs: performance.now(), ownUs: own.user + own.system, busyTicks: ticks?.busy ?? null, stealTicks: ticks?.steal ?? null };
+  let helperTicks = retiredTicks;
+  for (const pid of helpers) helperTicks += processTicks(pid) ?? 0;
+  return { wallMs: performance.now(), ownUs: own.user + own.system, helperTicks, busyTicks: ticks?.busy ?? null, stealTicks: ticks?.steal ?? null };
 }
 
 /** Adds up the noise over many stretches of time (e.g. one contender's iterations). */
@@ -67,7 +101,7 @@ export class NoiseMeter {
     }
     this.capacityS += ((end.wallMs - start.wallMs) / 1000) * availableParallelism();
     const busyS = (end.busyTicks - start.busyTicks) / TICKS_PER_SECOND;
-    const ownS = (end.ownUs - start.ownUs) / 1e6;
+    const ownS = (end.ownUs - start.ownUs) / 1e6 + (end.helperTicks - start.helperTicks) / TICKS_PER_SECOND;
     this.otherS += Math.max(0, busyS - ownS);
     this.stealS += ((end.stealTicks ?? 0) - (start.stealTicks ?? 0)) / TICKS_PER_SECOND;
   }

@@ -2,7 +2,7 @@
 import { PipelineExecutor, type ExecutorOptions, type NodeDefinition } from '../dist/src/index.js';
 import { NODES_MODULE, type Step } from './workload';
 
-export { CancellationException, transfer } from '../dist/src/index.js';
+export { CancellationException, bullmqBackend, transfer } from '../dist/src/index.js';
 export type { ExecutorOptions } from '../dist/src/index.js';
 
 /** The steps as node definitions of nodes.js. */

@@ -18,6 +18,7 @@ import { toJson, writeAtomically, type BenchReport, type ScenarioResult } from '
 import { batchScenarios } from './scenarios';
 import { runStopCase, stopCases } from './stopping';
 import { formatMemory, runMemory, type MemoryResult } from './memory';
+import { clusterMissing } from './remote';
 import { renderSvg } from './svg';
 import { describeNoise, formatScenario } from './tables';
 
@@ -75,8 +76,13 @@ async function main(): Promise<number> {
   console.log('Ratios compare figures of this run only; timings on a shared machine vary by tens of percent between runs.\n');
 
   const sizes = sizesFor(quick);
+  // The BullMQ backend's scenarios need a redis-server; without one they are skipped, saying why.
+  const missing = clusterMissing();
+  if (missing !== undefined) console.log(`The BullMQ backend's scenarios (S1-bullmq, S3-bullmq) are skipped: ${missing}.\n`);
   const jobs: { id: string; title: string; run: () => Promise<ScenarioResult> }[] = [
-    ...batchScenarios(sizes, calibration, cores).map((def) => ({ id: def.id, title: def.title, run: () => runBatchScenario(def, progress) })),
+    ...batchScenarios(sizes, calibration, cores)
+      .filter((def) => !def.remote || missing === undefined)
+      .map((def) => ({ id: def.id, title: def.title, run: () => runBatchScenario(def, progress) })),
     ...stopCases(sizes.S6, cores).map((c) => ({ id: c.id, title: c.title, run: () => runStopCase(c, progress) })),
   ];
   const scenarios: ScenarioResult[] = [];

@@ -32,6 +32,8 @@ export interface BatchScenario {
   readonly cpuRounds: number;
   /** The orchestrator moves each run's input to its thread (`transfer()`) instead of copying it. */
   readonly transferInput: boolean;
+  /** The orchestrator runs its nodes on worker processes through the BullMQ backend (see remote.ts). */
+  readonly remote: boolean;
 }
 
 /** The seed's deadlines (LUKHAS stress suite): node 500 ms, pipeline 1500 ms, grace 50 ms. */
@@ -101,6 +103,7 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
     floor: () => null,
     cpuRounds: 0,
     transferInput: move,
+    remote: false,
   });
   const sleepChain = chain(3, 'sleepAdd', { ms: SLEEP_MS });
   const sleepFloor: Floor = {
@@ -112,7 +115,7 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
   const cpuChain = chain(3, 'cpu', work);
   const dag = fanOutIn(8, 'cpu', work);
   const cpuNote = `~${calibration.targetMs} ms of hashing`;
-  return [
+  const scenarios: BatchScenario[] = [
     {
       id: 'S1',
       title: `${sizes.S1.count.toLocaleString('en-US')} concurrent pipelines x 3 nodes, each a ${SLEEP_MS} ms sleep (the seed's)`,
@@ -130,6 +133,7 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
       floor: () => sleepFloor,
       cpuRounds: 0,
       transferInput: false,
+      remote: false,
     },
     {
       id: 'S2',
@@ -148,6 +152,7 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
       floor: () => sleepFloor,
       cpuRounds: 0,
       transferInput: false,
+      remote: false,
     },
     {
       id: 'S3',
@@ -166,6 +171,7 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
       floor: (nodeMs) => cpuFloor(cpuChain, sizes.S3.count, nodeMs ?? calibration.nodeMs, cores),
       cpuRounds: calibration.rounds,
       transferInput: false,
+      remote: false,
     },
     {
       id: 'S4',
@@ -185,8 +191,15 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
       floor: (nodeMs) => cpuFloor(dag, sizes.S4.count, nodeMs ?? calibration.nodeMs, cores),
       cpuRounds: calibration.rounds,
       transferInput: false,
+      remote: false,
     },
     data('S5a', 'copied between threads (structured clone)', false),
     data('S5b', 'moved between threads (transfer() / transferList)', true),
   ];
+  // S1 and S3 again through the BullMQ backend, each right after its embedded run.
+  return scenarios.flatMap((scenario) =>
+    scenario.id === 'S1' || scenario.id === 'S3'
+      ? [scenario, { ...scenario, id: `${scenario.id}-bullmq`, title: `${scenario.title}, through the BullMQ backend`, remote: true }]
+      : [scenario],
+  );
 }

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import type { ResourceLimits } from 'node:worker_threads';
+import type { Dispatcher, DispatcherEvents } from './dispatch';
 
 /** Deadlines. Each may be `Infinity` to mean "no deadline". */
 export interface TimeoutOptions {
@@ -64,6 +65,20 @@ export interface ExecutorOptions {
    * @default 50
    */
   readonly progressIntervalMs?: number;
+  /**
+   * Where nodes run: this process's own worker threads by default, or another backend
+   * such as `bullmqBackend({ connection })`, whose worker processes may run on any
+   * number of machines. `threads`, `tasksPerThread` and `resourceLimits` then apply to
+   * those processes' own options instead.
+   * @default the embedded piscina pool
+   */
+  readonly backend?: Backend;
+}
+
+/** Makes the dispatcher that runs an executor's nodes (see `dispatch.ts`). */
+export interface Backend {
+  readonly name: string;
+  createDispatcher(options: ResolvedOptions, events: DispatcherEvents): Dispatcher;
 }
 
 /** Timeouts after defaults and overrides are applied. */
@@ -82,6 +97,7 @@ export interface ResolvedOptions {
   readonly maxConcurrentPipelines: number;
   readonly maxQueuedPipelines: number;
   readonly progressIntervalMs: number;
+  readonly backend: Backend | undefined;
 }
 
 export const DEFAULT_TIMEOUTS: ResolvedTimeouts = Object.freeze({
@@ -109,6 +125,7 @@ const OPTION_KEYS = [
   'maxConcurrentPipelines',
   'maxQueuedPipelines',
   'progressIntervalMs',
+  'backend',
 ] as const;
 const RESOURCE_LIMIT_KEYS = ['maxOldGenerationSizeMb', 'maxYoungGenerationSizeMb', 'codeRangeSizeMb', 'stackSizeMb'] as const;
 
@@ -135,6 +152,11 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
     throw new RangeError(`Expected \`progressIntervalMs\` to be a finite number of milliseconds, got ${show(progressIntervalMs)}`);
   }
 
+  const backend = opts.backend;
+  if (backend !== undefined && (backend === null || typeof backend !== 'object' || typeof backend.createDispatcher !== 'function')) {
+    throw new TypeError(`Expected \`backend\` to be a backend such as bullmqBackend({ ... }), got ${show(backend)}`);
+  }
+
   let resourceLimits: ResourceLimits | undefined;
   if (opts.resourceLimits !== undefined) {
     expectPlainObject(opts.resourceLimits, 'resourceLimits');
@@ -155,6 +177,7 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
     maxConcurrentPipelines,
     maxQueuedPipelines,
     progressIntervalMs,
+    backend,
   };
 }
 

@@ -65,6 +65,9 @@ export interface SegmentJob {
   readonly input: unknown;
   /** Tell `listener.nodeStarted` of each start as it happens. */
   readonly reportStarts: boolean;
+  /** Timeout of each node, and the grace period, for a dispatcher that enforces them itself. */
+  readonly timeouts: readonly number[];
+  readonly graceMs: number;
   readonly listener: SegmentListener;
 }
 
@@ -99,7 +102,9 @@ export type Settlement =
   | { readonly kind: 'load-failed'; readonly node: number; readonly message: string; readonly cause: unknown }
   | { readonly kind: 'unclonable'; readonly node: number; readonly cause: unknown }
   /** The input could not be sent to a worker. */
-  | { readonly kind: 'input-unclonable'; readonly cause: unknown };
+  | { readonly kind: 'input-unclonable'; readonly cause: unknown }
+  /** The node ran past its timeout and was stopped (by a dispatcher that enforces timeouts). */
+  | { readonly kind: 'timed-out'; readonly node: number };
 
 export interface SegmentTicket {
   /** Which node runs and for how long it has had its thread (see `board.ts`). */
@@ -115,6 +120,14 @@ export interface SegmentTicket {
 
 /** The seam between the scheduler and whatever runs the nodes. */
 export interface Dispatcher {
+  /**
+   * It stops a node past its timeout itself and settles the segment `'timed-out'`
+   * (a remote dispatcher, whose threads the main thread cannot watch); otherwise the
+   * scheduler watches `progress()`.
+   */
+  readonly enforcesNodeTimeouts: boolean;
+  /** Node modules are loaded by this process's threads (and must exist here), not elsewhere. */
+  readonly modulesAreLocal: boolean;
   submit(job: SegmentJob): SegmentTicket;
   /** The clock of `progress()` and of reported times, in milliseconds. */
   now(): number;
@@ -253,6 +266,8 @@ class Ticket implements SegmentTicket {
 
 /** Runs segments on a piscina pool; see the file comment. */
 export class PiscinaDispatcher implements Dispatcher {
+  readonly enforcesNodeTimeouts = false;
+  readonly modulesAreLocal = true;
   private readonly counts = { terminations: 0, crashes: 0, resends: 0 };
   private readonly pool: Piscina;
   private readonly board: Board;

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './config';
-import { PiscinaDispatcher, type Dispatcher } from './dispatch';
+import { PiscinaDispatcher, type Dispatcher, type DispatcherEvents } from './dispatch';
 import { ExecutorClosedException, QueueFullException } from './errors';
 import { judgeHealth, type HealthOptions, type HealthReport } from './health';
 import { Observer } from './observer';
@@ -103,14 +103,15 @@ export class PipelineExecutor extends EventEmitter {
       runsQueued: () => this.queued.length,
       threads: () => this.dispatcher.stats().threads,
     });
-    this.dispatcher = new PiscinaDispatcher(this.options, {
+    const events: DispatcherEvents = {
       nodeCrashed: (runId, nodeId, exitCode, cause) => this.runs.get(runId)?.crashed(nodeId, exitCode, cause),
       threadExited: (exit) => {
         this.observer.threadEnded(exit.reason, performance.now());
         this.emit('threadExit', exit);
       },
       threadReplaced: () => this.observer.threadReplaced(),
-    });
+    };
+    this.dispatcher = this.options.backend?.createDispatcher(this.options, events) ?? new PiscinaDispatcher(this.options, events);
     this.eventLoop.enable();
   }
 
@@ -157,7 +158,7 @@ export class PipelineExecutor extends EventEmitter {
   /** Checks and plans a request, then starts its run, or queues it for admission. */
   private launch(request: PipelineRequest): PipelineRun {
     if (this.closing !== undefined) throw new ExecutorClosedException();
-    const { plan, params } = planPipeline(request);
+    const { plan, params } = planPipeline(request, this.dispatcher.modulesAreLocal);
     const timeouts = resolveTimeouts(this.options.timeouts, request.timeouts, 'timeouts');
     const { maxConcurrentPipelines, maxQueuedPipelines } = this.options;
     const admitNow = this.admitted < maxConcurrentPipelines;

@@ -156,16 +156,20 @@ const plans = new Map<string, Plan>();
 const MAX_PLANS = 512;
 
 /**
- * Checks a pipeline request and plans its execution.
+ * Checks a pipeline request and plans its execution. `modulesAreLocal`: this process's
+ * threads load the node modules, so their files must exist here (another process may
+ * load them elsewhere, as with a remote backend: then only their form is checked).
  * @throws {PipelineDefinitionError} naming the culprit, before any node runs.
  */
-export function planPipeline(request: PipelineRequest): PlannedRequest {
+export function planPipeline(request: PipelineRequest, modulesAreLocal = true): PlannedRequest {
   const pipelineId = checkRequest(request);
   const defs = request.nodes;
-  const key = shapeKey(pipelineId, defs);
+  const shape = shapeKey(pipelineId, defs);
+  // A plan whose module files were not looked for is not one whose files were.
+  const key = shape === undefined ? undefined : modulesAreLocal ? shape : `remote:${shape}`;
   let plan = key === undefined ? undefined : plans.get(key);
   if (plan === undefined) {
-    plan = buildPlan(pipelineId, defs);
+    plan = buildPlan(pipelineId, defs, modulesAreLocal);
     if (key !== undefined) {
       if (plans.size >= MAX_PLANS) plans.delete(plans.keys().next().value!);
       plans.set(key, plan);
@@ -258,7 +262,7 @@ function shapeKey(pipelineId: string, defs: readonly NodeDefinition[]): string |
 }
 
 /** Validates the nodes of a definition and plans them. */
-function buildPlan(pipelineId: string, defs: readonly NodeDefinition[]): Plan {
+function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesAreLocal: boolean): Plan {
   const fail = (message: string, nodeId?: string, cause?: unknown): never => {
     throw new PipelineDefinitionError(message, { pipelineId, nodeId, cause });
   };
@@ -277,7 +281,7 @@ function buildPlan(pipelineId: string, defs: readonly NodeDefinition[]): Plan {
     }
     if (byId.has(id)) fail(`Pipeline "${pipelineId}" has two nodes with the id "${id}" (nodes[${byId.get(id)}] and ${where})`, id);
     byId.set(id, index);
-    checkModule(def.module, id, fail);
+    checkModule(def.module, id, fail, modulesAreLocal);
     if (def.export !== undefined && (typeof def.export !== 'string' || def.export === '')) {
       fail(`Expected \`export\` of node "${id}" to be a non-empty string, got ${show(def.export)}`, id);
     }
@@ -428,7 +432,7 @@ function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {
 
 const knownModules = new Set<string>();
 
-function checkModule(module: unknown, id: string, fail: Fail): void {
+function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): void {
   if (typeof module !== 'string' || module === '') {
     fail(`Expected \`module\` of node "${id}" to be an absolute path or a file: URL, got ${show(module)}`, id);
   }
@@ -445,6 +449,7 @@ function checkModule(module: unknown, id: string, fail: Fail): void {
   } else {
     return fail(`Node "${id}" names its module by a relative path or a package name ("${module}"); give an absolute path or a file: URL`, id);
   }
+  if (!isHere) return;
   let isFile: boolean;
   try {
     isFile = statSync(path).isFile();

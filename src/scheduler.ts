@@ -42,6 +42,9 @@ export type { CleanupHandler } from './cleanup';
 /** The longest delay `setTimeout` takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** The watch of a flight whose dispatcher enforces node timeouts itself. */
+const NO_WATCH = { clear(): void {} };
+
 /** Ids of cached plans' segments, for the threads to keep their nodes under. */
 let nextSegmentId = 1;
 
@@ -79,7 +82,7 @@ interface Flight {
   readonly segment: Segment;
   readonly first: number;
   readonly ticket: SegmentTicket;
-  readonly watch: NodeDeadlineWatch;
+  readonly watch: Pick<NodeDeadlineWatch, 'clear'>;
   /** Set when the run stops this flight alone (a timeout to retry, a failure without failFast). */
   stopping: { readonly node: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined;
   /** How its running node ends when the whole run stops it. */
@@ -260,6 +263,8 @@ export class PipelineRun {
       attempts,
       input: first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!],
       reportStarts: trace !== undefined || this.hooks.wantsStarts(),
+      timeouts,
+      graceMs: this.timeouts.cleanupGraceMs,
       listener: {
         nodeStarted: (index, startedAt) => this.nodeStarted(flight, index, startedAt),
         nodeCompleted: (index, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, index, output, startedAt, endedAt, moved),
@@ -271,7 +276,7 @@ export class PipelineRun {
       segment,
       first,
       ticket,
-      watch: new NodeDeadlineWatch(ticket, timeouts, first, (node) => this.nodeOverdue(flight, node)),
+      watch: this.dispatcher.enforcesNodeTimeouts ? NO_WATCH : new NodeDeadlineWatch(ticket, timeouts, first, (node) => this.nodeOverdue(flight, node)),
       stopping: undefined,
       stopStatus: 'cancelled',
       startedUpTo: -1,
@@ -432,7 +437,7 @@ export class PipelineRun {
       return;
     }
     if (this.spec.failFast) {
-      this.fail(() => error, Stop.Failure);
+      this.fail(() => error, Stop.Failure, undefined, kind === 'timeout' ? Stop.NodeTimeout : undefined);
       return;
     }
     this.failures.set(index, error);
@@ -588,6 +593,10 @@ export class PipelineRun {
         ];
       case 'crashed':
         return [new WorkerCrashedException({ nodeId, pipelineId, runId, exitCode: settlement.exitCode, cause: settlement.cause }), 'crash'];
+      case 'timed-out': {
+        const timeoutMs = this.plan.nodes[nodeIndex]!.timeoutMs ?? this.timeouts.nodeTimeoutMs;
+        return [new NodeTimeoutException({ nodeId, pipelineId, runId, timeoutMs }), 'timeout'];
+      }
       case 'stopped':
       case 'killed':
         // Only the run stops its segments, and it decided then what follows; reaching here is a bug.

@@ -50,4 +50,19 @@ describe('the built package', () => {
     expect(child.status).to.equal(0);
     expect(JSON.parse(child.stdout)).to.deep.equal([]);
   });
+
+  it('loads neither bullmq nor ioredis unless the BullMQ backend is used', () => {
+    const script = `
+      const { PipelineExecutor } = require('lukhas-orchestrator');
+      (async () => {
+        const executor = new PipelineExecutor({ threads: 1 });
+        await executor.executePipeline({ nodes: [{ id: 'a', module: ${JSON.stringify(fixture('sleep-add.js'))} }], initialInput: 1 });
+        await executor.close();
+        const loaded = Object.keys(require.cache).filter((file) => /node_modules[\\/](bullmq|ioredis)[\\/]/.test(file));
+        console.log(JSON.stringify(loaded));
+      })();`;
+    const child = runNode(['-e', script]);
+    expect(child.status).to.equal(0);
+    expect(JSON.parse(child.stdout)).to.deep.equal([]);
+  });
 });

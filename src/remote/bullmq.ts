@@ -1,0 +1,404 @@
+/**
+ * The BullMQ backend, main-thread side: segments go as jobs of a BullMQ queue in Redis,
+ * run by worker processes (`lukhas-orchestrator worker`) on any machine, each on its own
+ * local pool (see `worker.ts`). A turn's segments travel together, as a few jobs added
+ * in bulk (a job's bookkeeping costs Redis more than a segment's data), and each
+ * segment's end and its nodes' outputs come back as soon as it ends, as a progress
+ * update of its job; starts and progress likewise; all through the queue's event stream.
+ *
+ * Node timeouts are enforced by the worker process that runs the node (it watches its
+ * own threads, as the embedded executor does); the pipeline timeout and cancellation
+ * here, by a stop request on a Redis channel (and a mark the process checks when it
+ * takes a job up), which the process turns into the two-phase stop of its pool.
+ *
+ * bullmq is loaded only when this backend is used: an executor without it needs no Redis.
+ */
+import type { ConnectionOptions, Queue, QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { TaskProgress } from '../board';
+import { show, type Backend, type ResolvedOptions } from '../config';
+import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, Settlement, ThreadHealth } from '../dispatch';
+import type { TaskNode } from '../protocol';
+import { decode, encode, fromRemote, names, type JobData, type JobResult, type SegmentPayload, type SegmentResult, type StopMessage, type Update } from './wire';
+
+export interface BullmqBackendOptions {
+  /** Redis: a URL (`redis://host:6379/0`) or ioredis connection options. */
+  readonly connection: string | ConnectionOptions;
+  /**
+   * The queue's name; the worker processes must use the same.
+   * @default 'lukhas'
+   */
+  readonly queue?: string;
+  /**
+   * BullMQ's key prefix.
+   * @default 'bull'
+   */
+  readonly prefix?: string;
+  /**
+   * How long, past its grace period, a stopped segment may go without word from the
+   * worker process that has it before its run ends anyway: that process may have died
+   * (one that still runs it has its outcome ignored). Keep it above the worker
+   * processes' `--lock-ms` + `--stalled-ms`, so that a dead process's job is first
+   * handed to a live one, which reports the stop at once.
+   * @default 20000
+   */
+  readonly stopTimeoutMs?: number;
+}
+
+const OPTION_KEYS = ['connection', 'queue', 'prefix', 'stopTimeoutMs'];
+
+const NOT_STARTED: TaskProgress = Object.freeze({ started: false });
+
+/** How often segments waiting long for their end are looked up, in case an event was lost. */
+const SWEEP_MS = 5_000;
+/** A turn's segments are spread over about this many jobs, for the worker processes to share... */
+const JOBS_PER_TURN = 16;
+/** ...of at most this many segments each. */
+const MAX_SEGMENTS_PER_JOB = 64;
+/** The longest delay `setTimeout` takes. */
+const MAX_DELAY_MS = 2 ** 31 - 1;
+/** Job states in which no process has taken the job up yet. */
+const NOT_TAKEN = new Set(['waiting', 'prioritized', 'delayed', 'waiting-children', 'unknown']);
+/**
+ * Runs the executor's nodes on BullMQ worker processes.
+ * @example
+ * ```js
+ * const executor = new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:6379' }) });
+ * ```
+ */
+export function bullmqBackend(options: BullmqBackendOptions): Backend {
+  if (options === null || typeof options !== 'object') throw new TypeError(`Expected BullMQ backend options, got ${show(options)}`);
+  for (const key of Object.keys(options)) {
+    if (!OPTION_KEYS.includes(key)) throw new TypeError(`Unknown BullMQ backend option \`${key}\`; known options are: ${OPTION_KEYS.join(', ')}`);
+  }
+  const { connection, queue = 'lukhas', prefix = 'bull', stopTimeoutMs = 20_000 } = options;
+  if (typeof connection !== 'string' && (connection === null || typeof connection !== 'object')) {
+    throw new TypeError(`Expected \`connection\` to be a Redis URL or connection options, got ${show(connection)}`);
+  }
+  const resolvedConnection = connectionOptions(connection);
+  if (typeof queue !== 'string' || queue === '') throw new TypeError(`Expected \`queue\` to be a non-empty string, got ${show(queue)}`);
+  if (typeof prefix !== 'string' || prefix === '') throw new TypeError(`Expected \`prefix\` to be a non-empty string, got ${show(prefix)}`);
+  if (typeof stopTimeoutMs !== 'number' || !(stopTimeoutMs >= 0) || stopTimeoutMs > MAX_DELAY_MS) {
+    throw new RangeError(`Expected \`stopTimeoutMs\` to be a number of milliseconds from 0 to ${MAX_DELAY_MS}, got ${show(stopTimeoutMs)}`);
+  }
+  return {
+    name: 'bullmq',
+    createDispatcher: (resolved: ResolvedOptions, events: DispatcherEvents) =>
+      new BullmqDispatcher(resolvedConnection, queue, prefix, stopTimeoutMs, resolved, events),
+  };
+}
+
+/**
+ * ioredis options from a URL (`redis://`, or `rediss://` for TLS) or as given; BullMQ
+ * needs `maxRetriesPerRequest: null`.
+ */
+export function connectionOptions(connection: string | ConnectionOptions): ConnectionOptions {
+  if (typeof connection !== 'string') return connection;
+  let url: URL;
+  try {
+    url = new URL(connection);
+  } catch {
+    throw new TypeError(`Expected a Redis URL such as redis://127.0.0.1:6379/0, got ${show(connection)}`);
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new TypeError(`Expected a Redis URL (redis:// or rediss://), got ${show(connection)}`);
+  }
+  const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0;
+  if (!Number.isInteger(db) || db < 0) throw new TypeError(`Expected the database of ${show(connection)} to be a number, got "${url.pathname.slice(1)}"`);
+  return {
+    host: url.hostname || '127.0.0.1',
+    port: url.port === '' ? 6379 : Number(url.port),
+    db,
+    ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) }),
+    ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
+    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+    maxRetriesPerRequest: null,
+  };
+}
+
+class RemoteTicket implements SegmentTicket {
+  settled = false;
+  stopCode = 0;
+  /** Ends the segment if its stop goes unanswered. */
+  stopTimer: NodeJS.Timeout | undefined;
+  /** Its job, once sent, and its place in it. */
+  jobId: string | undefined;
+  index = 0;
+  /** For the sweep. */
+  readonly sentAt = Date.now();
+  /** In the scheduler's clock: what the worker process's times are added to. */
+  readonly submittedAt = performance.now();
+
+  constructor(
+    private readonly dispatcher: BullmqDispatcher,
+    readonly id: string,
+    readonly job: SegmentJob,
+    readonly payload: string | undefined,
+  ) {}
+
+  progress(): TaskProgress {
+    return NOT_STARTED;
+  }
+
+  refresh(): void {}
+
+  stop(code: number, graceMs: number): void {
+    this.dispatcher.stop(this, code, graceMs);
+  }
+}
+
+class BullmqDispatcher implements Dispatcher {
+  readonly enforcesNodeTimeouts = true;
+  /** The worker processes load the node modules, wherever they run. */
+  readonly modulesAreLocal = false;
+  private readonly queue: Queue<JobData>;
+  private readonly events: QueueEvents;
+  /** For stop requests: a mark and a message. */
+  private readonly redis: Redis;
+  /** Segments in flight, and the jobs that carry them. */
+  private readonly tickets = new Map<string, RemoteTicket>();
+  private readonly jobs = new Map<string, RemoteTicket[]>();
+  private readonly encodedNodes = new WeakMap<readonly TaskNode[], string>();
+  private readonly names: ReturnType<typeof names>;
+  private readonly connected: Promise<void>;
+  private readonly sweeper: NodeJS.Timeout;
+  private seq = 0;
+  private jobSeq = 0;
+  private workers = 0;
+  /** Segments to send at the end of this turn. */
+  private outgoing: RemoteTicket[] = [];
+  private destroyed = false;
+  private readonly idPrefix = `${process.pid}-${Date.now().toString(36)}`;
+
+  constructor(
+    connection: ConnectionOptions,
+    queueName: string,
+    prefix: string,
+    private readonly stopTimeoutMs: number,
+    _options: ResolvedOptions,
+    _events: DispatcherEvents,
+  ) {
+    const { Queue, QueueEvents } = require('bullmq') as typeof import('bullmq');
+    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
+    this.names = names(prefix, queueName);
+    this.queue = new Queue<JobData>(queueName, {
+      connection,
+      prefix,
+      // Enough events kept for a slow reader; finished jobs kept a minute for the sweep.
+      streams: { events: { maxLen: 100_000 } },
+      defaultJobOptions: { removeOnComplete: { age: 60 }, removeOnFail: { age: 60 } },
+    });
+    this.events = new QueueEvents(queueName, { connection, prefix });
+    this.redis = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
+    // Connection trouble is reported on these; without listeners it would crash the process.
+    this.queue.on('error', () => {});
+    this.events.on('error', () => {});
+    this.redis.on('error', () => {});
+    this.events.on('progress', ({ jobId, data }) => this.onProgress(jobId, data as unknown as { u: Update[] }));
+    this.events.on('completed', ({ jobId, returnvalue }) => this.onCompleted(jobId, returnvalue as unknown as JobResult | string));
+    this.events.on('failed', ({ jobId, failedReason }) => this.onFailed(jobId, failedReason));
+    this.connected = Promise.all([this.queue.waitUntilReady(), this.events.waitUntilReady()]).then(() => undefined);
+    this.connected.catch(() => {});
+    this.sweeper = setInterval(() => void this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  now(): number {
+    return performance.now();
+  }
+
+  ready(): Promise<void> {
+    return this.connected;
+  }
+
+  submit(job: SegmentJob): SegmentTicket {
+    let encoded: string | undefined;
+    let unclonable: unknown;
+    try {
+      const payload: SegmentPayload = {
+        runId: job.runId,
+        pipelineId: job.pipelineId,
+        nodes: this.encodeNodes(job.nodes),
+        first: job.first,
+        attempts: job.attempts,
+        input: job.input,
+        timeouts: job.timeouts,
+        graceMs: job.graceMs,
+        reportStarts: job.reportStarts,
+      };
+      encoded = encode(payload);
+    } catch (cause) {
+      unclonable = cause;
+    }
+    const ticket = new RemoteTicket(this, `${this.idPrefix}-${++this.seq}`, job, encoded);
+    this.tickets.set(ticket.id, ticket);
+    if (encoded === undefined) {
+      queueMicrotask(() => this.settle(ticket, { kind: 'input-unclonable', cause: unclonable }));
+      return ticket;
+    }
+    this.outgoing.push(ticket);
+    if (this.outgoing.length === 1) queueMicrotask(() => this.flush());
+    return ticket;
+  }
+
+  /** The same node list (every run of a plan without params) is encoded once. */
+  private encodeNodes(nodes: readonly TaskNode[]): string {
+    let encoded = this.encodedNodes.get(nodes);
+    if (encoded === undefined) this.encodedNodes.set(nodes, (encoded = encode(nodes)));
+    return encoded;
+  }
+
+  /**
+   * Sends this turn's segments as a few jobs added in one go, once the event stream is
+   * read so that no end goes unheard.
+   */
+  private flush(): void {
+    const ready = this.outgoing.filter((ticket) => !ticket.settled);
+    this.outgoing = [];
+    if (ready.length === 0) return;
+    const size = Math.min(MAX_SEGMENTS_PER_JOB, Math.ceil(ready.length / JOBS_PER_TURN));
+    const jobs: { name: string; data: JobData; opts: { jobId: string } }[] = [];
+    for (let start = 0; start < ready.length; start += size) {
+      const tickets = ready.slice(start, start + size);
+      const jobId = `${this.idPrefix}-j${++this.jobSeq}`;
+      tickets.forEach((ticket, index) => {
+        ticket.jobId = jobId;
+        ticket.index = index;
+      });
+      this.jobs.set(jobId, tickets);
+      jobs.push({ name: 'segments', data: { s: tickets.map((ticket) => [ticket.id, ticket.payload!] as const) }, opts: { jobId } });
+    }
+    this.connected
+      .then(() => this.queue.addBulk(jobs))
+      .catch((cause: unknown) => {
+        for (const ticket of ready) this.settle(ticket, { kind: 'crashed', node: ticket.job.first, exitCode: undefined, cause });
+      });
+  }
+
+  stop(ticket: RemoteTicket, code: number, graceMs: number): void {
+    if (ticket.settled || ticket.stopCode !== 0) return;
+    ticket.stopCode = code;
+    // Not sent yet: it never will be.
+    if (ticket.jobId === undefined) return this.settle(ticket, { kind: 'stopped', node: ticket.job.first });
+    const jobId = ticket.jobId;
+    const message: StopMessage = { id: ticket.id, code, graceMs };
+    // The process that has it may be dead: the run does not wait for ever.
+    ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', node: ticket.job.first }), graceMs + this.stopTimeoutMs);
+    void (async () => {
+      try {
+        await this.connected;
+        // A mark for the process that takes the job up later, then word to the one that has it.
+        await this.redis.set(this.names.stopKey(ticket.id), String(code), 'PX', 3_600_000);
+        await this.redis.publish(this.names.stopChannel, JSON.stringify(message));
+        // Not taken up yet: whoever takes it up will find the mark and skip the segment.
+        if (NOT_TAKEN.has(await this.queue.getJobState(jobId))) this.settle(ticket, { kind: 'stopped', node: ticket.job.first });
+      } catch {
+        // Redis is gone: the run ends with what it has; the segment, if it runs, is ignored.
+        this.settle(ticket, { kind: 'stopped', node: ticket.job.first });
+      }
+    })();
+  }
+
+  stats(): DispatcherStats {
+    return { threads: this.workers, tasksInFlight: this.tickets.size, tasksWaiting: 0, terminations: 0, crashes: 0, resends: 0 };
+  }
+
+  async ping(timeoutMs: number): Promise<ThreadHealth[]> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), timeoutMs);
+    });
+    const workers = await Promise.race([this.queue.getWorkers().catch(() => undefined), late]);
+    clearTimeout(timer);
+    if (workers === undefined) return [];
+    this.workers = workers.length;
+    return workers.map((_, i) => ({ threadId: i + 1, responsive: true, heldBy: undefined }));
+  }
+
+  busyMs(): number {
+    return 0;
+  }
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    clearInterval(this.sweeper);
+    for (const ticket of [...this.tickets.values()]) {
+      this.stop(ticket, 1, 0);
+      this.settle(ticket, { kind: 'stopped', node: ticket.job.first });
+    }
+    await Promise.allSettled([this.events.close(), this.queue.close(), this.redis.quit()]);
+  }
+
+  // -------------------------------------------------------------------------
+
+  private settle(ticket: RemoteTicket, settlement: Settlement, startedAt?: number): void {
+    if (ticket.settled) return;
+    ticket.settled = true;
+    clearTimeout(ticket.stopTimer);
+    this.tickets.delete(ticket.id);
+    if (ticket.jobId !== undefined && this.jobs.get(ticket.jobId)?.every((other) => other.settled)) this.jobs.delete(ticket.jobId);
+    ticket.job.listener.settled(settlement, startedAt);
+  }
+
+  /** A segment ended: its nodes' outputs, then its end. */
+  private ended(ticket: RemoteTicket, encoded: string): void {
+    if (ticket.settled) return;
+    const result = decode(encoded) as SegmentResult;
+    // Times since the job was taken up: it cannot have been before it was sent, nor
+    // can anything have ended after now.
+    const now = this.now();
+    const at = (ms: number): number => Math.min(ticket.submittedAt + ms, now);
+    for (const [node, output, startedMs, endedMs] of result.outputs) {
+      ticket.job.listener.nodeCompleted(node, output, at(startedMs), at(endedMs), false);
+    }
+    const { endedNodeStartedMs } = result;
+    this.settle(ticket, fromRemote(result.outcome), endedNodeStartedMs === undefined ? undefined : at(endedNodeStartedMs));
+  }
+
+  private onProgress(jobId: string, data: { u: Update[] }): void {
+    const tickets = this.jobs.get(jobId);
+    if (tickets === undefined || !Array.isArray(data?.u)) return;
+    for (const update of data.u) {
+      const ticket = tickets[update.i];
+      if (ticket === undefined || ticket.settled) continue;
+      const { listener } = ticket.job;
+      if (update.k === 's') listener.nodeStarted(update.n, this.now());
+      else if (update.k === 'p') listener.progress(update.n, decode(update.b));
+      else this.ended(ticket, update.b);
+    }
+  }
+
+  private onCompleted(jobId: string, returnvalue: JobResult | string): void {
+    const tickets = this.jobs.get(jobId);
+    if (tickets === undefined) return;
+    const value = typeof returnvalue === 'string' ? (JSON.parse(returnvalue) as JobResult) : returnvalue;
+    tickets.forEach((ticket, index) => {
+      const encoded = value.e[index];
+      if (encoded !== undefined) this.ended(ticket, encoded);
+    });
+  }
+
+  private onFailed(jobId: string, reason: string): void {
+    const tickets = this.jobs.get(jobId);
+    if (tickets === undefined) return;
+    const cause = new Error(`the BullMQ job of the segment failed: ${reason}`);
+    for (const ticket of tickets) this.settle(ticket, { kind: 'crashed', node: ticket.job.first, exitCode: undefined, cause });
+  }
+
+  /** Looks up jobs long in flight whose end this process may have missed. */
+  private async sweep(): Promise<void> {
+    const old = [...this.jobs].filter(([, tickets]) => Date.now() - tickets[0]!.sentAt > SWEEP_MS);
+    for (const [jobId] of old) {
+      try {
+        const state = await this.queue.getJobState(jobId);
+        if (state !== 'completed' && state !== 'failed') continue;
+        const job = await this.queue.getJob(jobId);
+        if (state === 'completed' && job?.returnvalue !== undefined) this.onCompleted(jobId, job.returnvalue as unknown as JobResult);
+        else if (state === 'failed') this.onFailed(jobId, job?.failedReason ?? 'unknown');
+      } catch {
+        // Redis unreachable: try again next time.
+      }
+    }
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * What travels through Redis between an executor with the BullMQ backend and its worker
+ * processes. Values cross as V8's serialization (the structured clone format, so the
+ * same values cross as between threads), base64 in JSON; errors as `Thrown`.
+ */
+import { deserialize, serialize } from 'node:v8';
+import type { Settlement } from '../dispatch';
+import { deserializeThrown, serializeThrown, type SegmentOutcome, type Thrown } from '../protocol';
+
+/** A segment to run. */
+export interface SegmentPayload {
+  readonly runId: string;
+  readonly pipelineId: string;
+  /**
+   * `encode(TaskNode[])`: every run of a plan sends the same, encoded once by the
+   * executor and decoded once by each worker process.
+   */
+  readonly nodes: string;
+  readonly first: number;
+  readonly attempts: readonly number[];
+  readonly input: unknown;
+  readonly timeouts: readonly number[];
+  readonly graceMs: number;
+  readonly reportStarts: boolean;
+}
+
+/**
+ * A BullMQ job's data: the segments sent in one go, `[segmentId, encode(SegmentPayload)]`.
+ * One job per segment would cost Redis a job's bookkeeping for each; a turn's segments
+ * travel as a few jobs instead, and end one by one.
+ */
+export interface JobData {
+  readonly s: readonly (readonly [string, string])[];
+}
+
+/**
+ * What a worker process says of a job's segments as they run, as BullMQ progress
+ * updates `{ u: Update[] }`, in order, a turn's worth at a time. `i` is the segment's
+ * index in the job.
+ */
+export type Update =
+  /** Node `n` started (only when the executor asks for starts). */
+  | { readonly k: 's'; readonly i: number; readonly n: number }
+  /** Node `n` reported progress `b`. */
+  | { readonly k: 'p'; readonly i: number; readonly n: number; readonly b: string }
+  /** The segment ended: `encode(SegmentResult)`. */
+  | { readonly k: 'e'; readonly i: number; readonly b: string };
+
+/** A BullMQ job's return value: every segment's end, `encode(SegmentResult)`, by index. */
+export interface JobResult {
+  readonly e: readonly string[];
+}
+
+/**
+ * How a segment ended and what its nodes returned. Times are milliseconds since the
+ * process took the job up, the only clock both sides can share: the executor adds them
+ * to the time it sent the job, which gives a lower bound of each in its own clock.
+ */
+export interface SegmentResult {
+  readonly outcome: RemoteOutcome;
+  /**
+   * `[node, output, startedMs, endedMs]` of every node that completed, in order; those
+   * completed by a process that died before this one took the job over come first, at 0.
+   */
+  readonly outputs: readonly (readonly [number, unknown, number, number])[];
+  /** When the node the segment ended on started, if it did. */
+  readonly endedNodeStartedMs: number | undefined;
+}
+
+/** How a segment ended. */
+export type RemoteOutcome =
+  /** What a thread reports, as it reports it. */
+  | SegmentOutcome
+  /** What the worker process's pool decided: thread terminated, node timed out, thread crashed. */
+  | { readonly kind: 'killed'; readonly node: number }
+  | { readonly kind: 'timed-out'; readonly node: number }
+  | { readonly kind: 'crashed'; readonly node: number; readonly exitCode: number | undefined; readonly error: Thrown };
+
+/** A stop request, published on the queue's stop channel. */
+export interface StopMessage {
+  readonly id: string;
+  readonly code: number;
+  readonly graceMs: number;
+}
+
+export function encode(value: unknown): string {
+  return serialize(value).toString('base64');
+}
+
+export function decode(text: string): unknown {
+  return deserialize(Buffer.from(text, 'base64'));
+}
+
+/**
+ * Redis names of a queue: its stop channel, its stop marks (one per segment), and what
+ * each job's segments have done so far (a hash: `<i>:<node>` -> encoded output,
+ * `<i>:end` -> encoded end), from which a job taken over from a dead process resumes.
+ */
+export function names(prefix: string, queue: string) {
+  const base = `${prefix}:${queue}`;
+  return {
+    stopChannel: `${base}:lukhas:stop`,
+    stopKey: (segmentId: string) => `${base}:lukhas:stop:${segmentId}`,
+    resumeKey: (jobId: string) => `${base}:lukhas:resume:${jobId}`,
+  };
+}
+
+/** A settlement of the worker process's own dispatcher, ready to travel. */
+export function toRemote(settlement: Settlement): RemoteOutcome {
+  switch (settlement.kind) {
+    case 'done':
+    case 'stopped':
+    case 'killed':
+    case 'timed-out':
+      return settlement;
+    case 'failed':
+      return { kind: 'failed', node: settlement.node, error: serializeThrown(settlement.error) };
+    case 'crashed':
+      return { kind: 'crashed', node: settlement.node, exitCode: settlement.exitCode, error: serializeThrown(settlement.cause) };
+    case 'load-failed':
+      return { kind: 'load-failed', node: settlement.node, message: settlement.message, error: serializeThrown(settlement.cause) };
+    case 'unclonable':
+      return { kind: 'unclonable', node: settlement.node, error: serializeThrown(settlement.cause) };
+    case 'input-unclonable':
+      return { kind: 'unclonable', node: 0, error: serializeThrown(settlement.cause) };
+  }
+}
+
+/** A remote outcome as the scheduler's settlement. */
+export function fromRemote(outcome: RemoteOutcome): Settlement {
+  switch (outcome.kind) {
+    case 'done':
+    case 'stopped':
+    case 'killed':
+    case 'timed-out':
+      return outcome;
+    case 'failed':
+      return { kind: 'failed', node: outcome.node, error: deserializeThrown(outcome.error) };
+    case 'crashed':
+      return { kind: 'crashed', node: outcome.node, exitCode: outcome.exitCode, cause: deserializeThrown(outcome.error) };
+    case 'load-failed':
+      return { kind: 'load-failed', node: outcome.node, message: outcome.message, cause: deserializeThrown(outcome.error) };
+    case 'unclonable':
+      return { kind: 'unclonable', node: outcome.node, cause: deserializeThrown(outcome.error) };
+  }
+}

@@ -1,0 +1,338 @@
+/**
+ * The BullMQ backend, worker-process side: takes jobs of segments from the queue and runs
+ * them on this process's own piscina pool, with the same two-phase stop and the same
+ * node deadlines as the embedded executor (`deadlines.ts`), here, where the threads are.
+ *
+ * - Each segment's end goes back as soon as it comes, as a progress update of its job
+ *   (a turn's worth in one update), and all of them again as the job's return value;
+ *   node starts and progress the same way, in order.
+ * - What each segment has done so far is kept in Redis (a hash per job): if this process
+ *   dies mid-segment (SIGKILL), BullMQ finds the job stalled once its lock lapses and
+ *   hands it to another process, which skips the segments that ended and resumes the
+ *   others at the node that was running (at-least-once for that node, as for a
+ *   bystander of a terminated thread).
+ * - A stop request arrives on the queue's stop channel (or as a mark found when the job
+ *   is taken up) and becomes the pool's two-phase stop.
+ */
+import type { ConnectionOptions, Job, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { ResourceLimits } from 'node:worker_threads';
+import { Stop, type StopCode } from '../board';
+import { resolveOptions } from '../config';
+import { NodeDeadlineWatch } from '../deadlines';
+import { PiscinaDispatcher, type SegmentTicket, type Settlement } from '../dispatch';
+import { serializeThrown, type TaskNode } from '../protocol';
+import { connectionOptions } from './bullmq';
+import {
+  decode,
+  encode,
+  names,
+  toRemote,
+  type JobData,
+  type JobResult,
+  type RemoteOutcome,
+  type SegmentPayload,
+  type SegmentResult,
+  type StopMessage,
+  type Update,
+} from './wire';
+
+export interface WorkerProcessOptions {
+  /** Redis: a URL or ioredis connection options. */
+  readonly connection: string | ConnectionOptions;
+  /** @default 'lukhas' */
+  readonly queue?: string;
+  /** @default 'bull' */
+  readonly prefix?: string;
+  /** Threads of this process's pool. @default os.availableParallelism() */
+  readonly threads?: number;
+  /** @default 1024 */
+  readonly tasksPerThread?: number;
+  /** Jobs (each of up to 64 segments) this process runs at once. @default threads * 64 */
+  readonly concurrency?: number;
+  readonly resourceLimits?: ResourceLimits;
+  /**
+   * How long a job's lock lasts without renewal: a process that dies loses its jobs to
+   * the others after at most `lockDurationMs + stalledIntervalMs`.
+   * @default 10000
+   */
+  readonly lockDurationMs?: number;
+  /** @default 5000 */
+  readonly stalledIntervalMs?: number;
+  /** How many times a job may be recovered from a dead process before it fails. @default 3 */
+  readonly maxStalledCount?: number;
+}
+
+/** A running worker process's handle. */
+export interface RemoteWorker {
+  /** Stops taking jobs, lets the running ones finish, and releases the pool and Redis. */
+  close(): Promise<void>;
+}
+
+/** A segment this process has taken up. */
+interface Running {
+  readonly payload: SegmentPayload;
+  readonly nodes: Nodes;
+  /** Once it is on the pool. */
+  ticket: SegmentTicket | undefined;
+  /** A stop that came before it was on the pool. */
+  stopBefore: boolean;
+  /** Set when this process stopped the segment itself: its node's timeout, or its crash. */
+  ending: RemoteOutcome | undefined;
+}
+
+/** A node list, decoded, and the id under which the pool's threads keep it, if they do. */
+interface Nodes {
+  readonly list: readonly TaskNode[];
+  readonly segmentId: number | undefined;
+}
+
+/**
+ * Node lists decoded so far, by their encoding: every run of a plan without params sends
+ * the same list, which is decoded once, and kept by the pool's threads under one id.
+ */
+class NodeLists {
+  private readonly lists = new Map<string, Nodes>();
+  private nextId = 1;
+
+  get(encoded: string): Nodes {
+    const known = this.lists.get(encoded);
+    if (known !== undefined) return known;
+    const list = decode(encoded) as TaskNode[];
+    if (list.some((node) => node.params !== undefined)) return { list, segmentId: undefined };
+    // Bounded, against executors that make plans without end.
+    if (this.lists.size >= 1024) this.lists.clear();
+    const nodes = { list, segmentId: this.nextId++ };
+    this.lists.set(encoded, nodes);
+    return nodes;
+  }
+}
+
+/**
+ * A job's updates and saves of a turn, sent together once the turn is over, in order:
+ * the saves first, so that nothing is reported that a successor could not resume from.
+ */
+class JobReporter {
+  private updates: Update[] = [];
+  private saves: Record<string, string> = {};
+  private saving = false;
+  private scheduled = false;
+  private sending: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly job: Job<JobData>,
+    private readonly redis: Redis,
+    private readonly key: string,
+  ) {}
+
+  update(update: Update): void {
+    this.updates.push(update);
+    this.schedule();
+  }
+
+  save(field: string, value: string): void {
+    this.saves[field] = value;
+    this.saving = true;
+    this.schedule();
+  }
+
+  /** Resolves once everything reported so far has been sent (or failed to be). */
+  async drained(): Promise<void> {
+    while (this.scheduled) await new Promise<void>((resolve) => setImmediate(resolve));
+    await this.sending;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      const { updates, saves, saving } = this;
+      this.updates = [];
+      this.saves = {};
+      this.saving = false;
+      this.sending = this.sending
+        .then(async () => {
+          if (saving) await this.redis.hset(this.key, saves);
+          if (updates.length > 0) await this.job.updateProgress({ u: updates });
+        })
+        // Redis unreachable: the job's return value still carries every end.
+        .catch(() => {});
+    });
+  }
+}
+
+/** Starts taking segment jobs from the queue. */
+export async function startWorker(options: WorkerProcessOptions): Promise<RemoteWorker> {
+  const { Worker: BullWorker } = require('bullmq') as typeof import('bullmq');
+  const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
+  const connection = connectionOptions(options.connection);
+  const queueName = options.queue ?? 'lukhas';
+  const prefix = options.prefix ?? 'bull';
+  const keys = names(prefix, queueName);
+  const resolved = resolveOptions({
+    threads: options.threads,
+    tasksPerThread: options.tasksPerThread,
+    resourceLimits: options.resourceLimits,
+  });
+  const running = new Map<string, Running>();
+  const nodeLists = new NodeLists();
+  const dispatcher = new PiscinaDispatcher(resolved, {
+    // A node took its thread down: its segment ends as crashed, not sent again.
+    nodeCrashed: (runId, nodeId, exitCode, cause) => {
+      for (const entry of running.values()) {
+        const { payload, ticket } = entry;
+        if (payload.runId !== runId || ticket === undefined) continue;
+        const progress = ticket.progress();
+        const node = progress.started ? progress.node : payload.first;
+        if (entry.nodes.list[node]?.id !== nodeId) continue;
+        entry.ending = { kind: 'crashed', node, exitCode, error: serializeThrown(cause) };
+        ticket.stop(Stop.Failure, 0);
+      }
+    },
+    threadExited: () => {},
+    threadReplaced: () => {},
+  });
+  const redis: Redis = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
+  const subscriber: Redis = redis.duplicate();
+  redis.on('error', () => {});
+  subscriber.on('error', () => {});
+  await subscriber.subscribe(keys.stopChannel);
+  subscriber.on('message', (_channel: string, text: string) => {
+    const message = JSON.parse(text) as StopMessage;
+    const entry = running.get(message.id);
+    if (entry === undefined) return;
+    if (entry.ticket === undefined) entry.stopBefore = true;
+    else entry.ticket.stop(message.code as StopCode, message.graceMs);
+  });
+
+  /** Runs one segment of a job; resolves with its end, encoded. */
+  const runSegment = async (
+    entry: Running,
+    index: number,
+    marked: boolean,
+    saved: Record<string, string>,
+    reporter: JobReporter,
+    takenAt: number,
+  ): Promise<string> => {
+    const { payload, nodes } = entry;
+    const done = saved[`${index}:end`];
+    if (done !== undefined) return done;
+    const outputs: [number, unknown, number, number][] = [];
+    const end = (outcome: RemoteOutcome, endedNodeStartedMs?: number): string => {
+      const encoded = encode({ outcome, outputs, endedNodeStartedMs } satisfies SegmentResult);
+      reporter.save(`${index}:end`, encoded);
+      return encoded;
+    };
+    if (marked || entry.stopBefore) return end({ kind: 'stopped', node: payload.first });
+    // Taken over from a process that died: resume after the last node it completed.
+    let first = payload.first;
+    let input = payload.input;
+    for (let node = payload.first; node < nodes.list.length; node++) {
+      const output = saved[`${index}:${node}`];
+      if (output === undefined) break;
+      outputs.push([node, decode(output), 0, 0]);
+      first = node + 1;
+      input = outputs[outputs.length - 1]![1];
+    }
+    if (first >= nodes.list.length) return end({ kind: 'done' });
+
+    const last = nodes.list.length - 1;
+    let endedNodeStartedAt: number | undefined;
+    const settlement = await new Promise<Settlement>((resolve) => {
+      const ticket = dispatcher.submit({
+        runId: payload.runId,
+        pipelineId: payload.pipelineId,
+        nodes: nodes.list,
+        segmentId: nodes.segmentId,
+        first,
+        attempts: payload.attempts,
+        input,
+        reportStarts: payload.reportStarts,
+        timeouts: payload.timeouts,
+        graceMs: payload.graceMs,
+        listener: {
+          nodeStarted: (n) => reporter.update({ k: 's', i: index, n }),
+          nodeCompleted: (n, output, startedAt, endedAt) => {
+            outputs.push([n, output, startedAt - takenAt, endedAt - takenAt]);
+            if (n < last) reporter.save(`${index}:${n}`, encode(output));
+          },
+          progress: (n, value) => reporter.update({ k: 'p', i: index, n, b: encode(value) }),
+          settled: (ended, startedAt) => {
+            watch.clear();
+            endedNodeStartedAt = startedAt;
+            resolve(ended);
+          },
+        },
+      });
+      entry.ticket = ticket;
+      const watch = new NodeDeadlineWatch(ticket, payload.timeouts, first, (node) => {
+        entry.ending = { kind: 'timed-out', node };
+        ticket.stop(Stop.NodeTimeout, payload.graceMs);
+      });
+    });
+    return end(entry.ending ?? toRemote(settlement), endedNodeStartedAt === undefined ? undefined : endedNodeStartedAt - takenAt);
+  };
+
+  const runJob = async (job: Job<JobData>): Promise<JobResult> => {
+    const takenAt = dispatcher.now();
+    const resumeKey = keys.resumeKey(job.id!);
+    const reporter = new JobReporter(job, redis, resumeKey);
+    const segments = job.data.s;
+    // In `running` before the marks are read: a stop published meanwhile is not missed.
+    const entries = segments.map(([id, encoded]) => {
+      const payload = decode(encoded) as SegmentPayload;
+      const entry: Running = { payload, nodes: nodeLists.get(payload.nodes), ticket: undefined, stopBefore: false, ending: undefined };
+      running.set(id, entry);
+      return entry;
+    });
+    try {
+      const [marks, saved] = await Promise.all([
+        redis.mget(segments.map(([id]) => keys.stopKey(id))),
+        redis.hgetall(resumeKey),
+      ]);
+      let left = entries.length;
+      const ends = await Promise.all(
+        entries.map(async (entry, index) => {
+          const encoded = await runSegment(entry, index, marks[index] !== null, saved, reporter, takenAt);
+          running.delete(segments[index]![0]);
+          // The last one goes with the job's end alone.
+          if (--left > 0) reporter.update({ k: 'e', i: index, b: encoded });
+          return encoded;
+        }),
+      );
+      await reporter.drained();
+      await redis.del(resumeKey).catch(() => {});
+      return { e: ends };
+    } finally {
+      for (const [id] of segments) running.delete(id);
+    }
+  };
+
+  const threads = resolved.threads;
+  const worker: Worker = new BullWorker(queueName, runJob, {
+    connection,
+    prefix,
+    concurrency: options.concurrency ?? threads * 64,
+    lockDuration: options.lockDurationMs ?? 10_000,
+    stalledInterval: options.stalledIntervalMs ?? 5_000,
+    maxStalledCount: options.maxStalledCount ?? 3,
+    removeOnComplete: { age: 60 },
+    removeOnFail: { age: 60 },
+  });
+  worker.on('error', () => {});
+  await worker.waitUntilReady();
+  await dispatcher.ready();
+
+  let closing: Promise<void> | undefined;
+  return {
+    close() {
+      closing ??= (async () => {
+        await worker.close();
+        await dispatcher.destroy();
+        await Promise.allSettled([subscriber.quit(), redis.quit()]);
+      })();
+      return closing;
+    },
+  };
+}

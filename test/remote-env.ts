@@ -1,0 +1,137 @@
+/**
+ * What the BullMQ backend runs against, for its tests and the benchmark: a real
+ * `redis-server` on loopback, in a temporary directory, and real worker processes
+ * started with the built command line (`dist/src/cli.js worker`).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+/** The built command line the worker processes run. */
+export const CLI = resolve(__dirname, '..', 'dist', 'src', 'cli.js');
+
+/** Whether `redis-server` can be started here, and if not, why. */
+export function redisServerMissing(): string | undefined {
+  const probe = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
+  if (probe.error !== undefined) return `redis-server cannot be started (${probe.error.message}); install it: apt-get install redis-server`;
+  return undefined;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** Resolves once the child prints `ready`; rejects, with what it printed, if it exits first. */
+function untilReady(child: ChildProcess, ready: RegExp, what: string): Promise<void> {
+  return new Promise((resolveReady, reject) => {
+    let output = '';
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (ready.test(output)) {
+        cleanup();
+        resolveReady();
+      }
+    };
+    const onExit = (code: number | null, signal: string | null): void => {
+      cleanup();
+      reject(new Error(`${what} exited (code ${code}, signal ${signal}) before it was ready:\n${output}`));
+    };
+    const cleanup = (): void => {
+      child.stdout?.off('data', onData);
+      child.stderr?.off('data', onData);
+      child.off('exit', onExit);
+      // Keep draining, so that a chatty child never blocks on a full pipe.
+      child.stdout?.resume();
+      child.stderr?.resume();
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', onExit);
+  });
+}
+
+/** Resolves with the exit code once the child has exited. */
+function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolveExit) => child.once('exit', (code) => resolveExit(code)));
+}
+
+export class RedisServer {
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly dir: string,
+    readonly url: string,
+  ) {}
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Starts a server with no persistence on a free loopback port. */
+  static async start(): Promise<RedisServer> {
+    let lastError: unknown;
+    // The port is free when chosen; another process may take it before the server does.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const port = await freePort();
+      const dir = mkdtempSync(join(tmpdir(), 'lukhas-redis-'));
+      const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      try {
+        await untilReady(child, /Ready to accept connections/, 'redis-server');
+        return new RedisServer(child, dir, `redis://127.0.0.1:${port}`);
+      } catch (error) {
+        lastError = error;
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+    throw lastError;
+  }
+
+  async stop(): Promise<void> {
+    const done = exited(this.child);
+    this.child.kill('SIGTERM');
+    await done;
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export class WorkerProcess {
+  /** Its exit code, once it has exited. */
+  readonly exited: Promise<number | null>;
+
+  private constructor(private readonly child: ChildProcess) {
+    this.exited = exited(child);
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Starts `lukhas-orchestrator worker --redis <url> ...args` and waits until it takes jobs. */
+  static async start(url: string, args: readonly string[] = []): Promise<WorkerProcess> {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm test does)`);
+    const child = spawn(process.execPath, [CLI, 'worker', '--redis', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await untilReady(child, /worker ready/, 'the worker process');
+    return new WorkerProcess(child);
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
+  /** Asks it to finish (SIGTERM) and waits until it has. */
+  async stop(): Promise<number | null> {
+    this.child.kill('SIGTERM');
+    return this.exited;
+  }
+}
