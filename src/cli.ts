@@ -17,7 +17,8 @@ Options:
   --queue <name>           the queue's name, as the executors give it            [lukhas]
   --prefix <prefix>        BullMQ's key prefix                                   [bull]
   --threads <n>            worker threads of this process's pool                 [cores: ${availableParallelism()}]
-  --concurrency <n>        jobs (up to 64 segments each) run at once             [threads * 64]
+  --concurrency <n>        jobs (up to 64 segments each) run at once, at most    [threads * 64]
+  --prefetch <n>           segments per thread taken up ahead of the threads     [32]
   --lock-ms <ms>           a job's lock: a dead process's jobs move on after     [10000]
                            at most lock-ms + stalled-ms
   --stalled-ms <ms>        how often stalled jobs are looked for                 [5000]
@@ -46,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
       prefix: { type: 'string' },
       threads: { type: 'string' },
       concurrency: { type: 'string' },
+      prefetch: { type: 'string' },
       'lock-ms': { type: 'string' },
       'stalled-ms': { type: 'string' },
       'max-stalled': { type: 'string' },
@@ -64,6 +66,7 @@ async function main(argv: string[]): Promise<number> {
     prefix: values.prefix,
     threads: count(values.threads, 'threads'),
     concurrency: count(values.concurrency, 'concurrency'),
+    prefetch: count(values.prefetch, 'prefetch'),
     lockDurationMs: count(values['lock-ms'], 'lock-ms'),
     stalledIntervalMs: count(values['stalled-ms'], 'stalled-ms'),
     maxStalledCount: count(values['max-stalled'], 'max-stalled'),

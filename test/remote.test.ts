@@ -17,6 +17,7 @@ import {
   PipelineDefinitionError,
   PipelineTimeoutException,
   bullmqBackend,
+  startWorker,
   type BullmqBackendOptions,
   type ExecutorOptions,
   type NodeDefinition,
@@ -85,7 +86,7 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
     workers.push(...started);
     const executor = newExecutor({ ...options, backend: bullmqBackend({ connection: redis!.url, queue: name, ...backend }) });
     await executor.ready();
-    return { executor, workers: started };
+    return { executor, workers: started, queue: name };
   }
 
   before(async function () {
@@ -322,6 +323,42 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
       expect(await first!.exited).to.equal(null);
     });
 
+    it('a worker process whose threads are busy leaves a burst to the others, but for its prefetch', async () => {
+      const { executor, workers: [busy], queue } = await cluster(1);
+      // Both threads of the only process, held for 2 s by a long synchronous node.
+      const pids: number[] = [];
+      let bothHeld!: () => void;
+      const held = new Promise<void>((resolve) => (bothHeld = resolve));
+      const hold = (i: number): Promise<unknown> =>
+        executor.executePipeline({
+          nodes: [
+            { id: 'announce', module: announceAdd, params: { ms: 100 } },
+            { id: 'hold', module: fixture('busy.js'), params: { ms: 2_000 } },
+          ],
+          initialInput: i,
+          onProgress: (event) => {
+            pids.push((event.value as { pid: number }).pid);
+            if (pids.length === 2) bothHeld();
+          },
+        });
+      const holders = [hold(0), hold(1)];
+      await held;
+      expect(pids).to.deep.equal([busy!.pid, busy!.pid]);
+      const idle = await WorkerProcess.start(redis!.url, ['--queue', queue, '--threads', '2', ...RECOVERY]);
+      workers.push(idle);
+      const burst = await Promise.all(
+        Array.from({ length: 400 }, (_, i) =>
+          executor.executePipeline({ nodes: [{ id: 'work', module: fixture('busy.js'), params: { ms: 2 } }, { id: 'where', module: fixture('pid.js') }], initialInput: i }),
+        ),
+      );
+      await Promise.all(holders);
+      const onBusy = burst.filter((pid) => pid === busy!.pid).length;
+      expect(onBusy + burst.filter((pid) => pid === idle.pid).length).to.equal(400);
+      // The busy process takes jobs only until 2 threads x 32 segments wait there (and the
+      // job that crossed that line): the rest go to the idle one.
+      expect(onBusy, 'runs taken by the busy process').to.be.at.most(100);
+    });
+
     it('a run whose only worker process died still ends at its pipeline timeout, stopTimeoutMs later', async () => {
       const { executor, workers: [worker] } = await cluster(1, { timeouts: { pipelineTimeoutMs: 1_000, cleanupGraceMs: 50 } }, { stopTimeoutMs: 200 });
       const { onProgress, reported } = firstProgress();
@@ -359,6 +396,14 @@ describe('BullMQ backend: set-up errors, with no Redis', () => {
   it('bullmqBackend() names a connection that is not a Redis URL', () => {
     expect(() => bullmqBackend({ connection: 'http://127.0.0.1:6379' })).to.throw(TypeError, /Redis URL \(redis:\/\/ or rediss:\/\/\), got `"http:\/\/127.0.0.1:6379"`/);
     expect(() => bullmqBackend({ connection: 'localhost' })).to.throw(TypeError, /Redis URL such as/);
+  });
+
+  it('startWorker() names an unknown option and a bad count, before it connects', async () => {
+    // Port 1: nothing listens there; the checks come first.
+    const connection = 'redis://127.0.0.1:1';
+    expect(await rejection(startWorker({ connection, prefetch: 0 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`prefetch` to be a positive integer, got `0`/);
+    expect(await rejection(startWorker({ connection, concurrency: 2.5 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`concurrency`/);
+    expect(await rejection(startWorker({ connection, threadz: 2 } as never))).to.be.instanceOf(TypeError).with.property('message').that.matches(/Unknown worker process option `threadz`/);
   });
 
   it('the command line names a bad option and exits with 1, before it connects', () => {

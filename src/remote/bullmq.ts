@@ -52,7 +52,7 @@ const NOT_STARTED: TaskProgress = Object.freeze({ started: false });
 /** How often segments waiting long for their end are looked up, in case an event was lost. */
 const SWEEP_MS = 5_000;
 /** A turn's segments are spread over about this many jobs, for the worker processes to share... */
-const JOBS_PER_TURN = 16;
+const JOBS_PER_TURN = 32;
 /** ...of at most this many segments each. */
 const MAX_SEGMENTS_PER_JOB = 64;
 /** The longest delay `setTimeout` takes. */

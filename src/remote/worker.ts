@@ -13,12 +13,14 @@
  *   bystander of a terminated thread).
  * - A stop request arrives on the queue's stop channel (or as a mark found when the job
  *   is taken up) and becomes the pool's two-phase stop.
+ * - Jobs are fetched one at a time, and only while few segments wait here for a thread
+ *   (`prefetch`): the others wait in Redis for whichever process is free first.
  */
 import type { ConnectionOptions, Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ResourceLimits } from 'node:worker_threads';
 import { Stop, type StopCode } from '../board';
-import { resolveOptions } from '../config';
+import { resolveOptions, show } from '../config';
 import { NodeDeadlineWatch } from '../deadlines';
 import { PiscinaDispatcher, type SegmentTicket, type Settlement } from '../dispatch';
 import { serializeThrown, type TaskNode } from '../protocol';
@@ -48,8 +50,15 @@ export interface WorkerProcessOptions {
   readonly threads?: number;
   /** @default 1024 */
   readonly tasksPerThread?: number;
-  /** Jobs (each of up to 64 segments) this process runs at once. @default threads * 64 */
+  /** Jobs (each of up to 64 segments) this process runs at once, at most. @default threads * 64 */
   readonly concurrency?: number;
+  /**
+   * Segments per thread this process may hold that have not started yet: it takes
+   * another job only below that, so that jobs of CPU-bound nodes wait in Redis for
+   * whichever process frees a thread first instead of queueing behind a busy one.
+   * @default 32
+   */
+  readonly prefetch?: number;
   readonly resourceLimits?: ResourceLimits;
   /**
    * How long a job's lock lasts without renewal: a process that dies loses its jobs to
@@ -79,6 +88,30 @@ interface Running {
   stopBefore: boolean;
   /** Set when this process stopped the segment itself: its node's timeout, or its crash. */
   ending: RemoteOutcome | undefined;
+  /** It ended, or never had to run. */
+  over: boolean;
+}
+
+/**
+ * The segments taken up whose first node has not started: how far this process is
+ * behind. Each is looked at until it starts, then forgotten.
+ */
+class Backlog {
+  private readonly waiting = new Set<Running>();
+
+  add(entry: Running): void {
+    this.waiting.add(entry);
+  }
+
+  /** Whether at least `limit` segments wait. */
+  atLeast(limit: number): boolean {
+    let count = 0;
+    for (const entry of this.waiting) {
+      if (entry.over || (entry.ticket !== undefined && entry.ticket.progress().started)) this.waiting.delete(entry);
+      else if (++count >= limit) return true;
+    }
+    return false;
+  }
 }
 
 /** A node list, decoded, and the id under which the pool's threads keep it, if they do. */
@@ -162,8 +195,46 @@ class JobReporter {
   }
 }
 
+const WORKER_OPTION_KEYS = [
+  'connection',
+  'queue',
+  'prefix',
+  'threads',
+  'tasksPerThread',
+  'concurrency',
+  'prefetch',
+  'resourceLimits',
+  'lockDurationMs',
+  'stalledIntervalMs',
+  'maxStalledCount',
+];
+const COUNTS = ['concurrency', 'prefetch', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount'] as const;
+
+/** Bad options fail before anything connects, naming the option. */
+function checkWorkerOptions(options: WorkerProcessOptions): void {
+  if (options === null || typeof options !== 'object') throw new TypeError(`Expected worker process options, got ${show(options)}`);
+  for (const key of Object.keys(options)) {
+    if (!WORKER_OPTION_KEYS.includes(key)) {
+      throw new TypeError(`Unknown worker process option \`${key}\`; known options are: ${WORKER_OPTION_KEYS.join(', ')}`);
+    }
+  }
+  for (const key of COUNTS) {
+    const value = options[key];
+    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1)) {
+      throw new RangeError(`Expected \`${key}\` to be a positive integer, got ${show(value)}`);
+    }
+  }
+  for (const key of ['queue', 'prefix'] as const) {
+    const value = options[key];
+    if (value !== undefined && (typeof value !== 'string' || value === '')) {
+      throw new TypeError(`Expected \`${key}\` to be a non-empty string, got ${show(value)}`);
+    }
+  }
+}
+
 /** Starts taking segment jobs from the queue. */
 export async function startWorker(options: WorkerProcessOptions): Promise<RemoteWorker> {
+  checkWorkerOptions(options);
   const { Worker: BullWorker } = require('bullmq') as typeof import('bullmq');
   const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
   const connection = connectionOptions(options.connection);
@@ -282,8 +353,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     // In `running` before the marks are read: a stop published meanwhile is not missed.
     const entries = segments.map(([id, encoded]) => {
       const payload = decode(encoded) as SegmentPayload;
-      const entry: Running = { payload, nodes: nodeLists.get(payload.nodes), ticket: undefined, stopBefore: false, ending: undefined };
+      const entry: Running = { payload, nodes: nodeLists.get(payload.nodes), ticket: undefined, stopBefore: false, ending: undefined, over: false };
       running.set(id, entry);
+      backlog.add(entry);
       return entry;
     });
     try {
@@ -295,6 +367,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
       const ends = await Promise.all(
         entries.map(async (entry, index) => {
           const encoded = await runSegment(entry, index, marks[index] !== null, saved, reporter, takenAt);
+          entry.over = true;
           running.delete(segments[index]![0]);
           // The last one goes with the job's end alone.
           if (--left > 0) reporter.update({ k: 'e', i: index, b: encoded });
@@ -305,29 +378,91 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
       await redis.del(resumeKey).catch(() => {});
       return { e: ends };
     } finally {
+      for (const entry of entries) entry.over = true;
       for (const [id] of segments) running.delete(id);
     }
   };
 
+  // Jobs are fetched here rather than by BullMQ's own loop, which takes as many as its
+  // concurrency allows at once: one process would take a whole burst of jobs of
+  // CPU-bound nodes while the others idle. This one takes a job only while its threads
+  // keep up (see `prefetch`), and the rest wait in Redis for whoever is free first.
   const threads = resolved.threads;
-  const worker: Worker = new BullWorker(queueName, runJob, {
+  const maxJobs = options.concurrency ?? threads * 64;
+  const maxWaiting = (options.prefetch ?? 32) * threads;
+  const lockDuration = options.lockDurationMs ?? 10_000;
+  const worker: Worker = new BullWorker(queueName, null, {
     connection,
     prefix,
-    concurrency: options.concurrency ?? threads * 64,
-    lockDuration: options.lockDurationMs ?? 10_000,
+    lockDuration,
     stalledInterval: options.stalledIntervalMs ?? 5_000,
     maxStalledCount: options.maxStalledCount ?? 3,
     removeOnComplete: { age: 60 },
     removeOnFail: { age: 60 },
+    // An idle fetch waits this many seconds for a job: the most a close waits for it.
+    drainDelay: 1,
   });
   worker.on('error', () => {});
   await worker.waitUntilReady();
   await dispatcher.ready();
+  await worker.startStalledCheckTimer();
+
+  const backlog = new Backlog();
+  /** Jobs taken up and not yet finished, with their lock tokens. */
+  const active = new Map<string, { readonly token: string; readonly done: Promise<void> }>();
+  // Locks of jobs fetched by hand are renewed by hand, at half their duration.
+  const renewer = setInterval(() => {
+    if (active.size === 0) return;
+    const ids = [...active.keys()];
+    worker.extendJobLocks(ids, ids.map((id) => active.get(id)!.token), lockDuration).catch(() => {});
+  }, lockDuration / 2);
+  renewer.unref();
+
+  const take = (job: Job<JobData>, token: string): void => {
+    const done = runJob(job)
+      .then(
+        (result) => job.moveToCompleted(result, token, false),
+        (error: unknown) => job.moveToFailed(error instanceof Error ? error : new Error(String(error)), token, false),
+      )
+      // The lock was lost (the job went to another process) or Redis is gone: the job's
+      // fate is no longer this process's to report.
+      .then(
+        () => {},
+        () => {},
+      )
+      .finally(() => active.delete(job.id!));
+    active.set(job.id!, { token, done });
+  };
+
+  let stopping = false;
+  const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  const fetching = (async () => {
+    let seq = 0;
+    while (!stopping) {
+      // Polled: a thread starting a node is not an event this process hears of.
+      while (!stopping && (active.size >= maxJobs || backlog.atLeast(maxWaiting))) await pause(1);
+      if (stopping) break;
+      const token = `${worker.id}:${++seq}`;
+      try {
+        const job = (await worker.getNextJob(token)) as Job<JobData> | undefined;
+        // Taken, even while stopping: it runs to its end.
+        if (job !== undefined) take(job, token);
+      } catch {
+        // Redis unreachable: try again shortly.
+        if (!stopping) await pause(1_000);
+      }
+    }
+  })();
 
   let closing: Promise<void> | undefined;
   return {
     close() {
       closing ??= (async () => {
+        stopping = true;
+        // The fetch under way may still bring a job; then every job taken runs to its end.
+        await fetching;
+        while (active.size > 0) await Promise.all([...active.values()].map((entry) => entry.done));
+        clearInterval(renewer);
         await worker.close();
         await dispatcher.destroy();
         await Promise.allSettled([subscriber.quit(), redis.quit()]);
