@@ -18,7 +18,8 @@ Options:
   --prefix <prefix>        BullMQ's key prefix                                   [bull]
   --threads <n>            worker threads of this process's pool                 [cores: ${availableParallelism()}]
   --concurrency <n>        jobs (up to 64 segments each) run at once, at most    [threads * 64]
-  --prefetch <n>           segments per thread taken up ahead of the threads     [32]
+  --prefetch <n>           segments per thread that may wait here while every    [32]
+                           thread is busy; beyond that, no other job is taken
   --lock-ms <ms>           a job's lock: a dead process's jobs move on after     [10000]
                            at most lock-ms + stalled-ms
   --stalled-ms <ms>        how often stalled jobs are looked for                 [5000]

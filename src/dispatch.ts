@@ -356,6 +356,17 @@ export class PiscinaDispatcher implements Dispatcher {
     };
   }
 
+  /** Whether every thread is held by a node's synchronous code at this moment. */
+  allThreadsHeld(): boolean {
+    let held = 0;
+    for (const thread of this.threads.values()) {
+      if (thread.ended) continue;
+      if (thread.card === undefined || Atomics.load(thread.card.i32, T_HOLDER) === 0) return false;
+      held++;
+    }
+    return held > 0;
+  }
+
   busyMs(): number {
     let busy = this.endedBusyMs;
     for (const thread of this.threads.values()) busy += thread.card?.f64[T_BUSY_TOTAL] ?? 0;

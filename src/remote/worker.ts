@@ -13,8 +13,9 @@
  *   bystander of a terminated thread).
  * - A stop request arrives on the queue's stop channel (or as a mark found when the job
  *   is taken up) and becomes the pool's two-phase stop.
- * - Jobs are fetched one at a time, and only while few segments wait here for a thread
- *   (`prefetch`): the others wait in Redis for whichever process is free first.
+ * - Jobs are fetched one at a time, and not while every thread is held by synchronous
+ *   code with `prefetch` segments per thread waiting: the others wait in Redis for
+ *   whichever process is free first.
  */
 import type { ConnectionOptions, Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -53,9 +54,11 @@ export interface WorkerProcessOptions {
   /** Jobs (each of up to 64 segments) this process runs at once, at most. @default threads * 64 */
   readonly concurrency?: number;
   /**
-   * Segments per thread this process may hold that have not started yet: it takes
-   * another job only below that, so that jobs of CPU-bound nodes wait in Redis for
-   * whichever process frees a thread first instead of queueing behind a busy one.
+   * Segments per thread this process may hold that have not started yet while every
+   * thread is held by synchronous code: it takes no other job then, so that jobs of
+   * CPU-bound nodes wait in Redis for whichever process frees a thread first instead of
+   * queueing behind a busy one. Nodes that wait (I/O, timers) leave their thread free,
+   * and their jobs are taken as they come.
    * @default 32
    */
   readonly prefetch?: number;
@@ -439,8 +442,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   const fetching = (async () => {
     let seq = 0;
     while (!stopping) {
-      // Polled: a thread starting a node is not an event this process hears of.
-      while (!stopping && (active.size >= maxJobs || backlog.atLeast(maxWaiting))) await pause(1);
+      // Full: every thread is held by synchronous code and `prefetch` segments per thread
+      // wait. Polled: a thread starting or letting go is not an event this process hears of.
+      while (!stopping && (active.size >= maxJobs || (dispatcher.allThreadsHeld() && backlog.atLeast(maxWaiting)))) await pause(1);
       if (stopping) break;
       const token = `${worker.id}:${++seq}`;
       try {
