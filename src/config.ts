@@ -156,6 +156,14 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
   if (backend !== undefined && (backend === null || typeof backend !== 'object' || typeof backend.createDispatcher !== 'function')) {
     throw new TypeError(`Expected \`backend\` to be a backend such as bullmqBackend({ ... }), got ${show(backend)}`);
   }
+  if (backend !== undefined) {
+    // They would size a pool this process does not start: silently ignored, they would mislead.
+    for (const key of ['threads', 'tasksPerThread', 'resourceLimits'] as const) {
+      if (opts[key] !== undefined) {
+        throw new TypeError(`\`${key}\` sizes the embedded pool and has no effect with a \`backend\`: the worker processes take it on their command line`);
+      }
+    }
+  }
 
   let resourceLimits: ResourceLimits | undefined;
   if (opts.resourceLimits !== undefined) {

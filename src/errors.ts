@@ -319,6 +319,22 @@ export class ExecutorClosedException extends OrchestratorException {
   }
 }
 
+/** The executor's backend cannot reach what it runs nodes through (the BullMQ backend: Redis). */
+export class BackendUnavailableException extends OrchestratorException {
+  override readonly code = 'ERR_BACKEND_UNAVAILABLE';
+  /** The backend's name, such as `'bullmq'`. */
+  readonly backend: string;
+
+  constructor(message: string, args: { backend: string; cause?: unknown }) {
+    super(message, args.cause === undefined ? undefined : { cause: args.cause });
+    this.backend = args.backend;
+  }
+
+  override get name(): string {
+    return 'BackendUnavailableException';
+  }
+}
+
 function describeReason(reason: unknown): string {
   if (reason instanceof Error) return `${reason.name}: ${reason.message}`;
   if (typeof reason === 'string') return reason;

@@ -11,6 +11,7 @@ export {
   WorkerCrashedException,
   NodeOutputError,
   NonErrorThrownException,
+  BackendUnavailableException,
   ExecutorClosedException,
 } from './errors';
 export { DEFAULT_TIMEOUTS } from './config';

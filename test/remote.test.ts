@@ -12,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  BackendUnavailableException,
   CancellationException,
   NodeTimeoutException,
   PipelineDefinitionError,
@@ -21,7 +22,7 @@ import {
   type BullmqBackendOptions,
   type ExecutorOptions,
   type NodeDefinition,
-  type PipelineExecutor,
+  PipelineExecutor,
   type ProgressEvent,
 } from '../src/index';
 import { ABORTED, CLEANUP, COMPLETED, STARTED, fixture, rejection, useExecutors } from './helpers';
@@ -400,6 +401,28 @@ describe('BullMQ backend: set-up errors, with no Redis', () => {
   it('bullmqBackend() names a connection that is not a Redis URL', () => {
     expect(() => bullmqBackend({ connection: 'http://127.0.0.1:6379' })).to.throw(TypeError, /Redis URL \(redis:\/\/ or rediss:\/\/\), got `"http:\/\/127.0.0.1:6379"`/);
     expect(() => bullmqBackend({ connection: 'localhost' })).to.throw(TypeError, /Redis URL such as/);
+  });
+
+  it('ready() rejects with BackendUnavailableException when Redis does not answer, and close() still ends', async () => {
+    // Port 1: connections are refused, and the backend keeps trying.
+    const executor = new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:1', connectTimeoutMs: 300 }) });
+    try {
+      const error = await rejection(executor.ready());
+      expect(error).to.be.instanceOf(BackendUnavailableException);
+      expect(error).to.include({ code: 'ERR_BACKEND_UNAVAILABLE', backend: 'bullmq' });
+      expect((error as Error).message).to.match(/could not reach Redis at 127\.0\.0\.1:1 within 300 ms: .*ECONNREFUSED/);
+    } finally {
+      // Bounded even though Redis never answered; mocha's exit shows nothing is left open.
+      await executor.close();
+    }
+  });
+
+  it('pool options with a backend are refused, naming them', () => {
+    const backend = bullmqBackend({ connection: 'redis://127.0.0.1:1' });
+    for (const options of [{ threads: 2 }, { tasksPerThread: 8 }, { resourceLimits: {} }]) {
+      const key = Object.keys(options)[0]!;
+      expect(() => new PipelineExecutor({ ...options, backend })).to.throw(TypeError, new RegExp(`\`${key}\` sizes the embedded pool`));
+    }
   });
 
   it('startWorker() names an unknown option and a bad count, before it connects', async () => {

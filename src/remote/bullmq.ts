@@ -17,6 +17,7 @@ import type { ConnectionOptions, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { TaskProgress } from '../board';
 import { show, type Backend, type ResolvedOptions } from '../config';
+import { BackendUnavailableException } from '../errors';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, Settlement, ThreadHealth } from '../dispatch';
 import type { TaskNode } from '../protocol';
 import { decode, encode, fromRemote, names, type JobData, type JobResult, type SegmentPayload, type SegmentResult, type StopMessage, type Update } from './wire';
@@ -43,9 +44,17 @@ export interface BullmqBackendOptions {
    * @default 20000
    */
   readonly stopTimeoutMs?: number;
+  /**
+   * How long `executor.ready()` waits for Redis before it rejects with a
+   * `BackendUnavailableException`. The backend keeps trying to connect afterwards.
+   * @default 10000
+   */
+  readonly connectTimeoutMs?: number;
 }
 
-const OPTION_KEYS = ['connection', 'queue', 'prefix', 'stopTimeoutMs'];
+const OPTION_KEYS = ['connection', 'queue', 'prefix', 'stopTimeoutMs', 'connectTimeoutMs'];
+/** How long closing waits for Redis to acknowledge before it drops the connections. */
+const CLOSE_WAIT_MS = 2_000;
 
 const NOT_STARTED: TaskProgress = Object.freeze({ started: false });
 
@@ -71,7 +80,7 @@ export function bullmqBackend(options: BullmqBackendOptions): Backend {
   for (const key of Object.keys(options)) {
     if (!OPTION_KEYS.includes(key)) throw new TypeError(`Unknown BullMQ backend option \`${key}\`; known options are: ${OPTION_KEYS.join(', ')}`);
   }
-  const { connection, queue = 'lukhas', prefix = 'bull', stopTimeoutMs = 20_000 } = options;
+  const { connection, queue = 'lukhas', prefix = 'bull', stopTimeoutMs = 20_000, connectTimeoutMs = 10_000 } = options;
   if (typeof connection !== 'string' && (connection === null || typeof connection !== 'object')) {
     throw new TypeError(`Expected \`connection\` to be a Redis URL or connection options, got ${show(connection)}`);
   }
@@ -81,10 +90,13 @@ export function bullmqBackend(options: BullmqBackendOptions): Backend {
   if (typeof stopTimeoutMs !== 'number' || !(stopTimeoutMs >= 0) || stopTimeoutMs > MAX_DELAY_MS) {
     throw new RangeError(`Expected \`stopTimeoutMs\` to be a number of milliseconds from 0 to ${MAX_DELAY_MS}, got ${show(stopTimeoutMs)}`);
   }
+  if (typeof connectTimeoutMs !== 'number' || !(connectTimeoutMs >= 0) || connectTimeoutMs > MAX_DELAY_MS) {
+    throw new RangeError(`Expected \`connectTimeoutMs\` to be a number of milliseconds from 0 to ${MAX_DELAY_MS}, got ${show(connectTimeoutMs)}`);
+  }
   return {
     name: 'bullmq',
     createDispatcher: (resolved: ResolvedOptions, events: DispatcherEvents) =>
-      new BullmqDispatcher(resolvedConnection, queue, prefix, stopTimeoutMs, resolved, events),
+      new BullmqDispatcher(resolvedConnection, queue, prefix, { stopTimeoutMs, connectTimeoutMs }, resolved, events),
   };
 }
 
@@ -155,6 +167,8 @@ class BullmqDispatcher implements Dispatcher {
   private readonly events: QueueEvents;
   /** For stop requests: a mark and a message. */
   private readonly redis: Redis;
+  /** The connections this dispatcher opened: this one, the queue's, the event reader's. */
+  private readonly clients: Redis[];
   /** Segments in flight, and the jobs that carry them. */
   private readonly tickets = new Map<string, RemoteTicket>();
   private readonly jobs = new Map<string, RemoteTicket[]>();
@@ -168,32 +182,53 @@ class BullmqDispatcher implements Dispatcher {
   /** Segments to send at the end of this turn. */
   private outgoing: RemoteTicket[] = [];
   private destroyed = false;
+  /** The latest connection error, for the message of a failed `ready()`. */
+  private lastError: Error | undefined;
+  /** Redis's host and port, for messages (never its password). */
+  private readonly where: string;
   private readonly idPrefix = `${process.pid}-${Date.now().toString(36)}`;
 
   constructor(
     connection: ConnectionOptions,
     queueName: string,
     prefix: string,
-    private readonly stopTimeoutMs: number,
+    private readonly timeouts: { readonly stopTimeoutMs: number; readonly connectTimeoutMs: number },
     _options: ResolvedOptions,
     _events: DispatcherEvents,
   ) {
     const { Queue, QueueEvents } = require('bullmq') as typeof import('bullmq');
     const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
     this.names = names(prefix, queueName);
+    // Connections of our own, given to BullMQ as shared ones: closing can then drop them
+    // even when Redis never answered (BullMQ's own wait for a first connection).
+    const client = (): Redis => new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
+    this.redis = client();
+    this.clients = [this.redis, client()];
     this.queue = new Queue<JobData>(queueName, {
-      connection,
+      connection: this.clients[1]!,
       prefix,
       // Enough events kept for a slow reader; finished jobs kept a minute for the sweep.
       streams: { events: { maxLen: 100_000 } },
       defaultJobOptions: { removeOnComplete: { age: 60 }, removeOnFail: { age: 60 } },
     });
-    this.events = new QueueEvents(queueName, { connection, prefix });
-    this.redis = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
+    // The event reader copies the connection it is given: the copy is kept here too.
+    const template = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null, lazyConnect: true });
+    const duplicate = template.duplicate.bind(template);
+    template.duplicate = ((override?: object) => {
+      const copy = duplicate({ lazyConnect: false, ...override });
+      this.clients.push(copy);
+      return copy;
+    }) as typeof template.duplicate;
+    this.events = new QueueEvents(queueName, { connection: template, prefix });
     // Connection trouble is reported on these; without listeners it would crash the process.
-    this.queue.on('error', () => {});
-    this.events.on('error', () => {});
-    this.redis.on('error', () => {});
+    const remember = (error: Error): void => {
+      this.lastError = error;
+    };
+    this.queue.on('error', remember);
+    this.events.on('error', remember);
+    for (const redis of this.clients) redis.on('error', remember);
+    const { host = 'localhost', port = 6379 } = connection as { host?: string; port?: number };
+    this.where = `${host}:${port}`;
     this.events.on('progress', ({ jobId, data }) => this.onProgress(jobId, data as unknown as { u: Update[] }));
     this.events.on('completed', ({ jobId, returnvalue }) => this.onCompleted(jobId, returnvalue as unknown as JobResult | string));
     this.events.on('failed', ({ jobId, failedReason }) => this.onFailed(jobId, failedReason));
@@ -207,8 +242,26 @@ class BullmqDispatcher implements Dispatcher {
     return performance.now();
   }
 
+  /** Connected to Redis; rejects if it does not answer within `connectTimeoutMs`. */
   ready(): Promise<void> {
-    return this.connected;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const cause = this.lastError;
+        const why = cause === undefined ? '' : `: ${cause.message}`;
+        const message = `The BullMQ backend could not reach Redis at ${this.where} within ${this.timeouts.connectTimeoutMs} ms${why}`;
+        reject(new BackendUnavailableException(message, { backend: 'bullmq', cause }));
+      }, this.timeouts.connectTimeoutMs);
+      this.connected.then(
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+    });
   }
 
   submit(job: SegmentJob): SegmentTicket {
@@ -283,7 +336,7 @@ class BullmqDispatcher implements Dispatcher {
     const jobId = ticket.jobId;
     const message: StopMessage = { id: ticket.id, code, graceMs };
     // The process that has it may be dead: the run does not wait for ever.
-    ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', node: ticket.job.first }), graceMs + this.stopTimeoutMs);
+    ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', node: ticket.job.first }), graceMs + this.timeouts.stopTimeoutMs);
     void (async () => {
       try {
         await this.connected;
@@ -327,7 +380,16 @@ class BullmqDispatcher implements Dispatcher {
       this.stop(ticket, 1, 0);
       this.settle(ticket, { kind: 'stopped', node: ticket.job.first });
     }
-    await Promise.allSettled([this.events.close(), this.queue.close(), this.redis.quit()]);
+    // Redis may be unreachable: closing politely would then wait for ever.
+    const polite = (async () => {
+      await Promise.allSettled([this.events.close(), this.queue.close()]);
+      await Promise.allSettled(this.clients.map((redis) => redis.quit()));
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
+    await Promise.race([polite, late]);
+    clearTimeout(timer);
+    for (const redis of this.clients) redis.disconnect();
   }
 
   // -------------------------------------------------------------------------
