@@ -6,7 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { startWorker } from './remote/worker';
+import { startWorker, type RemoteWorker, type WorkerProcessOptions } from './remote/worker';
 
 const USAGE = `Usage: lukhas-orchestrator worker --redis <url> [options]
 
@@ -34,11 +34,22 @@ function count(value: string | undefined, name: string): number | undefined {
   return number;
 }
 
+/** Host and port of a Redis URL, without its password. */
+function where(url: string): string {
+  try {
+    return new URL(url).host || url;
+  } catch {
+    return url;
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command !== 'worker') {
+    const help = command === undefined || command === '--help' || command === '-h';
+    if (!help) process.stderr.write(`lukhas-orchestrator: unknown command "${command}"\n\n`);
     process.stderr.write(USAGE);
-    return command === undefined || command === '--help' || command === '-h' ? 0 : 2;
+    return help ? 0 : 2;
   }
   const { values } = parseArgs({
     args: rest,
@@ -57,11 +68,12 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   if (values.help === true || values.redis === undefined) {
+    if (values.help !== true) process.stderr.write('lukhas-orchestrator: --redis <url> is required\n\n');
     process.stderr.write(USAGE);
     return values.help === true ? 0 : 2;
   }
   const heap = count(values['max-old-space-mb'], 'max-old-space-mb');
-  const worker = await startWorker({
+  const options: WorkerProcessOptions = {
     connection: values.redis,
     queue: values.queue,
     prefix: values.prefix,
@@ -72,8 +84,18 @@ async function main(argv: string[]): Promise<number> {
     stalledIntervalMs: count(values['stalled-ms'], 'stalled-ms'),
     maxStalledCount: count(values['max-stalled'], 'max-stalled'),
     ...(heap === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: heap } }),
-  });
-  process.stdout.write(`lukhas-orchestrator worker ready: queue "${values.queue ?? 'lukhas'}" on ${values.redis}\n`);
+  };
+  // Redis may be down or the address wrong: say so rather than wait in silence.
+  const waiting = setTimeout(() => {
+    process.stderr.write(`lukhas-orchestrator worker: still waiting for Redis at ${where(values.redis!)}\n`);
+  }, 5_000);
+  let worker: RemoteWorker;
+  try {
+    worker = await startWorker(options);
+  } finally {
+    clearTimeout(waiting);
+  }
+  process.stdout.write(`lukhas-orchestrator worker ready: queue "${values.queue ?? 'lukhas'}" on ${where(values.redis)}\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve();
     process.once('SIGTERM', stop);

@@ -297,6 +297,17 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
       expect((error as Error).message).to.include(missing);
     });
 
+    it('two executors on one queue each get their own runs\' results', async () => {
+      const { executor: first, queue } = await cluster(1);
+      const second = newExecutor({ backend: bullmqBackend({ connection: redis!.url, queue }) });
+      await second.ready();
+      const runs = (executor: PipelineExecutor, base: number): Promise<unknown>[] =>
+        Array.from({ length: 50 }, (_, i) => executor.executePipeline({ nodes: [{ id: 'add', module: sleepAdd }], initialInput: base + i }));
+      const [a, b] = await Promise.all([Promise.all(runs(first, 0)), Promise.all(runs(second, 1_000))]);
+      expect(a).to.deep.equal(Array.from({ length: 50 }, (_, i) => i + 1));
+      expect(b).to.deep.equal(Array.from({ length: 50 }, (_, i) => 1_000 + i + 1));
+    });
+
     it('a DAG: a fan-out and fan-in spread over two processes gives the same result', async () => {
       const { executor } = await cluster(2);
       const branches = Array.from({ length: 8 }, (_, i): NodeDefinition => ({ id: `b${i}`, module: sleepAdd, dependsOn: ['root'], params: { ms: 20 } }));
@@ -442,6 +453,12 @@ describe('BullMQ backend: set-up errors, with no Redis', () => {
   it('the command line names a missing --redis, and exits with 2', () => {
     const result = spawnSync(process.execPath, [CLI, 'worker'], { encoding: 'utf8' });
     expect(result.status).to.equal(2);
-    expect(result.stderr).to.match(/--redis <url>/);
+    expect(result.stderr).to.match(/--redis <url> is required/);
+  });
+
+  it('the command line names an unknown command, and exits with 2', () => {
+    const result = spawnSync(process.execPath, [CLI, 'wrker'], { encoding: 'utf8' });
+    expect(result.status).to.equal(2);
+    expect(result.stderr).to.match(/unknown command "wrker"/);
   });
 });

@@ -18,6 +18,7 @@ import type { Redis } from 'ioredis';
 import type { TaskProgress } from '../board';
 import { show, type Backend, type ResolvedOptions } from '../config';
 import { BackendUnavailableException } from '../errors';
+import { randomUUID } from 'node:crypto';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, Settlement, ThreadHealth } from '../dispatch';
 import type { TaskNode } from '../protocol';
 import { decode, encode, fromRemote, names, type JobData, type JobResult, type SegmentPayload, type SegmentResult, type StopMessage, type Update } from './wire';
@@ -186,7 +187,8 @@ class BullmqDispatcher implements Dispatcher {
   private lastError: Error | undefined;
   /** Redis's host and port, for messages (never its password). */
   private readonly where: string;
-  private readonly idPrefix = `${process.pid}-${Date.now().toString(36)}`;
+  /** Unique among every executor on the queue: ids of jobs and segments start with it. */
+  private readonly idPrefix = randomUUID();
 
   constructor(
     connection: ConnectionOptions,
@@ -336,7 +338,8 @@ class BullmqDispatcher implements Dispatcher {
     const jobId = ticket.jobId;
     const message: StopMessage = { id: ticket.id, code, graceMs };
     // The process that has it may be dead: the run does not wait for ever.
-    ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', node: ticket.job.first }), graceMs + this.timeouts.stopTimeoutMs);
+    const wait = Math.min(MAX_DELAY_MS, graceMs + this.timeouts.stopTimeoutMs);
+    ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', node: ticket.job.first }), wait);
     void (async () => {
       try {
         await this.connected;
@@ -425,9 +428,11 @@ class BullmqDispatcher implements Dispatcher {
       const ticket = tickets[update.i];
       if (ticket === undefined || ticket.settled) continue;
       const { listener } = ticket.job;
-      if (update.k === 's') listener.nodeStarted(update.n, this.now());
-      else if (update.k === 'p') listener.progress(update.n, decode(update.b));
-      else this.ended(ticket, update.b);
+      deliver(() => {
+        if (update.k === 's') listener.nodeStarted(update.n, this.now());
+        else if (update.k === 'p') listener.progress(update.n, decode(update.b));
+        else this.ended(ticket, update.b);
+      });
     }
   }
 
@@ -437,7 +442,7 @@ class BullmqDispatcher implements Dispatcher {
     const value = typeof returnvalue === 'string' ? (JSON.parse(returnvalue) as JobResult) : returnvalue;
     tickets.forEach((ticket, index) => {
       const encoded = value.e[index];
-      if (encoded !== undefined) this.ended(ticket, encoded);
+      if (encoded !== undefined) deliver(() => this.ended(ticket, encoded));
     });
   }
 
@@ -445,7 +450,7 @@ class BullmqDispatcher implements Dispatcher {
     const tickets = this.jobs.get(jobId);
     if (tickets === undefined) return;
     const cause = new Error(`the BullMQ job of the segment failed: ${reason}`);
-    for (const ticket of tickets) this.settle(ticket, { kind: 'crashed', node: ticket.job.first, exitCode: undefined, cause });
+    for (const ticket of tickets) deliver(() => this.settle(ticket, { kind: 'crashed', node: ticket.job.first, exitCode: undefined, cause }));
   }
 
   /** Looks up jobs long in flight whose end this process may have missed. */
@@ -462,5 +467,20 @@ class BullmqDispatcher implements Dispatcher {
         // Redis unreachable: try again next time.
       }
     }
+  }
+}
+
+/**
+ * Runs what ends in user code (the runs' events, their promises' handlers): a throw there
+ * is the user's and surfaces as uncaught, as with the embedded pool, instead of stopping
+ * the reader of the queue's events, and with it every run.
+ */
+function deliver(fn: () => void): void {
+  try {
+    fn();
+  } catch (error) {
+    process.nextTick(() => {
+      throw error;
+    });
   }
 }

@@ -81,6 +81,9 @@ export interface RemoteWorker {
   close(): Promise<void>;
 }
 
+/** How long a job's saved outputs outlive its last save. */
+const RESUME_TTL_MS = 24 * 3_600_000;
+
 /** A segment this process has taken up. */
 interface Running {
   readonly payload: SegmentPayload;
@@ -104,6 +107,10 @@ class Backlog {
 
   add(entry: Running): void {
     this.waiting.add(entry);
+  }
+
+  delete(entry: Running): void {
+    this.waiting.delete(entry);
   }
 
   /** Whether at least `limit` segments wait. */
@@ -189,7 +196,8 @@ class JobReporter {
       this.saving = false;
       this.sending = this.sending
         .then(async () => {
-          if (saving) await this.redis.hset(this.key, saves);
+          // Kept a day from the last save: a job that fails for good leaves nothing behind.
+          if (saving) await this.redis.multi().hset(this.key, saves).pexpire(this.key, RESUME_TTL_MS).exec();
           if (updates.length > 0) await this.job.updateProgress({ u: updates });
         })
         // Redis unreachable: the job's return value still carries every end.
@@ -273,7 +281,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   subscriber.on('error', () => {});
   await subscriber.subscribe(keys.stopChannel);
   subscriber.on('message', (_channel: string, text: string) => {
-    const message = JSON.parse(text) as StopMessage;
+    let message: StopMessage;
+    try {
+      message = JSON.parse(text) as StopMessage;
+    } catch {
+      return;
+    }
     const entry = running.get(message.id);
     if (entry === undefined) return;
     if (entry.ticket === undefined) entry.stopBefore = true;
@@ -371,18 +384,23 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         entries.map(async (entry, index) => {
           const encoded = await runSegment(entry, index, marks[index] !== null, saved, reporter, takenAt);
           entry.over = true;
-          running.delete(segments[index]![0]);
+          backlog.delete(entry);
+          if (running.get(segments[index]![0]) === entry) running.delete(segments[index]![0]);
           // The last one goes with the job's end alone.
           if (--left > 0) reporter.update({ k: 'e', i: index, b: encoded });
           return encoded;
         }),
       );
       await reporter.drained();
-      await redis.del(resumeKey).catch(() => {});
       return { e: ends };
     } finally {
-      for (const entry of entries) entry.over = true;
-      for (const [id] of segments) running.delete(id);
+      segments.forEach(([id], index) => {
+        const entry = entries[index]!;
+        entry.over = true;
+        backlog.delete(entry);
+        // The same job taken up again here (its lock lapsed) has entries of its own.
+        if (running.get(id) === entry) running.delete(id);
+      });
     }
   };
 
@@ -424,7 +442,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   const take = (job: Job<JobData>, token: string): void => {
     const done = runJob(job)
       .then(
-        (result) => job.moveToCompleted(result, token, false),
+        // Its saved outputs go once it is completed: not before, when another process
+        // that took it over (this one's lock having lapsed) may still need them.
+        async (result) => {
+          await job.moveToCompleted(result, token, false);
+          await redis.del(keys.resumeKey(job.id!));
+        },
         (error: unknown) => job.moveToFailed(error instanceof Error ? error : new Error(String(error)), token, false),
       )
       // The lock was lost (the job went to another process) or Redis is gone: the job's
@@ -433,7 +456,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         () => {},
         () => {},
       )
-      .finally(() => active.delete(job.id!));
+      .finally(() => {
+        if (active.get(job.id!)?.token === token) active.delete(job.id!);
+      });
     active.set(job.id!, { token, done });
   };
 
