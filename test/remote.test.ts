@@ -7,6 +7,7 @@
  * and sets LUKHAS_REQUIRE_REDIS=1, which turns the skip into a failure.
  */
 import { expect } from 'chai';
+import { Redis } from 'ioredis';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -257,6 +258,36 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
       const error = await rejection(run);
       expect(error).to.be.instanceOf(CancellationException);
       // Its signal aborted in the worker process, and its `finally` ran before the rejection.
+      expect(probe.get(ABORTED)).to.equal(1);
+      expect(probe.get(CLEANUP)).to.equal(1);
+      expect(probe.get(COMPLETED)).to.equal(0);
+    });
+
+    it('a stop whose message is lost (the worker process was reconnecting) still reaches the node, by its mark', async () => {
+      const { executor } = await cluster(1, {}, { stopTimeoutMs: 30_000 });
+      const probe = new FileProbe(dir, 'lost-stop');
+      const controller = new AbortController();
+      const { onProgress, reported } = firstProgress();
+      const run = executor.executePipeline({
+        nodes: [{ id: 'wait', module: fixture('honour-signal.js'), params: { probe: probe.path, announce: true } }],
+        signal: controller.signal,
+        onProgress,
+      });
+      await reported;
+      // Drops every subscriber: the worker process's reconnects, but not before the stop is published.
+      const admin = new Redis(redis!.url);
+      try {
+        await admin.client('KILL', 'TYPE', 'pubsub');
+      } finally {
+        admin.disconnect();
+      }
+      const abortedAt = performance.now();
+      controller.abort('stop now');
+      const error = await rejection(run);
+      expect(error).to.be.instanceOf(CancellationException);
+      // The marks are read again every --lock-ms / 2 (1 s here); without that, only the node's
+      // own 30 s timeout or stopTimeoutMs would end it.
+      expect(performance.now() - abortedAt, 'ms from the abort to the rejection').to.be.below(10_000);
       expect(probe.get(ABORTED)).to.equal(1);
       expect(probe.get(CLEANUP)).to.equal(1);
       expect(probe.get(COMPLETED)).to.equal(0);

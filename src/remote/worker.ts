@@ -92,6 +92,8 @@ interface Running {
   ticket: SegmentTicket | undefined;
   /** A stop that came before it was on the pool. */
   stopBefore: boolean;
+  /** A stop was passed on to it (by message, or by its mark). */
+  stopped: boolean;
   /** Set when this process stopped the segment itself: its node's timeout, or its crash. */
   ending: RemoteOutcome | undefined;
   /** It ended, or never had to run. */
@@ -288,10 +290,27 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
       return;
     }
     const entry = running.get(message.id);
-    if (entry === undefined) return;
-    if (entry.ticket === undefined) entry.stopBefore = true;
-    else entry.ticket.stop(message.code as StopCode, message.graceMs);
+    if (entry !== undefined) stop(entry, message.code as StopCode, message.graceMs ?? Infinity);
   });
+  const stop = (entry: Running, code: StopCode, graceMs: number): void => {
+    if (entry.stopped) return;
+    entry.stopped = true;
+    if (entry.ticket === undefined) entry.stopBefore = true;
+    else entry.ticket.stop(code, graceMs);
+  };
+  /**
+   * Messages on the stop channel are not kept: one published while this process was
+   * reconnecting is lost. The marks are, and are read again now and then.
+   */
+  const readMarks = async (): Promise<void> => {
+    const entries = [...running].filter(([, entry]) => !entry.over && !entry.stopped);
+    if (entries.length === 0) return;
+    const marks = await redis.mget(entries.map(([id]) => keys.stopKey(id)));
+    entries.forEach(([, entry], index) => {
+      const mark = marks[index];
+      if (mark !== null && mark !== undefined) stop(entry, Number(mark) as StopCode, entry.payload.graceMs);
+    });
+  };
 
   /** Runs one segment of a job; resolves with its end, encoded. */
   const runSegment = async (
@@ -369,7 +388,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     // In `running` before the marks are read: a stop published meanwhile is not missed.
     const entries = segments.map(([id, encoded]) => {
       const payload = decode(encoded) as SegmentPayload;
-      const entry: Running = { payload, nodes: nodeLists.get(payload.nodes), ticket: undefined, stopBefore: false, ending: undefined, over: false };
+      const entry: Running = { payload, nodes: nodeLists.get(payload.nodes), ticket: undefined, stopBefore: false, stopped: false, ending: undefined, over: false };
       running.set(id, entry);
       backlog.add(entry);
       return entry;
@@ -436,6 +455,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     if (active.size === 0) return;
     const ids = [...active.keys()];
     worker.extendJobLocks(ids, ids.map((id) => active.get(id)!.token), lockDuration).catch(() => {});
+    readMarks().catch(() => {});
   }, lockDuration / 2);
   renewer.unref();
 
