@@ -243,9 +243,9 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
       expect((error.cause as Error).message).to.equal('4097 > 4096');
     });
 
-    it("cancellation reaches the remote node's ctx.signal, and its cleanup runs", async () => {
-      const { executor } = await cluster(1);
-      const probe = new FileProbe(dir, 'honour');
+    /** A run of one node that honours its signal, once that node is listening; and its probe. */
+    async function listening(executor: PipelineExecutor, name: string) {
+      const probe = new FileProbe(dir, name);
       const controller = new AbortController();
       const { onProgress, reported } = firstProgress();
       const run = executor.executePipeline({
@@ -254,26 +254,27 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
         onProgress,
       });
       await reported;
-      controller.abort('stop now');
-      const error = await rejection(run);
-      expect(error).to.be.instanceOf(CancellationException);
-      // Its signal aborted in the worker process, and its `finally` ran before the rejection.
+      return { probe, controller, run };
+    }
+
+    /** Its signal aborted in the worker process, and its `finally` ran before the rejection. */
+    function expectStoppedCooperatively(probe: FileProbe): void {
       expect(probe.get(ABORTED)).to.equal(1);
       expect(probe.get(CLEANUP)).to.equal(1);
       expect(probe.get(COMPLETED)).to.equal(0);
+    }
+
+    it("cancellation reaches the remote node's ctx.signal, and its cleanup runs", async () => {
+      const { executor } = await cluster(1);
+      const { probe, controller, run } = await listening(executor, 'honour');
+      controller.abort('stop now');
+      expect(await rejection(run)).to.be.instanceOf(CancellationException);
+      expectStoppedCooperatively(probe);
     });
 
     it('a stop whose message is lost (the worker process was reconnecting) still reaches the node, by its mark', async () => {
       const { executor } = await cluster(1, {}, { stopTimeoutMs: 30_000 });
-      const probe = new FileProbe(dir, 'lost-stop');
-      const controller = new AbortController();
-      const { onProgress, reported } = firstProgress();
-      const run = executor.executePipeline({
-        nodes: [{ id: 'wait', module: fixture('honour-signal.js'), params: { probe: probe.path, announce: true } }],
-        signal: controller.signal,
-        onProgress,
-      });
-      await reported;
+      const { probe, controller, run } = await listening(executor, 'lost-stop');
       // Drops every subscriber: the worker process's reconnects, but not before the stop is published.
       const admin = new Redis(redis!.url);
       try {
@@ -283,14 +284,11 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
       }
       const abortedAt = performance.now();
       controller.abort('stop now');
-      const error = await rejection(run);
-      expect(error).to.be.instanceOf(CancellationException);
+      expect(await rejection(run)).to.be.instanceOf(CancellationException);
       // The marks are read again every --lock-ms / 2 (1 s here); without that, only the node's
       // own 30 s timeout or stopTimeoutMs would end it.
       expect(performance.now() - abortedAt, 'ms from the abort to the rejection').to.be.below(10_000);
-      expect(probe.get(ABORTED)).to.equal(1);
-      expect(probe.get(CLEANUP)).to.equal(1);
-      expect(probe.get(COMPLETED)).to.equal(0);
+      expectStoppedCooperatively(probe);
     });
 
     it('a CPU loop that ignores its signal has its thread terminated there, and the process serves on', async () => {
