@@ -27,7 +27,8 @@ describe('failure policy', () => {
         nodes: [
           { id: 'root', module: sleepAdd, params: { ms: 1 } },
           { id: 'slow', module: honour, params: { probe: sibling.buffer }, dependsOn: ['root'] },
-          { id: 'fails', module: fixture('flaky.js'), params: { failures: 1 }, dependsOn: ['root'] },
+          // Fails once its sibling is running: a sibling not yet started would never start.
+          { id: 'fails', module: fixture('flaky.js'), params: { failures: 1, after: sibling.buffer }, dependsOn: ['root'] },
         ],
         initialInput: 0,
       }),
