@@ -28,24 +28,22 @@ import {
 } from '../src/index';
 import { ABORTED, CLEANUP, COMPLETED, STARTED, fixture, rejection, useExecutors } from './helpers';
 import { CLI, RedisServer, WorkerProcess, redisServerMissing } from './remote-env';
+import {
+  SEED_TIMEOUTS,
+  errorRequest,
+  expectNodeError,
+  expectNodeTimeout,
+  expectPipelineTimeout,
+  nodeTimeoutRequest,
+  percentile,
+  pipelineTimeoutRequest,
+  sleepAdd,
+  threeNodes,
+} from './seed';
 
-const SEED_TIMEOUTS = { nodeTimeoutMs: 500, pipelineTimeoutMs: 1500, cleanupGraceMs: 50 };
 /** A dead process's jobs move on after at most lock + stalled interval: 3 s here. */
 const RECOVERY = ['--lock-ms', '2000', '--stalled-ms', '1000'];
-const sleepAdd = fixture('sleep-add.js');
 const announceAdd = fixture('announce-add.js');
-
-function threeNodes(): NodeDefinition[] {
-  return [
-    { id: 'node1', module: sleepAdd },
-    { id: 'node2', module: sleepAdd },
-    { id: 'node3', module: sleepAdd },
-  ];
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
 
 /** A probe a node in another process writes to: a file, one line per mark. */
 class FileProbe {
@@ -152,37 +150,14 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
 
     it('2a. node timeout: node2 waits 600 ms against a 500 ms node timeout', async () => {
       const probe = new FileProbe(dir, 'node-timeout');
-      const error = await rejection(
-        executor.executePipeline({
-          pipelineId: 'node-timeout',
-          nodes: [
-            { id: 'node1', module: sleepAdd },
-            { id: 'node2', module: fixture('notify-then-wait.js'), params: { ms: 600, probe: probe.path } },
-            { id: 'node3', module: sleepAdd },
-          ],
-          initialInput: 0,
-        }),
-      );
-      expect(error).to.be.instanceOf(NodeTimeoutException);
-      const timeout = error as NodeTimeoutException;
-      expect(timeout.nodeId).to.equal('node2');
-      expect(timeout.pipelineId).to.equal('node-timeout');
-      expect(timeout.timeoutMs).to.equal(500);
+      expectNodeTimeout(await rejection(executor.executePipeline(nodeTimeoutRequest(probe.path))));
       expect(probe.get(STARTED)).to.equal(1);
       // The rejection comes once the worker process has stopped the node: its thread is gone.
       expect(probe.get(COMPLETED), 'node2 ran to completion').to.equal(0);
     });
 
     it('2b. pipeline timeout: four 400 ms nodes against a 1500 ms pipeline timeout', async () => {
-      const slow = (id: string): NodeDefinition => ({ id, module: sleepAdd, params: { ms: 400 } });
-      const error = await rejection(
-        executor.executePipeline({ pipelineId: 'pipeline-timeout', nodes: [slow('node1'), slow('node2'), slow('node3'), slow('node4')], initialInput: 0 }),
-      );
-      expect(error).to.be.instanceOf(PipelineTimeoutException);
-      const timeout = error as PipelineTimeoutException;
-      expect(timeout.timeoutMs).to.equal(1500);
-      expect(timeout.completedNodes).to.deep.equal(['node1', 'node2', 'node3']);
-      expect(timeout.partialResults).to.deep.equal({ node1: 1, node2: 2, node3: 3 });
+      expectPipelineTimeout(await rejection(executor.executePipeline(pipelineTimeoutRequest())));
     });
 
     it('3. cancellation: a long node is cancelled and never completes', async () => {
@@ -208,21 +183,7 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
     });
 
     it('4. error recovery: the error node2 raises reaches the caller', async () => {
-      const error = await rejection(
-        executor.executePipeline({
-          pipelineId: 'error',
-          nodes: [
-            { id: 'node1', module: sleepAdd },
-            { id: 'node2', module: fixture('throw-custom.js'), export: 'nodeFailed' },
-            { id: 'node3', module: sleepAdd },
-          ],
-          initialInput: 0,
-        }),
-      );
-      expect(error).to.be.instanceOf(Error);
-      expect((error as Error).message).to.equal('Node failed');
-      expect((error as Error & { nodeId: string }).nodeId).to.equal('node2');
-      expect((error as Error & { pipelineId: string }).pipelineId).to.equal('error');
+      expectNodeError(await rejection(executor.executePipeline(errorRequest())));
     });
   });
 

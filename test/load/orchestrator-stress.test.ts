@@ -5,29 +5,19 @@
  * Run alone: npx mocha test/load/orchestrator-stress.test.ts
  */
 import { expect } from 'chai';
-import {
-  CancellationException,
-  NodeTimeoutException,
-  PipelineTimeoutException,
-  type NodeDefinition,
-  type PipelineExecutor,
-} from '../../src/index';
+import { CancellationException, type PipelineExecutor } from '../../src/index';
 import { COMPLETED, Probe, STARTED, fixture, rejection, useExecutors } from '../helpers';
-
-const SEED_TIMEOUTS = { nodeTimeoutMs: 500, pipelineTimeoutMs: 1500, cleanupGraceMs: 50 };
-const sleepAdd = fixture('sleep-add.js');
-
-function threeNodes(): NodeDefinition[] {
-  return [
-    { id: 'node1', module: sleepAdd },
-    { id: 'node2', module: sleepAdd },
-    { id: 'node3', module: sleepAdd },
-  ];
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
+import {
+  SEED_TIMEOUTS,
+  errorRequest,
+  expectNodeError,
+  expectNodeTimeout,
+  expectPipelineTimeout,
+  nodeTimeoutRequest,
+  percentile,
+  pipelineTimeoutRequest,
+  threeNodes,
+} from '../seed';
 
 describe('orchestrator stress (the seed)', function () {
   this.timeout(120_000);
@@ -68,43 +58,16 @@ describe('orchestrator stress (the seed)', function () {
 
   it('2a. node timeout: node2 waits 600 ms against a 500 ms node timeout', async () => {
     const probe = new Probe();
-    const error = await rejection(
-      executor.executePipeline({
-        pipelineId: 'node-timeout',
-        nodes: [
-          { id: 'node1', module: sleepAdd },
-          { id: 'node2', module: fixture('notify-then-wait.js'), params: { ms: 600, probe: probe.buffer } },
-          { id: 'node3', module: sleepAdd },
-        ],
-        initialInput: 0,
-      }),
-    );
-    expect(error).to.be.instanceOf(NodeTimeoutException);
-    const timeout = error as NodeTimeoutException;
+    const timeout = expectNodeTimeout(await rejection(executor.executePipeline(nodeTimeoutRequest(probe.buffer))));
     expect(timeout.code).to.equal('ERR_NODE_TIMEOUT');
-    expect(timeout.nodeId).to.equal('node2');
-    expect(timeout.pipelineId).to.equal('node-timeout');
-    expect(timeout.timeoutMs).to.equal(500);
     expect(probe.get(STARTED)).to.equal(1);
     expect(probe.get(COMPLETED), 'node2 ran to completion').to.equal(0);
   });
 
   it('2b. pipeline timeout: four 400 ms nodes against a 1500 ms pipeline timeout', async () => {
-    const slow = (id: string): NodeDefinition => ({ id, module: sleepAdd, params: { ms: 400 } });
-    const error = await rejection(
-      executor.executePipeline({
-        pipelineId: 'pipeline-timeout',
-        nodes: [slow('node1'), slow('node2'), slow('node3'), slow('node4')],
-        initialInput: 0,
-      }),
-    );
-    expect(error).to.be.instanceOf(PipelineTimeoutException);
-    const timeout = error as PipelineTimeoutException;
+    const timeout = expectPipelineTimeout(await rejection(executor.executePipeline(pipelineTimeoutRequest())));
     expect(timeout.code).to.equal('ERR_PIPELINE_TIMEOUT');
     expect(timeout.pipelineId).to.equal('pipeline-timeout');
-    expect(timeout.timeoutMs).to.equal(1500);
-    expect(timeout.completedNodes).to.deep.equal(['node1', 'node2', 'node3']);
-    expect(timeout.partialResults).to.deep.equal({ node1: 1, node2: 2, node3: 3 });
   });
 
   it('3. cancellation: a long node is cancelled and never completes', async () => {
@@ -130,20 +93,6 @@ describe('orchestrator stress (the seed)', function () {
   });
 
   it('4. error recovery: the error node2 raises reaches the caller', async () => {
-    const error = await rejection(
-      executor.executePipeline({
-        pipelineId: 'error',
-        nodes: [
-          { id: 'node1', module: sleepAdd },
-          { id: 'node2', module: fixture('throw-custom.js'), export: 'nodeFailed' },
-          { id: 'node3', module: sleepAdd },
-        ],
-        initialInput: 0,
-      }),
-    );
-    expect(error).to.be.instanceOf(Error);
-    expect((error as Error).message).to.equal('Node failed');
-    expect((error as Error & { nodeId: string }).nodeId).to.equal('node2');
-    expect((error as Error & { pipelineId: string }).pipelineId).to.equal('error');
+    expectNodeError(await rejection(executor.executePipeline(errorRequest())));
   });
 });
