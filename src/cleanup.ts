@@ -1,13 +1,11 @@
 /** Cleanup handlers of a cancelled or timed-out run. */
+import { MAX_TIMER_MS } from './config';
 
 /**
  * Runs when a run is cancelled or times out, after its nodes have stopped.
  * @param failure the `CancellationException` or `TimeoutException` the run rejects with.
  */
 export type CleanupHandler = (failure: Error) => void | Promise<void>;
-
-/** The longest delay `setTimeout` takes. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Runs handlers one after another. Each has up to `graceMs`; one that throws, rejects

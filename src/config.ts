@@ -100,6 +100,9 @@ export interface ResolvedOptions {
   readonly backend: Backend | undefined;
 }
 
+/** The longest delay `setTimeout` takes; a longer one fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const DEFAULT_TIMEOUTS: ResolvedTimeouts = Object.freeze({
   nodeTimeoutMs: 30_000,
   pipelineTimeoutMs: 300_000,

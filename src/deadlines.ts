@@ -11,10 +11,9 @@
  * segment that finishes in time costs one timer, and a deadline is never missed by
  * more than the timer's own lateness.
  */
+import { MAX_TIMER_MS } from './config';
 import type { SegmentTicket } from './dispatch';
 
-/** The longest delay `setTimeout` takes. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class NodeDeadlineWatch {
   private timer: NodeJS.Timeout | undefined;

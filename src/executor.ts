@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
-import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './config';
+import { MAX_TIMER_MS, expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './config';
 import { PiscinaDispatcher, type Dispatcher, type DispatcherEvents } from './dispatch';
 import { ExecutorClosedException, QueueFullException } from './errors';
 import { judgeHealth, type HealthOptions, type HealthReport } from './health';
@@ -262,7 +262,7 @@ export class PipelineExecutor extends EventEmitter {
   async health(options: HealthOptions = {}): Promise<HealthReport> {
     const timeoutMs = options.timeoutMs ?? 250;
     expectDuration(timeoutMs, 'timeoutMs');
-    const threads = this.closing === undefined ? await this.dispatcher.ping(Math.min(timeoutMs, 2 ** 31 - 1)) : [];
+    const threads = this.closing === undefined ? await this.dispatcher.ping(Math.min(timeoutMs, MAX_TIMER_MS)) : [];
     const stats = this.dispatcher.stats();
     return judgeHealth({
       closed: this.closing !== undefined,
@@ -300,7 +300,7 @@ export class PipelineExecutor extends EventEmitter {
     if (pending.length > 0) {
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => {
-        if (timeoutMs !== Infinity) timer = setTimeout(resolve, Math.min(timeoutMs, 2 ** 31 - 1));
+        if (timeoutMs !== Infinity) timer = setTimeout(resolve, Math.min(timeoutMs, MAX_TIMER_MS));
       });
       await Promise.race([Promise.all(pending), deadline]);
       clearTimeout(timer);

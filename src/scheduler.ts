@@ -15,7 +15,7 @@
  */
 import { Stop, type StopCode } from './board';
 import { runCleanups, type CleanupHandler } from './cleanup';
-import type { ResolvedTimeouts } from './config';
+import { MAX_TIMER_MS, type ResolvedTimeouts } from './config';
 import { NodeDeadlineWatch } from './deadlines';
 import type { Dispatcher, SegmentTicket, Settlement } from './dispatch';
 import {
@@ -39,8 +39,6 @@ import { transfer, transferListOf, untransfer } from './transfer';
 
 export type { CleanupHandler } from './cleanup';
 
-/** The longest delay `setTimeout` takes. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The watch of a flight whose dispatcher enforces node timeouts itself. */
 const NO_WATCH = { clear(): void {} };

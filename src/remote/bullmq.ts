@@ -16,7 +16,7 @@
 import type { ConnectionOptions, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { TaskProgress } from '../board';
-import { show, type Backend, type ResolvedOptions } from '../config';
+import { MAX_TIMER_MS, show, type Backend, type ResolvedOptions } from '../config';
 import { BackendUnavailableException } from '../errors';
 import { randomUUID } from 'node:crypto';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, Settlement, ThreadHealth } from '../dispatch';
@@ -65,8 +65,6 @@ const SWEEP_MS = 5_000;
 const JOBS_PER_TURN = 32;
 /** ...of at most this many segments each. */
 const MAX_SEGMENTS_PER_JOB = 64;
-/** The longest delay `setTimeout` takes. */
-const MAX_DELAY_MS = 2 ** 31 - 1;
 /** Job states in which no process has taken the job up yet. */
 const NOT_TAKEN = new Set(['waiting', 'prioritized', 'delayed', 'waiting-children', 'unknown']);
 /**
@@ -88,11 +86,10 @@ export function bullmqBackend(options: BullmqBackendOptions): Backend {
   const resolvedConnection = connectionOptions(connection);
   if (typeof queue !== 'string' || queue === '') throw new TypeError(`Expected \`queue\` to be a non-empty string, got ${show(queue)}`);
   if (typeof prefix !== 'string' || prefix === '') throw new TypeError(`Expected \`prefix\` to be a non-empty string, got ${show(prefix)}`);
-  if (typeof stopTimeoutMs !== 'number' || !(stopTimeoutMs >= 0) || stopTimeoutMs > MAX_DELAY_MS) {
-    throw new RangeError(`Expected \`stopTimeoutMs\` to be a number of milliseconds from 0 to ${MAX_DELAY_MS}, got ${show(stopTimeoutMs)}`);
-  }
-  if (typeof connectTimeoutMs !== 'number' || !(connectTimeoutMs >= 0) || connectTimeoutMs > MAX_DELAY_MS) {
-    throw new RangeError(`Expected \`connectTimeoutMs\` to be a number of milliseconds from 0 to ${MAX_DELAY_MS}, got ${show(connectTimeoutMs)}`);
+  for (const [name, value] of [['stopTimeoutMs', stopTimeoutMs], ['connectTimeoutMs', connectTimeoutMs]] as const) {
+    if (typeof value !== 'number' || !(value >= 0) || value > MAX_TIMER_MS) {
+      throw new RangeError(`Expected \`${name}\` to be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${show(value)}`);
+    }
   }
   return {
     name: 'bullmq',
@@ -338,7 +335,7 @@ class BullmqDispatcher implements Dispatcher {
     const jobId = ticket.jobId;
     const message: StopMessage = { id: ticket.id, code, graceMs };
     // The process that has it may be dead: the run does not wait for ever.
-    const wait = Math.min(MAX_DELAY_MS, graceMs + this.timeouts.stopTimeoutMs);
+    const wait = Math.min(MAX_TIMER_MS, graceMs + this.timeouts.stopTimeoutMs);
     ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', node: ticket.job.first }), wait);
     void (async () => {
       try {
