@@ -20,6 +20,24 @@ export default tseslint.config(
     },
   },
   {
+    // What runs in a worker thread imports only what both sides of the thread boundary
+    // share: src/shared/ (docs/ARCHITECTURE.md).
+    files: ['workers/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '(^|/)src/(?!shared/)',
+              message: 'workers/ may import only from src/shared/: the rest of src/ runs on the main thread.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.cjs'],
     languageOptions: { sourceType: 'commonjs', globals: globals.node },
   },

@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
+import { describe } from './shared/thrown';
 import { startWorker, type RemoteWorker, type WorkerProcessOptions } from './remote/worker';
 
 const USAGE = `Usage: lukhas-orchestrator worker --redis <url> [options]
@@ -111,7 +112,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`lukhas-orchestrator: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`lukhas-orchestrator: ${describe(error)}\n`);
     process.exitCode = 1;
   },
 );

@@ -2,14 +2,18 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
-import { MAX_TIMER_MS, expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './config';
-import { PiscinaDispatcher, type Dispatcher, type DispatcherEvents } from './dispatch';
+import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './options';
+import type { Dispatcher, DispatcherEvents } from './pool/dispatcher';
+import { PiscinaDispatcher } from './pool/piscina-dispatcher';
+import { describe } from './shared/thrown';
+import { MAX_TIMER_MS } from './shared/timers';
 import { ExecutorClosedException, QueueFullException } from './errors';
-import { judgeHealth, type HealthOptions, type HealthReport } from './health';
-import { Observer } from './observer';
-import { planPipeline, type PipelineRequest } from './pipeline';
-import { PipelineRun, type CleanupHandler, type RunHooks } from './scheduler';
-import type { CountsByStatus, DurationSummary } from './stats';
+import { judgeHealth, type HealthOptions, type HealthReport } from './observe/health';
+import { Observer, type ExecutorEvents } from './observe/observer';
+import type { PipelineRequest } from './plan/definition';
+import { planPipeline } from './plan/plan';
+import { PipelineRun, type CleanupHandler, type RunHooks } from './run/scheduler';
+import type { CountsByStatus, DurationSummary } from './observe/stats';
 
 /** How often the main thread's event-loop delay is sampled, for health(). */
 const EVENT_LOOP_RESOLUTION_MS = 20;
@@ -58,13 +62,8 @@ export interface CloseOptions {
 /**
  * Runs pipelines on a pool of worker threads.
  *
- * Events:
- * - `'cleanupError'` `(error, { runId, pipelineId })`: a cleanup handler failed.
- * - `'threadExit'` `(exit: ThreadExit)`: a worker thread ended, terminated to stop a
- *   node or dead by itself; the pool replaces it.
- * - `'progress'` `(event: ProgressEvent)`: a node called `ctx.progress(value)` (throttled).
- * - `'runStart'`, `'runEnd'`, `'nodeStart'`, `'nodeEnd'`: the course of runs and node
- *   attempts (see `RunStartEvent` and the others).
+ * Events (typed: see {@link ExecutorEvents}): `'runStart'`, `'runEnd'`, `'nodeStart'`,
+ * `'nodeEnd'`, `'progress'`, `'threadExit'`, `'cleanupError'`.
  *
  * @example
  * ```ts
@@ -77,7 +76,7 @@ export interface CloseOptions {
  * await executor.close();
  * ```
  */
-export class PipelineExecutor extends EventEmitter {
+export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   private readonly options: ResolvedOptions;
   private readonly dispatcher: Dispatcher;
   private readonly runs = new Map<string, PipelineRun>();
@@ -318,8 +317,7 @@ export class PipelineExecutor extends EventEmitter {
       this.emit('cleanupError', error, { runId: run.runId, pipelineId: run.pipelineId });
       return;
     }
-    const message = error instanceof Error ? error.message : String(error);
-    process.emitWarning(`A cleanup handler of run ${run.runId} (pipeline "${run.pipelineId}") failed: ${message}`, {
+    process.emitWarning(`A cleanup handler of run ${run.runId} (pipeline "${run.pipelineId}") failed: ${describe(error)}`, {
       type: 'CleanupWarning',
       code: 'LUKHAS_CLEANUP_FAILED',
     });

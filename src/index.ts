@@ -1,4 +1,21 @@
+/**
+ * The public surface of lukhas-orchestrator: everything a user, or the implementer of a
+ * `Backend`, needs is exported here, and only here.
+ */
+
+// Running pipelines.
 export { PipelineExecutor } from './executor';
+export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
+export type { ExecutorOptions, TimeoutOptions } from './options';
+export { DEFAULT_TIMEOUTS } from './options';
+export type { NodeDefinition, PipelineRequest, ProgressEvent } from './plan/definition';
+export type { CleanupHandler } from './run/cleanup';
+
+// Writing nodes.
+export type { NodeContext, NodeFunction } from './shared/node';
+export { transfer } from './shared/transfer';
+
+// Errors.
 export {
   OrchestratorException,
   TimeoutException,
@@ -14,23 +31,34 @@ export {
   BackendUnavailableException,
   ExecutorClosedException,
 } from './errors';
-export { DEFAULT_TIMEOUTS } from './config';
-export { HEALTH_LIMITS } from './health';
-export { transfer } from './transfer';
-export { bullmqBackend } from './remote/bullmq';
-export { startWorker } from './remote/worker';
-
-export type { ExecutorOptions, TimeoutOptions } from './config';
-export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
-export type { HealthOptions, HealthReport, HealthStatus } from './health';
-export type { RunStartEvent, RunEndEvent, NodeStartEvent, NodeEndEvent } from './observer';
-export type { Status, CountsByStatus, DurationSummary } from './stats';
-export type { ThreadHealth } from './dispatch';
-export type { Backend } from './config';
-export type { BullmqBackendOptions } from './remote/bullmq';
-export type { WorkerProcessOptions, RemoteWorker } from './remote/worker';
-export type { CleanupHandler } from './scheduler';
-export type { ThreadExit } from './dispatch';
-export type { NodeDefinition, PipelineRequest, ProgressEvent } from './pipeline';
-export type { NodeContext, NodeFunction } from './node';
 export type { PartialResults } from './errors';
+
+// Observing.
+export type { ExecutorEvents, RunStartEvent, RunEndEvent, NodeStartEvent, NodeEndEvent } from './observe/observer';
+export type { HealthOptions, HealthReport, HealthStatus } from './observe/health';
+export { HEALTH_LIMITS } from './observe/health';
+export type { Status, CountsByStatus, DurationSummary } from './observe/stats';
+
+// The BullMQ backend.
+export { bullmqBackend } from './remote/bullmq';
+export type { BullmqBackendOptions } from './remote/bullmq';
+export { startWorker } from './remote/worker';
+export type { WorkerProcessOptions, RemoteWorker } from './remote/worker';
+
+// Writing a backend: the dispatcher seam and what crosses it.
+export type {
+  Backend,
+  Dispatcher,
+  DispatcherEvents,
+  DispatcherOptions,
+  DispatcherStats,
+  SegmentJob,
+  SegmentListener,
+  SegmentTicket,
+  Settlement,
+  ThreadExit,
+  ThreadHealth,
+} from './pool/dispatcher';
+export { Stop } from './shared/board';
+export type { StopCode, TaskProgress } from './shared/board';
+export type { TaskNode } from './shared/protocol';

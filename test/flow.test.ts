@@ -7,8 +7,8 @@ import {
   QueueFullException,
   type ProgressEvent,
 } from '../src/index';
-import { NO_RETRY } from '../src/pipeline';
-import { backoffMs, shouldRetry } from '../src/retry';
+import { NO_RETRY } from '../src/plan/retry';
+import { backoffMs, shouldRetry } from '../src/plan/retry';
 import { ABORTED, CLEANUP, Probe, RUNS, STARTED, fixture, rejection, useExecutors } from './helpers';
 
 const sleepAdd = fixture('sleep-add.js');

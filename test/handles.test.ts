@@ -126,7 +126,7 @@ describe('run handles', () => {
       const executor = newExecutor({ timeouts: { cleanupGraceMs: 100 } });
       const probe = new Probe();
       const reported: string[] = [];
-      executor.on('cleanupError', (error: Error, info: { runId: string }) => reported.push(`${error.message}@${info.runId === handle.runId}`));
+      executor.on('cleanupError', (error, info) => reported.push(`${(error as Error).message}@${info.runId === handle.runId}`));
       const handle = executor.startPipeline({ nodes: [{ id: 'n', module: honour, params: { probe: probe.buffer } }] });
       const ran: string[] = [];
       handle.onCleanup(() => {

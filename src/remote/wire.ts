@@ -4,8 +4,7 @@
  * same values cross as between threads), base64 in JSON; errors as `Thrown`.
  */
 import { deserialize, serialize } from 'node:v8';
-import type { Settlement } from '../dispatch';
-import { deserializeThrown, serializeThrown, type SegmentOutcome, type Thrown } from '../protocol';
+import type { SentSettlement } from '../shared/settlement';
 
 /** A segment to run. */
 export interface SegmentPayload {
@@ -43,10 +42,10 @@ export type Update =
   | { readonly k: 's'; readonly i: number; readonly n: number }
   /** Node `n` reported progress `b`. */
   | { readonly k: 'p'; readonly i: number; readonly n: number; readonly b: string }
-  /** The segment ended: `encode(SegmentResult)`. */
+  /** The segment ended: `encode(RemoteEndReport)`. */
   | { readonly k: 'e'; readonly i: number; readonly b: string };
 
-/** A BullMQ job's return value: every segment's end, `encode(SegmentResult)`, by index. */
+/** A BullMQ job's return value: every segment's end, `encode(RemoteEndReport)`, by index. */
 export interface JobResult {
   readonly e: readonly string[];
 }
@@ -56,8 +55,8 @@ export interface JobResult {
  * process took the job up, the only clock both sides can share: the executor adds them
  * to the time it sent the job, which gives a lower bound of each in its own clock.
  */
-export interface SegmentResult {
-  readonly outcome: RemoteOutcome;
+export interface RemoteEndReport {
+  readonly settlement: SentSettlement;
   /**
    * `[node, output, startedMs, endedMs]` of every node that completed, in order; those
    * completed by a process that died before this one took the job over come first, at 0.
@@ -66,15 +65,6 @@ export interface SegmentResult {
   /** When the node the segment ended on started, if it did. */
   readonly endedNodeStartedMs: number | undefined;
 }
-
-/** How a segment ended. */
-export type RemoteOutcome =
-  /** What a thread reports, as it reports it. */
-  | SegmentOutcome
-  /** What the worker process's pool decided: thread terminated, node timed out, thread crashed. */
-  | { readonly kind: 'killed'; readonly node: number }
-  | { readonly kind: 'timed-out'; readonly node: number }
-  | { readonly kind: 'crashed'; readonly node: number; readonly exitCode: number | undefined; readonly error: Thrown };
 
 /** A stop request, published on the queue's stop channel. */
 export interface StopMessage {
@@ -103,44 +93,4 @@ export function names(prefix: string, queue: string) {
     stopKey: (segmentId: string) => `${base}:lukhas:stop:${segmentId}`,
     resumeKey: (jobId: string) => `${base}:lukhas:resume:${jobId}`,
   };
-}
-
-/** A settlement of the worker process's own dispatcher, ready to travel. */
-export function toRemote(settlement: Settlement): RemoteOutcome {
-  switch (settlement.kind) {
-    case 'done':
-    case 'stopped':
-    case 'killed':
-    case 'timed-out':
-      return settlement;
-    case 'failed':
-      return { kind: 'failed', node: settlement.node, error: serializeThrown(settlement.error) };
-    case 'crashed':
-      return { kind: 'crashed', node: settlement.node, exitCode: settlement.exitCode, error: serializeThrown(settlement.cause) };
-    case 'load-failed':
-      return { kind: 'load-failed', node: settlement.node, message: settlement.message, error: serializeThrown(settlement.cause) };
-    case 'unclonable':
-      return { kind: 'unclonable', node: settlement.node, error: serializeThrown(settlement.cause) };
-    case 'input-unclonable':
-      return { kind: 'unclonable', node: 0, error: serializeThrown(settlement.cause) };
-  }
-}
-
-/** A remote outcome as the scheduler's settlement. */
-export function fromRemote(outcome: RemoteOutcome): Settlement {
-  switch (outcome.kind) {
-    case 'done':
-    case 'stopped':
-    case 'killed':
-    case 'timed-out':
-      return outcome;
-    case 'failed':
-      return { kind: 'failed', node: outcome.node, error: deserializeThrown(outcome.error) };
-    case 'crashed':
-      return { kind: 'crashed', node: outcome.node, exitCode: outcome.exitCode, cause: deserializeThrown(outcome.error) };
-    case 'load-failed':
-      return { kind: 'load-failed', node: outcome.node, message: outcome.message, cause: deserializeThrown(outcome.error) };
-    case 'unclonable':
-      return { kind: 'unclonable', node: outcome.node, cause: deserializeThrown(outcome.error) };
-  }
 }

@@ -20,24 +20,24 @@
 import type { ConnectionOptions, Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ResourceLimits } from 'node:worker_threads';
-import { Stop, type StopCode } from '../board';
-import { resolveOptions, show } from '../config';
-import { NodeDeadlineWatch } from '../deadlines';
-import { PiscinaDispatcher, type SegmentTicket, type Settlement } from '../dispatch';
-import { serializeThrown, type TaskNode } from '../protocol';
-import { connectionOptions } from './bullmq';
+import { Stop, type StopCode } from '../shared/board';
+import { resolveOptions, show } from '../options';
+import { NodeDeadlineWatch } from '../run/deadlines';
+import type { Settlement } from '../pool/dispatcher';
+import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
+import { sendSettlement, type SentSettlement } from '../shared/settlement';
+import { serializeThrown } from '../shared/thrown';
+import { connectionOptions } from './connection';
+import { Backlog, JobReporter, NodeLists, type Running } from './jobs';
 import {
   decode,
   encode,
   names,
-  toRemote,
   type JobData,
   type JobResult,
-  type RemoteOutcome,
+  type RemoteEndReport,
   type SegmentPayload,
-  type SegmentResult,
   type StopMessage,
-  type Update,
 } from './wire';
 
 export interface WorkerProcessOptions {
@@ -79,133 +79,6 @@ export interface WorkerProcessOptions {
 export interface RemoteWorker {
   /** Stops taking jobs, lets the running ones finish, and releases the pool and Redis. */
   close(): Promise<void>;
-}
-
-/** How long a job's saved outputs outlive its last save. */
-const RESUME_TTL_MS = 24 * 3_600_000;
-
-/** A segment this process has taken up. */
-interface Running {
-  readonly payload: SegmentPayload;
-  readonly nodes: Nodes;
-  /** Once it is on the pool. */
-  ticket: SegmentTicket | undefined;
-  /** A stop that came before it was on the pool. */
-  stopBefore: boolean;
-  /** A stop was passed on to it (by message, or by its mark). */
-  stopped: boolean;
-  /** Set when this process stopped the segment itself: its node's timeout, or its crash. */
-  ending: RemoteOutcome | undefined;
-  /** It ended, or never had to run. */
-  over: boolean;
-}
-
-/**
- * The segments taken up whose first node has not started: how far this process is
- * behind. Each is looked at until it starts, then forgotten.
- */
-class Backlog {
-  private readonly waiting = new Set<Running>();
-
-  add(entry: Running): void {
-    this.waiting.add(entry);
-  }
-
-  delete(entry: Running): void {
-    this.waiting.delete(entry);
-  }
-
-  /** Whether at least `limit` segments wait. */
-  atLeast(limit: number): boolean {
-    let count = 0;
-    for (const entry of this.waiting) {
-      if (entry.over || (entry.ticket !== undefined && entry.ticket.progress().started)) this.waiting.delete(entry);
-      else if (++count >= limit) return true;
-    }
-    return false;
-  }
-}
-
-/** A node list, decoded, and the id under which the pool's threads keep it, if they do. */
-interface Nodes {
-  readonly list: readonly TaskNode[];
-  readonly segmentId: number | undefined;
-}
-
-/**
- * Node lists decoded so far, by their encoding: every run of a plan without params sends
- * the same list, which is decoded once, and kept by the pool's threads under one id.
- */
-class NodeLists {
-  private readonly lists = new Map<string, Nodes>();
-  private nextId = 1;
-
-  get(encoded: string): Nodes {
-    const known = this.lists.get(encoded);
-    if (known !== undefined) return known;
-    const list = decode(encoded) as TaskNode[];
-    if (list.some((node) => node.params !== undefined)) return { list, segmentId: undefined };
-    // Bounded, against executors that make plans without end.
-    if (this.lists.size >= 1024) this.lists.clear();
-    const nodes = { list, segmentId: this.nextId++ };
-    this.lists.set(encoded, nodes);
-    return nodes;
-  }
-}
-
-/**
- * A job's updates and saves of a turn, sent together once the turn is over, in order:
- * the saves first, so that nothing is reported that a successor could not resume from.
- */
-class JobReporter {
-  private updates: Update[] = [];
-  private saves: Record<string, string> = {};
-  private saving = false;
-  private scheduled = false;
-  private sending: Promise<unknown> = Promise.resolve();
-
-  constructor(
-    private readonly job: Job<JobData>,
-    private readonly redis: Redis,
-    private readonly key: string,
-  ) {}
-
-  update(update: Update): void {
-    this.updates.push(update);
-    this.schedule();
-  }
-
-  save(field: string, value: string): void {
-    this.saves[field] = value;
-    this.saving = true;
-    this.schedule();
-  }
-
-  /** Resolves once everything reported so far has been sent (or failed to be). */
-  async drained(): Promise<void> {
-    while (this.scheduled) await new Promise<void>((resolve) => setImmediate(resolve));
-    await this.sending;
-  }
-
-  private schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      const { updates, saves, saving } = this;
-      this.updates = [];
-      this.saves = {};
-      this.saving = false;
-      this.sending = this.sending
-        .then(async () => {
-          // Kept a day from the last save: a job that fails for good leaves nothing behind.
-          if (saving) await this.redis.multi().hset(this.key, saves).pexpire(this.key, RESUME_TTL_MS).exec();
-          if (updates.length > 0) await this.job.updateProgress({ u: updates });
-        })
-        // Redis unreachable: the job's return value still carries every end.
-        .catch(() => {});
-    });
-  }
 }
 
 const WORKER_OPTION_KEYS = [
@@ -268,9 +141,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         const { payload, ticket } = entry;
         if (payload.runId !== runId || ticket === undefined) continue;
         const progress = ticket.progress();
-        const node = progress.started ? progress.node : payload.first;
-        if (entry.nodes.list[node]?.id !== nodeId) continue;
-        entry.ending = { kind: 'crashed', node, exitCode, error: serializeThrown(cause) };
+        const position = progress.started ? progress.position : payload.first;
+        if (entry.nodes.list[position]?.id !== nodeId) continue;
+        entry.ending = { kind: 'crashed', position, exitCode, cause: serializeThrown(cause) };
         ticket.stop(Stop.Failure, 0);
       }
     },
@@ -325,12 +198,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     const done = saved[`${index}:end`];
     if (done !== undefined) return done;
     const outputs: [number, unknown, number, number][] = [];
-    const end = (outcome: RemoteOutcome, endedNodeStartedMs?: number): string => {
-      const encoded = encode({ outcome, outputs, endedNodeStartedMs } satisfies SegmentResult);
+    const end = (settlement: SentSettlement, endedNodeStartedMs?: number): string => {
+      const encoded = encode({ settlement, outputs, endedNodeStartedMs } satisfies RemoteEndReport);
       reporter.save(`${index}:end`, encoded);
       return encoded;
     };
-    if (marked || entry.stopBefore) return end({ kind: 'stopped', node: payload.first });
+    if (marked || entry.stopBefore) return end({ kind: 'stopped', position: payload.first });
     // Taken over from a process that died: resume after the last node it completed.
     let first = payload.first;
     let input = payload.input;
@@ -372,12 +245,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         },
       });
       entry.ticket = ticket;
-      const watch = new NodeDeadlineWatch(ticket, payload.timeouts, first, (node) => {
-        entry.ending = { kind: 'timed-out', node };
+      const watch = new NodeDeadlineWatch(ticket, payload.timeouts, first, (position) => {
+        entry.ending = { kind: 'timed-out', position };
         ticket.stop(Stop.NodeTimeout, payload.graceMs);
       });
     });
-    return end(entry.ending ?? toRemote(settlement), endedNodeStartedAt === undefined ? undefined : endedNodeStartedAt - takenAt);
+    return end(entry.ending ?? sendSettlement(settlement), endedNodeStartedAt === undefined ? undefined : endedNodeStartedAt - takenAt);
   };
 
   const runJob = async (job: Job<JobData>): Promise<JobResult> => {

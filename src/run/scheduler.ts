@@ -13,11 +13,11 @@
  *
  * Node timeouts are enforced in `deadlines.ts`; this file decides what follows one.
  */
-import { Stop, type StopCode } from './board';
+import { Stop, type StopCode } from '../shared/board';
 import { runCleanups, type CleanupHandler } from './cleanup';
-import { MAX_TIMER_MS, type ResolvedTimeouts } from './config';
+import type { ResolvedTimeouts } from '../options';
 import { NodeDeadlineWatch } from './deadlines';
-import type { Dispatcher, SegmentTicket, Settlement } from './dispatch';
+import type { Dispatcher, SegmentTicket, Settlement } from '../pool/dispatcher';
 import {
   CancellationException,
   NodeOutputError,
@@ -28,14 +28,17 @@ import {
   PipelineTimeoutException,
   WorkerCrashedException,
   type PartialResults,
-} from './errors';
-import type { Plan, ProgressEvent, Segment } from './pipeline';
-import type { TaskNode } from './protocol';
-import { backoffMs, shouldRetry, type FailureKind } from './retry';
+} from '../errors';
+import type { ProgressEvent } from '../plan/definition';
+import type { Plan, Segment } from '../plan/plan';
+import type { TaskNode } from '../shared/protocol';
+import { backoffMs, shouldRetry, type FailureKind } from '../plan/retry';
 import { unwatchSignal, watchSignal } from './signals';
-import type { Status } from './stats';
-import { RunTrace } from './tracing';
-import { transfer, transferListOf, untransfer } from './transfer';
+import type { Status } from '../observe/stats';
+import { RunTrace } from '../observe/tracing';
+import { describe } from '../shared/thrown';
+import { timerDelay } from '../shared/timers';
+import { transfer, transferListOf, untransfer } from '../shared/transfer';
 
 export type { CleanupHandler } from './cleanup';
 
@@ -224,7 +227,7 @@ export class PipelineRun {
         if (left > 0) return this.armPipelineTimer(left);
         this.fail(() => this.pipelineTimeout(), Stop.PipelineTimeout);
       },
-      Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(remainingMs))),
+      timerDelay(remainingMs),
     );
   }
 
@@ -362,9 +365,9 @@ export class PipelineRun {
     if (this.inFlight.get(segment.index) === flight) this.inFlight.delete(segment.index);
     if (this.failure !== undefined) {
       // The run stopped it: its running node ends as the run decided.
-      if (settlement.kind !== 'done' && 'node' in settlement && startedAt !== undefined) {
+      if (settlement.kind !== 'done' && 'position' in settlement && startedAt !== undefined) {
         const failed = settlement.kind === 'failed' ? 'error' : flight.stopStatus;
-        this.nodeEnded(flight, settlement.node, failed, startedAt, settlement.kind === 'failed' ? settlement.error : undefined);
+        this.nodeEnded(flight, settlement.position, failed, startedAt, settlement.kind === 'failed' ? settlement.error : undefined);
       }
       if (this.inFlight.size === 0) this.finish();
       return;
@@ -382,7 +385,7 @@ export class PipelineRun {
       }
       return this.maybeFinish();
     }
-    const node = 'node' in settlement ? settlement.node : flight.first;
+    const node = 'position' in settlement ? settlement.position : flight.first;
     const [error, kind] = this.segmentError(segment.nodes[node] ?? segment.nodes[0]!, settlement);
     this.nodeEnded(flight, node, statusOf(kind), startedAt, error);
     this.nodeFailed(flight, node, error, kind);
@@ -429,7 +432,7 @@ export class PipelineRun {
           this.retryTimers.delete(timer);
           if (!this.settled && this.failure === undefined) this.dispatch(flight.segment, from);
         },
-        Math.min(MAX_TIMER_MS, backoffMs(this.plan.nodes[index]!.retry, attempt)),
+        timerDelay(backoffMs(this.plan.nodes[index]!.retry, attempt)),
       );
       this.retryTimers.add(timer);
       return;
@@ -514,7 +517,7 @@ export class PipelineRun {
     const flight = this.inFlight.get(this.plan.nodes[index]!.segment);
     if (flight === undefined) return undefined;
     const progress = flight.ticket.progress();
-    const running = progress.started ? progress.node : flight.first;
+    const running = progress.started ? progress.position : flight.first;
     return flight.segment.nodes[running] === index ? flight : undefined;
   }
 
@@ -624,8 +627,4 @@ function attribute(error: unknown, nodeId: string, pipelineId: string, runId: st
     return error;
   }
   return new NonErrorThrownException({ nodeId, pipelineId, runId, value: error });
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

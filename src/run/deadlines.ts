@@ -11,8 +11,8 @@
  * segment that finishes in time costs one timer, and a deadline is never missed by
  * more than the timer's own lateness.
  */
-import { MAX_TIMER_MS } from './config';
-import type { SegmentTicket } from './dispatch';
+import { timerDelay } from '../shared/timers';
+import type { SegmentTicket } from '../pool/dispatcher';
 
 
 export class NodeDeadlineWatch {
@@ -29,7 +29,7 @@ export class NodeDeadlineWatch {
     private readonly ticket: SegmentTicket,
     private readonly timeouts: readonly number[],
     private readonly first: number,
-    private readonly onOverdue: (node: number) => void,
+    private readonly onOverdue: (position: number) => void,
   ) {
     this.arm(this.waitFrom(first));
   }
@@ -47,14 +47,14 @@ export class NodeDeadlineWatch {
       this.arm(this.waitFrom(this.first));
       return;
     }
-    const timeout = this.timeouts[progress.node] ?? Infinity;
+    const timeout = this.timeouts[progress.position] ?? Infinity;
     if (timeout === Infinity) {
-      this.arm(this.waitFrom(progress.node + 1));
+      this.arm(this.waitFrom(progress.position + 1));
       return;
     }
     const remaining = timeout - progress.elapsedMs;
     if (remaining > 0) return this.arm(remaining);
-    if (fresh) return this.onOverdue(progress.node);
+    if (fresh) return this.onOverdue(progress.position);
     // Timers run before messages in a turn: the node's end may be waiting unread.
     this.ticket.refresh();
     if (!this.cleared) this.check(true);
@@ -69,6 +69,6 @@ export class NodeDeadlineWatch {
 
   private arm(delayMs: number): void {
     if (delayMs === Infinity) return;
-    this.timer = setTimeout(() => this.check(), Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(delayMs))));
+    this.timer = setTimeout(() => this.check(), timerDelay(delayMs));
   }
 }

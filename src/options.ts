@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import type { ResourceLimits } from 'node:worker_threads';
-import type { Dispatcher, DispatcherEvents } from './dispatch';
+import type { Backend, DispatcherOptions } from './pool/dispatcher';
 
 /** Deadlines. Each may be `Infinity` to mean "no deadline". */
 export interface TimeoutOptions {
@@ -75,12 +75,6 @@ export interface ExecutorOptions {
   readonly backend?: Backend;
 }
 
-/** Makes the dispatcher that runs an executor's nodes (see `dispatch.ts`). */
-export interface Backend {
-  readonly name: string;
-  createDispatcher(options: ResolvedOptions, events: DispatcherEvents): Dispatcher;
-}
-
 /** Timeouts after defaults and overrides are applied. */
 export interface ResolvedTimeouts {
   readonly nodeTimeoutMs: number;
@@ -88,20 +82,13 @@ export interface ResolvedTimeouts {
   readonly cleanupGraceMs: number;
 }
 
-export interface ResolvedOptions {
+export interface ResolvedOptions extends DispatcherOptions {
   readonly timeouts: ResolvedTimeouts;
-  readonly threads: number;
-  readonly tasksPerThread: number;
-  readonly resourceLimits: ResourceLimits | undefined;
   readonly closeTimeoutMs: number;
   readonly maxConcurrentPipelines: number;
   readonly maxQueuedPipelines: number;
-  readonly progressIntervalMs: number;
   readonly backend: Backend | undefined;
 }
-
-/** The longest delay `setTimeout` takes; a longer one fires at once. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export const DEFAULT_TIMEOUTS: ResolvedTimeouts = Object.freeze({
   nodeTimeoutMs: 30_000,

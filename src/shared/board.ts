@@ -13,6 +13,10 @@
  *
  * A worker writes its rows and its card inside a sequence lock (`SEQ` odd while
  * writing) so the main thread never reads a half-written picture.
+ *
+ * Both halves are here: {@link Board} is the main thread's (it resets rows, requests
+ * stops, withdraws tasks and reads progress), {@link ThreadBoard} a worker's (it claims
+ * tasks and writes which node runs and holds the thread).
  */
 
 /** Why the main thread asks a task to stop. The worker shows it as `ctx.signal.reason`. */
@@ -92,8 +96,8 @@ export type TaskProgress =
   | { readonly started: false }
   | {
       readonly started: true;
-      /** Index within the segment of the node running. */
-      readonly node: number;
+      /** Position within the segment of the node running. */
+      readonly position: number;
       /** Time the node has had its thread: since its start, less what other nodes' synchronous code took. */
       readonly elapsedMs: number;
       /** The node's own synchronous code holds the thread right now. */
@@ -167,13 +171,94 @@ export class Board {
     if (node < 0) return NOT_STARTED;
     const row = slot * SLOT_F64;
     const startedAt = this.f64[row + S_STARTED_AT] ?? now;
-    if (card === undefined) return { started: true, node, elapsedMs: now - startedAt, holdsThread: false };
+    if (card === undefined) return { started: true, position: node, elapsedMs: now - startedAt, holdsThread: false };
     const holder = Atomics.load(card.i32, T_HOLDER);
     const holding = holder === 0 ? 0 : now - (card.f64[T_HOLDER_SINCE] ?? now);
     const busyNow = (card.f64[T_BUSY_TOTAL] ?? 0) + holding;
     const holdsThread = holder === slot + 1;
     const own = (this.f64[row + S_OWN_SYNC] ?? 0) + (holdsThread ? holding : 0);
     const others = busyNow - (this.f64[row + S_BUSY_AT_START] ?? 0) - own;
-    return { started: true, node, elapsedMs: now - startedAt - Math.max(0, others), holdsThread };
+    return { started: true, position: node, elapsedMs: now - startedAt - Math.max(0, others), holdsThread };
+  }
+}
+
+/** A worker thread's view of the board and of its own card: the writes. */
+export class ThreadBoard {
+  private readonly i32: Int32Array;
+  private readonly f64: Float64Array;
+  readonly card = new ThreadCard(new SharedArrayBuffer(CARD_BYTES));
+
+  constructor(memory: BoardMemory) {
+    this.i32 = new Int32Array(memory.i32);
+    this.f64 = new Float64Array(memory.f64);
+  }
+
+  /**
+   * Takes up the task of generation `gen` in `slot` unless the main thread withdrew it:
+   * the compare-and-swap that `Board.withdraw` races with.
+   */
+  claim(slot: number, gen: number, threadId: number): boolean {
+    if (Atomics.compareExchange(this.i32, slot * SLOT_I32 + S_CLAIM, gen, -gen) !== gen) return false;
+    Atomics.store(this.i32, slot * SLOT_I32 + S_THREAD, threadId);
+    Atomics.add(this.card.i32, T_CLAIMED, 1);
+    return true;
+  }
+
+  /** Why the main thread asks the task in `slot` to stop (`Stop.None` for no stop). */
+  stopRequested(slot: number): number {
+    return Atomics.load(this.i32, slot * SLOT_I32 + S_STOP);
+  }
+
+  /** Segments waiting in the thread to start their next node. */
+  setReady(count: number): void {
+    Atomics.store(this.card.i32, T_READY, count);
+  }
+
+  /** Node `position` of the task in `slot` starts at `startedAt`: its clock runs from now. */
+  nodeStarted(slot: number, position: number, startedAt: number): void {
+    this.write(() => {
+      Atomics.store(this.i32, slot * SLOT_I32 + S_NODE, position);
+      this.f64[slot * SLOT_F64 + S_STARTED_AT] = startedAt;
+      this.f64[slot * SLOT_F64 + S_BUSY_AT_START] = this.card.f64[T_BUSY_TOTAL]!;
+      this.f64[slot * SLOT_F64 + S_OWN_SYNC] = 0;
+    });
+  }
+
+  /** The synchronous code of the node running in `slot` takes the thread, at `since`. */
+  hold(slot: number, since: number): void {
+    this.write(() => {
+      this.card.f64[T_HOLDER_SINCE] = since;
+      Atomics.store(this.card.i32, T_HOLDER, slot + 1);
+    });
+  }
+
+  /**
+   * The synchronous code that took the thread at `since` gives it back at `now`; it
+   * counts as `slot`'s own (when `slot >= 0`) and as the thread's busy time.
+   */
+  release(slot: number, since: number, now: number): void {
+    const held = now - since;
+    this.write(() => {
+      this.card.f64[T_BUSY_TOTAL] = this.card.f64[T_BUSY_TOTAL]! + held;
+      if (slot >= 0) this.f64[slot * SLOT_F64 + S_OWN_SYNC] = this.f64[slot * SLOT_F64 + S_OWN_SYNC]! + held;
+      Atomics.store(this.card.i32, T_HOLDER, 0);
+    });
+  }
+
+  /** Node `position` of the task in `slot` ended: no node of it runs until the next starts. */
+  nodeEnded(slot: number, position: number): void {
+    Atomics.store(this.i32, slot * SLOT_I32 + S_NODE, -(position + 2));
+  }
+
+  /** The slot whose node code holds the thread, or -1. */
+  holderSlot(): number {
+    return Atomics.load(this.card.i32, T_HOLDER) - 1;
+  }
+
+  /** One consistent write, under the card's sequence lock. */
+  private write(change: () => void): void {
+    Atomics.add(this.card.i32, T_SEQ, 1);
+    change();
+    Atomics.add(this.card.i32, T_SEQ, 1);
   }
 }

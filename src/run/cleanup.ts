@@ -1,5 +1,5 @@
 /** Cleanup handlers of a cancelled or timed-out run. */
-import { MAX_TIMER_MS } from './config';
+import { timerDelay } from '../shared/timers';
 
 /**
  * Runs when a run is cancelled or times out, after its nodes have stopped.
@@ -27,7 +27,7 @@ export async function runCleanups(
         const late = new Promise<never>((_, reject) => {
           timer = setTimeout(
             () => reject(new Error(`A cleanup handler did not finish within ${graceMs} ms`)),
-            Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(graceMs))),
+            timerDelay(graceMs),
           );
         });
         await Promise.race([done, late]);

@@ -2,7 +2,16 @@
  * Retries of a failed node: which failures a node gets another attempt for, and how
  * long it waits first.
  */
-import type { RetryPolicy } from './pipeline';
+/** The retry policy of a node, with defaults filled in. */
+export interface RetryPolicy {
+  readonly retries: number;
+  readonly baseMs: number;
+  readonly maxMs: number;
+  readonly retryOn: ((error: unknown, attempt: number) => boolean) | undefined;
+  readonly retryTimeouts: boolean;
+}
+
+export const NO_RETRY: RetryPolicy = Object.freeze({ retries: 0, baseMs: 100, maxMs: 10_000, retryOn: undefined, retryTimeouts: false });
 
 /** What ended an attempt, as far as retrying goes. */
 export type FailureKind =

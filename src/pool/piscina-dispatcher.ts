@@ -20,8 +20,7 @@
  */
 import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
-import { receiveMessageOnPort, type MessagePort, type TransferListItem, type Worker } from 'node:worker_threads';
-import { extname, resolve } from 'node:path';
+import { receiveMessageOnPort, type MessagePort, type TransferListItem } from 'node:worker_threads';
 import {
   Board,
   ThreadCard,
@@ -33,236 +32,25 @@ import {
   createBoardMemory,
   type StopCode,
   type TaskProgress,
-} from './board';
-import type { ResolvedOptions } from './config';
-import { transferListOf } from './transfer';
-import {
-  WAKE,
-  deserializeThrown,
-  isWorkerHello,
-  type BatchTask,
-  type ControlMessage,
-  type CrashNote,
-  type Ping,
-  type SegmentOutcome,
-  type SegmentTask,
-  type TaskNode,
-  type WorkerConfig,
-} from './protocol';
+} from '../shared/board';
+import type { ResolvedOptions } from '../options';
+import { transferListOf } from '../shared/transfer';
+import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNote, type SegmentTask, type WorkerConfig } from '../shared/protocol';
+import { receiveSettlement, type Settlement } from '../shared/settlement';
+import { deserializeThrown } from '../shared/thrown';
+import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
+import { Pings, leastLoaded, newThread, routeOf, stealPlan, type Thread as PoolThread } from './threads';
+import { Ticket, type Batch } from './ticket';
+import { workerRuntime } from './worker-path';
 
-/** A segment to run: nodes that execute one after another in one worker. */
-export interface SegmentJob {
-  readonly runId: string;
-  readonly pipelineId: string;
-  readonly nodes: readonly TaskNode[];
-  /** Set when `nodes` are those of a cached plan's segment: each thread gets them once. */
-  readonly segmentId: number | undefined;
-  /** The node to start with. */
-  readonly first: number;
-  /** Attempt number of each node. */
-  readonly attempts: readonly number[];
-  /** Input of `nodes[first]`; moved rather than copied if marked with `transfer()`. */
-  readonly input: unknown;
-  /** Tell `listener.nodeStarted` of each start as it happens. */
-  readonly reportStarts: boolean;
-  /** Timeout of each node, and the grace period, for a dispatcher that enforces them itself. */
-  readonly timeouts: readonly number[];
-  readonly graceMs: number;
-  readonly listener: SegmentListener;
-}
+type Thread = PoolThread<Ticket>;
 
-export interface SegmentListener {
-  /**
-   * Node `index` of the segment completed. Times are on the dispatcher's clock. `moved`:
-   * its output was moved with `transfer()` (on to the next node, when `output` is
-   * undefined, or to this thread).
-   */
-  nodeCompleted(index: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void;
-  /** The latest value node `index` gave `ctx.progress()`. */
-  progress(index: number, value: unknown): void;
-  /** Node `index` started (only with `reportStarts`). */
-  nodeStarted(index: number, startedAt: number): void;
-  /**
-   * The segment is over; called exactly once, after every `nodeCompleted`.
-   * `startedAt`: when the node it ended on had started, if it had.
-   */
-  settled(settlement: Settlement, startedAt: number | undefined): void;
-}
-
-/** How a segment ended, as the dispatcher saw it. */
-export type Settlement =
-  | { readonly kind: 'done' }
-  /** The node threw or rejected: `error` is what it threw, rebuilt. */
-  | { readonly kind: 'failed'; readonly node: number; readonly error: unknown }
-  /** Stopped on request: the node settled after its signal aborted, or never started. */
-  | { readonly kind: 'stopped'; readonly node: number }
-  /** Stopped on request by terminating the thread, after the grace period. */
-  | { readonly kind: 'killed'; readonly node: number }
-  | { readonly kind: 'crashed'; readonly node: number; readonly exitCode: number | undefined; readonly cause: unknown }
-  | { readonly kind: 'load-failed'; readonly node: number; readonly message: string; readonly cause: unknown }
-  | { readonly kind: 'unclonable'; readonly node: number; readonly cause: unknown }
-  /** The input could not be sent to a worker. */
-  | { readonly kind: 'input-unclonable'; readonly cause: unknown }
-  /** The node ran past its timeout and was stopped (by a dispatcher that enforces timeouts). */
-  | { readonly kind: 'timed-out'; readonly node: number };
-
-export interface SegmentTicket {
-  /** Which node runs and for how long it has had its thread (see `board.ts`). */
-  progress(): TaskProgress;
-  /**
-   * Takes in what the segment's thread has already sent (outputs, its end): a busy main
-   * thread may not have read it yet. May settle the segment.
-   */
-  refresh(): void;
-  /** Asks the segment to stop; terminates its thread if it has not settled `graceMs` later. */
-  stop(code: StopCode, graceMs: number): void;
-}
-
-/** The seam between the scheduler and whatever runs the nodes. */
-export interface Dispatcher {
-  /**
-   * It stops a node past its timeout itself and settles the segment `'timed-out'`
-   * (a remote dispatcher, whose threads the main thread cannot watch); otherwise the
-   * scheduler watches `progress()`.
-   */
-  readonly enforcesNodeTimeouts: boolean;
-  /** Node modules are loaded by this process's threads (and must exist here), not elsewhere. */
-  readonly modulesAreLocal: boolean;
-  submit(job: SegmentJob): SegmentTicket;
-  /** The clock of `progress()` and of reported times, in milliseconds. */
-  now(): number;
-  /** Resolves once every thread of the pool has started. */
-  ready(): Promise<void>;
-  /** Stops every task at once and releases the threads. */
-  destroy(): Promise<void>;
-  stats(): DispatcherStats;
-  /** Asks every started thread to answer within `timeoutMs`. Never rejects; never waits longer. */
-  ping(timeoutMs: number): Promise<ThreadHealth[]>;
-  /** Total time nodes' synchronous code has held the threads, ended ones included. */
-  busyMs(): number;
-}
-
-/** What the dispatcher tells its owner about runs, beyond the segments' own listeners. */
-export interface DispatcherEvents {
-  /**
-   * A node took its thread down (`process.exit()`, an uncaught error from one of its
-   * callbacks, running out of memory), possibly after its own segment had completed.
-   */
-  nodeCrashed(runId: string, nodeId: string, exitCode: number | undefined, cause: unknown): void;
-  /** A worker thread ended: terminated by the dispatcher, or dead by itself. */
-  threadExited(exit: ThreadExit): void;
-  /** A thread started in place of one that ended. */
-  threadReplaced(): void;
-}
-
-/** A thread's answer to a health check. */
-export interface ThreadHealth {
-  readonly threadId: number;
-  /** It answered within the time allowed. */
-  readonly responsive: boolean;
-  /** The node whose synchronous code holds it, and for how long, if any. */
-  readonly heldBy: { readonly runId: string; readonly nodeId: string; readonly forMs: number } | undefined;
-}
-
-/** Why a worker thread ended. */
-export interface ThreadExit {
-  readonly threadId: number;
-  /** `'terminated'` to stop a node that did not stop in time; `'crashed'` when it died by itself. */
-  readonly reason: 'terminated' | 'crashed';
-  readonly exitCode: number | undefined;
-  /** The node that took it down, when known. */
-  readonly runId: string | undefined;
-  readonly nodeId: string | undefined;
-  readonly cause: unknown;
-}
-
-export interface DispatcherStats {
-  /** Live worker threads (replacements included while they start). */
-  readonly threads: number;
-  /** Node tasks on threads or on their way. */
-  readonly tasksInFlight: number;
-  /** Node tasks waiting for room on a thread. */
-  readonly tasksWaiting: number;
-  /** Threads terminated because a node did not stop in time. */
-  terminations: number;
-  /** Threads that died by themselves. */
-  crashes: number;
-  /** Tasks sent again after their thread was terminated under them. */
-  resends: number;
-}
 
 /** How many times a task is sent again after threads died under it with no known culprit. */
 export const MAX_RESENDS = 2;
 
 /** Segments sent to the threads at once, at most, while submissions keep coming in one turn. */
 const BATCH_SIZE = 64;
-
-/** A thread whose node code has held it this long is not given new work while others are free. */
-const BLOCKED_MS = 20;
-
-/** A worker thread as the dispatcher sees it. */
-interface Thread {
-  readonly threadId: number;
-  readonly worker: Worker;
-  /** Its control port and card, once it has introduced itself. */
-  port: MessagePort | undefined;
-  card: ThreadCard | undefined;
-  /** Segments sent to it and not ended. */
-  readonly tickets: Set<Ticket>;
-  /** Its last word, when a node is taking it down. */
-  crash: CrashNote | undefined;
-  killing: boolean;
-  ended: boolean;
-  /** Tasks sent to it and not withdrawn, to compare with those it has started. */
-  sent: number;
-  /** Segments of cached plans whose nodes it has. */
-  readonly knows: Set<number>;
-}
-
-/** The segments of one piscina task, with the generation each was sent as. */
-interface Batch {
-  readonly thread: Thread;
-  readonly tickets: readonly Ticket[];
-  readonly gens: readonly number[];
-}
-
-class Ticket implements SegmentTicket {
-  slot = -1;
-  gen = 0;
-  /** Node to start with on the next send, and its input. */
-  first = 0;
-  input: unknown;
-  stopCode: StopCode | 0 = 0;
-  graceTimer: NodeJS.Timeout | undefined;
-  settled = false;
-  blindResends = 0;
-  /** Its input was moved to its thread: it cannot be sent again. */
-  inputMoved = false;
-  /** The thread it was sent to, while it is there. */
-  thread: Thread | undefined;
-  /** The thread to send it to next (it was stolen for that thread). */
-  prefer: Thread | undefined;
-
-  constructor(
-    readonly dispatcher: PiscinaDispatcher,
-    readonly job: SegmentJob,
-  ) {
-    this.first = job.first;
-    this.input = job.input;
-  }
-
-  progress(): TaskProgress {
-    return this.dispatcher.progressOf(this);
-  }
-
-  refresh(): void {
-    if (this.thread !== undefined) this.dispatcher.drain(this.thread);
-  }
-
-  stop(code: StopCode, graceMs: number): void {
-    this.dispatcher.stop(this, code, graceMs);
-  }
-}
 
 /** Runs segments on a piscina pool; see the file comment. */
 export class PiscinaDispatcher implements Dispatcher {
@@ -283,9 +71,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private introduced = 0;
   /** Busy time of the threads that ended. */
   private endedBusyMs = 0;
-  private pingSeq = 0;
-  /** Health checks waiting for answers, by id. */
-  private readonly pings = new Map<number, (threadId: number) => void>();
+  private readonly pings = new Pings();
   private readonly size: number;
   private readonly whenReady: Promise<void>;
   private onReady: (() => void) | undefined;
@@ -375,22 +161,7 @@ export class PiscinaDispatcher implements Dispatcher {
 
   async ping(timeoutMs: number): Promise<ThreadHealth[]> {
     const asked = [...this.threads.values()].filter((thread) => thread.port !== undefined && !thread.ended);
-    const answered = new Set<number>();
-    const id = ++this.pingSeq;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, timeoutMs);
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.pings.set(id, (threadId) => {
-        answered.add(threadId);
-        if (answered.size === asked.length) done();
-      });
-      if (asked.length === 0) done();
-      for (const thread of asked) thread.port!.postMessage({ ping: id } satisfies Ping);
-    });
-    this.pings.delete(id);
+    const answered = await this.pings.ask(asked, timeoutMs);
     const now = this.now();
     return asked.map((thread) => ({
       threadId: thread.threadId,
@@ -435,13 +206,13 @@ export class PiscinaDispatcher implements Dispatcher {
       // Not sent yet: it never starts.
       if (ticket.slot < 0) this.waiting.splice(this.waiting.indexOf(ticket), 1);
       else this.outgoing.splice(this.outgoing.indexOf(ticket), 1);
-      return this.settle(ticket, { kind: 'stopped', node: ticket.first });
+      return this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     this.board.requestStop(ticket.slot, code);
     if (this.board.withdraw(ticket.slot, ticket.gen)) {
       // On its way, and no worker has taken it up: it never starts.
       ticket.thread.sent--;
-      return this.settle(ticket, { kind: 'stopped', node: ticket.first });
+      return this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     ticket.thread.port?.postMessage(WAKE);
     if (Number.isFinite(graceMs)) {
@@ -453,7 +224,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.destroyed) return;
     this.destroyed = true;
     for (const ticket of [...this.waiting.splice(0), ...this.outgoing.splice(0)]) {
-      this.settle(ticket, { kind: 'stopped', node: ticket.first });
+      this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     await this.pool.destroy();
     for (const thread of this.threads.values()) thread.port?.close();
@@ -536,55 +307,24 @@ export class PiscinaDispatcher implements Dispatcher {
     this.pool.run(task, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
   }
 
-  /**
-   * The thread with the fewest segments in flight, preferring started threads not held
-   * by a long node; undefined when every thread is being terminated.
-   */
+  /** The thread to send to next; see `threads.ts`. */
   private pickThread(): Thread | undefined {
-    let best: Thread | undefined;
-    let bestScore = Infinity;
-    const now = this.now();
-    for (const thread of this.threads.values()) {
-      if (thread.ended || thread.killing) continue;
-      let score = thread.tickets.size;
-      if (thread.port === undefined) score += 1e9;
-      else if (isBlocked(thread.card, now)) score += 1e6;
-      if (score < bestScore) {
-        best = thread;
-        bestScore = score;
-      }
-    }
+    const best = leastLoaded(this.threads.values(), this.now());
     if (best !== undefined) return best;
     // Every thread known is ending: pick up the replacements piscina started, if any yet.
     this.watchThreads();
-    for (const thread of this.threads.values()) if (!thread.ended && !thread.killing) return thread;
-    return undefined;
+    return leastLoaded(this.threads.values(), this.now());
   }
 
-  /**
-   * Work stealing: `hungry` has nothing left to start, so half the segments that wait to
-   * start on the thread with the most of them move to it. A segment not started yet is
-   * withdrawn with the same compare-and-swap as a stop; its old thread skips it.
-   */
+  /** Work stealing (see `threads.ts`): segments waiting on a busier thread move to `hungry`. */
   private rebalance(hungry: Thread): void {
-    let victim: Thread | undefined;
-    let most = 1;
-    for (const thread of this.threads.values()) {
-      if (thread === hungry || thread.card === undefined || thread.ended || thread.killing) continue;
-      const waiting = thread.sent - Atomics.load(thread.card.i32, T_CLAIMED);
-      if (waiting > most) {
-        victim = thread;
-        most = waiting;
-      }
-    }
-    if (victim === undefined) return;
-    // The segments it would start last: the latest sent.
-    const candidates = [...victim.tickets].reverse();
-    let wanted = Math.floor(most / 2);
-    for (const ticket of candidates) {
+    const plan = stealPlan(hungry, this.threads.values());
+    if (plan === undefined) return;
+    let { wanted } = plan;
+    for (const ticket of plan.candidates) {
       if (wanted === 0) break;
       if (ticket.inputMoved || ticket.stopCode !== 0 || !this.board.withdraw(ticket.slot, ticket.gen)) continue;
-      victim.sent--;
+      ticket.thread!.sent--;
       this.detach(ticket);
       ticket.gen = 0;
       ticket.prefer = hungry;
@@ -660,25 +400,6 @@ export class PiscinaDispatcher implements Dispatcher {
     ticket.job.listener.settled(settlement, startedAt);
   }
 
-  private ended(ticket: Ticket, outcome: SegmentOutcome): void {
-    switch (outcome.kind) {
-      case 'done':
-      case 'stopped':
-        return this.settle(ticket, outcome);
-      case 'failed':
-        return this.settle(ticket, { kind: 'failed', node: outcome.node, error: deserializeThrown(outcome.error) });
-      case 'load-failed':
-        return this.settle(ticket, {
-          kind: 'load-failed',
-          node: outcome.node,
-          message: outcome.message,
-          cause: deserializeThrown(outcome.error),
-        });
-      case 'unclonable':
-        return this.settle(ticket, { kind: 'unclonable', node: outcome.node, cause: deserializeThrown(outcome.error) });
-    }
-  }
-
   private graceExpired(ticket: Ticket): void {
     ticket.graceTimer = undefined;
     const thread = ticket.thread;
@@ -696,17 +417,17 @@ export class PiscinaDispatcher implements Dispatcher {
   /** What becomes of a segment whose thread ended under it. */
   private afterThreadEnd(ticket: Ticket, end: { killed: boolean; culpritKnown: boolean }, cause: unknown): void {
     if (ticket.settled) return;
-    const node = Math.max(this.board.nodeOf(ticket.slot), ticket.first);
-    if (this.destroyed) return this.settle(ticket, { kind: 'stopped', node });
+    const position = Math.max(this.board.nodeOf(ticket.slot), ticket.first);
+    if (this.destroyed) return this.settle(ticket, { kind: 'stopped', position });
     if (ticket.first >= ticket.job.nodes.length) return this.settle(ticket, { kind: 'done' });
-    if (ticket.stopCode !== 0) return this.settle(ticket, { kind: 'killed', node });
+    if (ticket.stopCode !== 0) return this.settle(ticket, { kind: 'killed', position });
     if (ticket.inputMoved) {
       const lost = new Error('its input was moved to the thread (transfer()) and is gone with it, so it cannot be sent again');
-      return this.settle(ticket, { kind: 'crashed', node, exitCode: undefined, cause: lost });
+      return this.settle(ticket, { kind: 'crashed', position, exitCode: undefined, cause: lost });
     }
     if (!end.killed && !end.culpritKnown) {
       // The thread died and nobody knows whose fault it was: perhaps this segment's.
-      if (ticket.blindResends >= MAX_RESENDS) return this.settle(ticket, { kind: 'crashed', node, exitCode: undefined, cause });
+      if (ticket.blindResends >= MAX_RESENDS) return this.settle(ticket, { kind: 'crashed', position, exitCode: undefined, cause });
       ticket.blindResends++;
     }
     // A bystander: send it again, resuming at the node that was running.
@@ -720,18 +441,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private watchThreads(): void {
     for (const worker of this.pool.threads) {
       if (this.threads.has(worker.threadId)) continue;
-      const thread: Thread = {
-        threadId: worker.threadId,
-        worker,
-        port: undefined,
-        card: undefined,
-        tickets: new Set(),
-        crash: undefined,
-        killing: false,
-        ended: false,
-        sent: 0,
-        knows: new Set(),
-      };
+      const thread: Thread = newThread(worker);
       this.threads.set(worker.threadId, thread);
       // piscina listens first, so it is done with the thread when these run.
       worker.once('error', (error: unknown) => this.threadEnded(thread, undefined, error));
@@ -819,13 +529,13 @@ export class PiscinaDispatcher implements Dispatcher {
 
     for (const entry of message as Exclude<ControlMessage, CrashNote>) {
       if ('pong' in entry) {
-        this.pings.get(entry.pong)?.(thread.threadId);
+        this.pings.answer(entry.pong, thread.threadId);
         continue;
       }
       const ticket = this.tickets[entry.s];
       if (ticket === undefined || ticket.gen !== entry.g || ticket.settled) continue;
       if ('end' in entry) {
-        this.ended(ticket, entry.end);
+        this.settle(ticket, receiveSettlement(entry.end));
       } else if ('p' in entry) {
         ticket.job.listener.progress(entry.n, entry.p);
       } else if ('st' in entry) {
@@ -846,36 +556,4 @@ export class PiscinaDispatcher implements Dispatcher {
       this.rebalance(thread);
     }
   }
-}
-
-/** The thread a batch is meant for, from its queue options. */
-function routeOf(task: object): number | undefined {
-  const options = (task as Record<symbol, unknown>)[Piscina.queueOptionsSymbol] as { threadId?: number } | null | undefined;
-  return options?.threadId;
-}
-
-function isBlocked(card: ThreadCard | undefined, now: number): boolean {
-  return card !== undefined && Atomics.load(card.i32, T_HOLDER) !== 0 && now - (card.f64[T_HOLDER_SINCE] ?? now) > BLOCKED_MS;
-}
-
-/** The worker runtime file, and what its threads need to load it and TypeScript nodes. */
-function workerRuntime(): { filename: string; execArgv: string[] | undefined; tsNodeRegister: string | undefined } {
-  const fromSource = extname(__filename) === '.ts';
-  const filename = resolve(__dirname, '..', 'workers', fromSource ? 'runtime.ts' : 'runtime.js');
-  // Threads inherit no loader hooks. Under ts-node, register it in them too, without
-  // type checks: at start when the runtime itself is TypeScript (our own sources),
-  // else on a thread's first TypeScript node (a user's process running under ts-node).
-  const underTsNode = fromSource || Symbol.for('ts-node.register.instance') in process;
-  let register: string | undefined;
-  try {
-    register = underTsNode ? require.resolve('ts-node/register/transpile-only') : undefined;
-  } catch {
-    register = undefined;
-  }
-  if (fromSource && register !== undefined) {
-    // Explicit execArgv must hold only flags a worker accepts (not V8 flags such as
-    // --expose-gc, which it would inherit by default): keep the loader flags only.
-    return { filename, execArgv: ['-r', register], tsNodeRegister: undefined };
-  }
-  return { filename, execArgv: undefined, tsNodeRegister: register };
 }

@@ -4,7 +4,7 @@
  * waits, so a health call never hangs, however stuck the threads are.
  */
 import type { IntervalHistogram } from 'node:perf_hooks';
-import type { ThreadHealth } from './dispatch';
+import type { ThreadHealth } from '../pool/dispatcher';
 
 export type HealthStatus = 'ok' | 'degraded' | 'error';
 

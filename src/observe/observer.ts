@@ -5,8 +5,10 @@
  */
 import type { EventEmitter } from 'node:events';
 import { Metrics, type GaugeSources } from './metrics';
-import type { PipelineRun } from './scheduler';
+import type { PipelineRun } from '../run/scheduler';
 import { Tally, type Status } from './stats';
+import type { ProgressEvent } from '../plan/definition';
+import type { ThreadExit } from '../pool/dispatcher';
 
 /** `'runStart'` event. */
 export interface RunStartEvent {
@@ -45,6 +47,27 @@ export interface NodeEndEvent {
   readonly error: unknown;
 }
 
+/**
+ * The events of a `PipelineExecutor`, by name, with their listeners' arguments:
+ * `executor.on('runEnd', (event) => event.status)`.
+ */
+export interface ExecutorEvents {
+  /** A run started (it may then wait for admission). */
+  runStart: [event: RunStartEvent];
+  /** A run settled, after its cleanup handlers ran. */
+  runEnd: [event: RunEndEvent];
+  /** A node attempt started in a worker (listening turns start reports on). */
+  nodeStart: [event: NodeStartEvent];
+  /** A node attempt ended, however it did. */
+  nodeEnd: [event: NodeEndEvent];
+  /** A node called `ctx.progress(value)` (throttled per `progressIntervalMs`). */
+  progress: [event: ProgressEvent];
+  /** A worker thread ended: terminated to stop a node, or dead by itself; the pool replaces it. */
+  threadExit: [exit: ThreadExit];
+  /** A cleanup handler threw, rejected or overran its time. */
+  cleanupError: [error: unknown, run: { readonly runId: string; readonly pipelineId: string }];
+}
+
 /** Thread ends counted for health: the last minute's. */
 const CHURN_WINDOW_MS = 60_000;
 
@@ -55,7 +78,7 @@ export class Observer {
   private readonly threadEnds: number[] = [];
 
   constructor(
-    private readonly events: EventEmitter,
+    private readonly events: EventEmitter<ExecutorEvents>,
     version: string,
     gauges: GaugeSources,
   ) {

@@ -1,0 +1,168 @@
+/**
+ * Checks of a pipeline request, before anything runs: each mistake is a
+ * `PipelineDefinitionError` that names the node and what is wrong.
+ */
+import { statSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expectDuration, expectPlainObject, rejectUnknownKeys, show } from '../options';
+import { PipelineDefinitionError } from '../errors';
+import type { NodeDefinition, PipelineRequest } from './definition';
+import { NO_RETRY, type RetryPolicy } from './retry';
+
+export type Fail = (message: string, nodeId?: string, cause?: unknown) => never;
+
+const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress'];
+const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs', 'retries', 'backoff', 'retryOn', 'retryTimeouts'];
+
+/** A failure of pipeline `pipelineId`'s definition. */
+export function failer(pipelineId: string): Fail {
+  return (message, nodeId, cause) => {
+    throw new PipelineDefinitionError(message, { pipelineId, nodeId, cause });
+  };
+}
+
+/** Checks what a request holds besides its nodes; returns its pipeline id. */
+export function checkRequest(request: PipelineRequest): string {
+  let pipelineId = 'pipeline';
+  const fail = (message: string, cause?: unknown): never => failer(pipelineId)(message, undefined, cause);
+  try {
+    expectPlainObject(request, 'request');
+    rejectUnknownKeys(request, REQUEST_KEYS, 'request');
+  } catch (error) {
+    return fail((error as Error).message, error);
+  }
+  if (request.pipelineId !== undefined) {
+    if (typeof request.pipelineId !== 'string' || request.pipelineId === '') {
+      fail(`Expected \`pipelineId\` to be a non-empty string, got ${show(request.pipelineId)}`);
+    }
+    pipelineId = request.pipelineId;
+  }
+  const defs = request.nodes;
+  if (!Array.isArray(defs)) fail(`Expected \`nodes\` to be an array, got ${show(defs)}`);
+  if (defs.length === 0) fail(`Pipeline "${pipelineId}" has no nodes`);
+  if (request.signal !== undefined && !(request.signal instanceof AbortSignal)) {
+    fail(`Expected \`signal\` to be an AbortSignal, got ${show(request.signal)}`);
+  }
+  if (request.failFast !== undefined && typeof request.failFast !== 'boolean') {
+    fail(`Expected \`failFast\` to be a boolean, got ${show(request.failFast)}`);
+  }
+  if (request.onProgress !== undefined && typeof request.onProgress !== 'function') {
+    fail(`Expected \`onProgress\` to be a function, got ${show(request.onProgress)}`);
+  }
+  return pipelineId;
+}
+
+/** What the plan keeps of a node definition, once checked. */
+export interface CheckedNode {
+  readonly id: string;
+  readonly module: string;
+  readonly exportName: string | undefined;
+  readonly timeoutMs: number | undefined;
+  readonly retry: RetryPolicy;
+  /** `dependsOn`, when given. */
+  readonly dependsOn: readonly string[] | undefined;
+}
+
+/** Checks `nodes[index]` on its own (not its edges). */
+export function checkNode(def: NodeDefinition, index: number, fail: Fail, modulesAreLocal: boolean): CheckedNode {
+  const where = `nodes[${index}]`;
+  if (def === null || typeof def !== 'object' || Array.isArray(def)) {
+    fail(`Expected \`${where}\` to be a node definition object, got ${show(def)}`);
+  }
+  const { id } = def;
+  if (typeof id !== 'string' || id === '') fail(`Expected \`${where}.id\` to be a non-empty string, got ${show(id)}`);
+  for (const key of Object.keys(def)) {
+    if (!NODE_KEYS.includes(key)) fail(`Node "${id}" has an unknown key \`${key}\`; known keys are: ${NODE_KEYS.join(', ')}`, id);
+  }
+  checkModule(def.module, id, fail, modulesAreLocal);
+  if (def.export !== undefined && (typeof def.export !== 'string' || def.export === '')) {
+    fail(`Expected \`export\` of node "${id}" to be a non-empty string, got ${show(def.export)}`, id);
+  }
+  if (def.timeoutMs !== undefined) {
+    try {
+      expectDuration(def.timeoutMs, `timeoutMs`);
+    } catch (error) {
+      fail(`Node "${id}": ${(error as Error).message}`, id, error);
+    }
+  }
+  const retry = retryPolicy(def, id, fail);
+  if (def.dependsOn !== undefined && (!Array.isArray(def.dependsOn) || def.dependsOn.some((dep) => typeof dep !== 'string'))) {
+    fail(`Expected \`dependsOn\` of node "${id}" to be an array of node ids, got ${show(def.dependsOn)}`, id);
+  }
+  return { id, module: def.module, exportName: def.export, timeoutMs: def.timeoutMs, retry, dependsOn: def.dependsOn };
+}
+
+function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {
+  const { retries, backoff, retryOn, retryTimeouts } = def;
+  if (retries === undefined && backoff === undefined && retryOn === undefined && retryTimeouts === undefined) return NO_RETRY;
+  if (retries !== undefined && (typeof retries !== 'number' || !Number.isInteger(retries) || retries < 0)) {
+    fail(`Expected \`retries\` of node "${id}" to be a non-negative integer, got ${show(retries)}`, id);
+  }
+  if (retryOn !== undefined && typeof retryOn !== 'function') {
+    fail(`Expected \`retryOn\` of node "${id}" to be a function, got ${show(retryOn)}`, id);
+  }
+  if (retryTimeouts !== undefined && typeof retryTimeouts !== 'boolean') {
+    fail(`Expected \`retryTimeouts\` of node "${id}" to be a boolean, got ${show(retryTimeouts)}`, id);
+  }
+  let { baseMs, maxMs } = NO_RETRY;
+  if (backoff !== undefined) {
+    try {
+      expectPlainObject(backoff, 'backoff');
+      rejectUnknownKeys(backoff, ['baseMs', 'maxMs'], 'backoff');
+      if (backoff.baseMs !== undefined) expectDuration(backoff.baseMs, 'backoff.baseMs');
+      if (backoff.maxMs !== undefined) expectDuration(backoff.maxMs, 'backoff.maxMs');
+    } catch (error) {
+      fail(`Node "${id}": ${(error as Error).message}`, id, error);
+    }
+    baseMs = backoff.baseMs ?? baseMs;
+    maxMs = backoff.maxMs ?? maxMs;
+  }
+  return { retries: retries ?? 0, baseMs, maxMs, retryOn, retryTimeouts: retryTimeouts ?? false };
+}
+
+const knownModules = new Set<string>();
+
+function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): void {
+  if (typeof module !== 'string' || module === '') {
+    fail(`Expected \`module\` of node "${id}" to be an absolute path or a file: URL, got ${show(module)}`, id);
+  }
+  if (knownModules.has(module)) return;
+  let path: string;
+  if (module.startsWith('file:')) {
+    try {
+      path = fileURLToPath(module);
+    } catch (error) {
+      return fail(`Node "${id}" has an invalid file: URL as its module: ${module}`, id, error);
+    }
+  } else if (isAbsolute(module)) {
+    path = module;
+  } else {
+    return fail(`Node "${id}" names its module by a relative path or a package name ("${module}"); give an absolute path or a file: URL`, id);
+  }
+  if (!isHere) return;
+  let isFile: boolean;
+  try {
+    isFile = statSync(path).isFile();
+  } catch (error) {
+    return fail(`Module of node "${id}" does not exist: ${path}`, id, error);
+  }
+  if (!isFile) fail(`Module of node "${id}" is not a file: ${path}`, id);
+  knownModules.add(module);
+}
+
+const cloneableParams = new WeakSet<object>();
+
+export function checkParams(params: unknown, id: string, fail: Fail): void {
+  if (params === undefined || params === null) return;
+  if (typeof params === 'function' || typeof params === 'symbol') {
+    fail(`\`params\` of node "${id}" cannot be sent to a worker thread: got ${show(params)}`, id);
+  }
+  if (typeof params !== 'object' || cloneableParams.has(params)) return;
+  try {
+    structuredClone(params);
+  } catch (error) {
+    fail(`\`params\` of node "${id}" cannot be sent to a worker thread: ${(error as Error).message}`, id, error);
+  }
+  cloneableParams.add(params);
+}

@@ -1,0 +1,160 @@
+/**
+ * The seam between a run's scheduler and whatever runs its nodes.
+ *
+ * The scheduler (`run/scheduler.ts`) sees only this interface: submit a segment, read
+ * its progress, ask it to stop, hear how it settled. The embedded pool
+ * (`piscina-dispatcher.ts`) implements it on this process's worker threads; the BullMQ
+ * backend (`remote/bullmq.ts`) on worker processes. A {@link Backend} makes one.
+ *
+ * Positions: `position` is a node's place within its segment (0 for the segment's first
+ * node), never its index in the plan.
+ */
+import type { ResourceLimits } from 'node:worker_threads';
+import type { StopCode, TaskProgress } from '../shared/board';
+import type { TaskNode } from '../shared/protocol';
+import type { Settlement } from '../shared/settlement';
+
+export type { Settlement } from '../shared/settlement';
+
+/** What a dispatcher is made with: the executor's options, resolved. */
+export interface DispatcherOptions {
+  /** Deadlines of runs, for a dispatcher that enforces them itself. */
+  readonly timeouts: { readonly nodeTimeoutMs: number; readonly pipelineTimeoutMs: number; readonly cleanupGraceMs: number };
+  readonly threads: number;
+  readonly tasksPerThread: number;
+  readonly resourceLimits: ResourceLimits | undefined;
+  readonly progressIntervalMs: number;
+}
+
+/**
+ * Makes the dispatcher that runs an executor's nodes: `bullmqBackend({ ... })`, or one of
+ * your own.
+ */
+export interface Backend {
+  readonly name: string;
+  createDispatcher(options: DispatcherOptions, events: DispatcherEvents): Dispatcher;
+}
+
+/** A segment to run: nodes that execute one after another in one worker. */
+export interface SegmentJob {
+  readonly runId: string;
+  readonly pipelineId: string;
+  readonly nodes: readonly TaskNode[];
+  /** Set when `nodes` are those of a cached plan's segment: each thread gets them once. */
+  readonly segmentId: number | undefined;
+  /** The node to start with. */
+  readonly first: number;
+  /** Attempt number of each node. */
+  readonly attempts: readonly number[];
+  /** Input of `nodes[first]`; moved rather than copied if marked with `transfer()`. */
+  readonly input: unknown;
+  /** Tell `listener.nodeStarted` of each start as it happens. */
+  readonly reportStarts: boolean;
+  /** Timeout of each node, and the grace period, for a dispatcher that enforces them itself. */
+  readonly timeouts: readonly number[];
+  readonly graceMs: number;
+  readonly listener: SegmentListener;
+}
+
+export interface SegmentListener {
+  /**
+   * Node `index` of the segment completed. Times are on the dispatcher's clock. `moved`:
+   * its output was moved with `transfer()` (on to the next node, when `output` is
+   * undefined, or to this thread).
+   */
+  nodeCompleted(index: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void;
+  /** The latest value node `index` gave `ctx.progress()`. */
+  progress(index: number, value: unknown): void;
+  /** Node `index` started (only with `reportStarts`). */
+  nodeStarted(index: number, startedAt: number): void;
+  /**
+   * The segment is over; called exactly once, after every `nodeCompleted`.
+   * `startedAt`: when the node it ended on had started, if it had.
+   */
+  settled(settlement: Settlement, startedAt: number | undefined): void;
+}
+
+export interface SegmentTicket {
+  /** Which node runs and for how long it has had its thread (see `board.ts`). */
+  progress(): TaskProgress;
+  /**
+   * Takes in what the segment's thread has already sent (outputs, its end): a busy main
+   * thread may not have read it yet. May settle the segment.
+   */
+  refresh(): void;
+  /** Asks the segment to stop; terminates its thread if it has not settled `graceMs` later. */
+  stop(code: StopCode, graceMs: number): void;
+}
+
+/** The seam between the scheduler and whatever runs the nodes. */
+export interface Dispatcher {
+  /**
+   * It stops a node past its timeout itself and settles the segment `'timed-out'`
+   * (a remote dispatcher, whose threads the main thread cannot watch); otherwise the
+   * scheduler watches `progress()`.
+   */
+  readonly enforcesNodeTimeouts: boolean;
+  /** Node modules are loaded by this process's threads (and must exist here), not elsewhere. */
+  readonly modulesAreLocal: boolean;
+  submit(job: SegmentJob): SegmentTicket;
+  /** The clock of `progress()` and of reported times, in milliseconds. */
+  now(): number;
+  /** Resolves once every thread of the pool has started. */
+  ready(): Promise<void>;
+  /** Stops every task at once and releases the threads. */
+  destroy(): Promise<void>;
+  stats(): DispatcherStats;
+  /** Asks every started thread to answer within `timeoutMs`. Never rejects; never waits longer. */
+  ping(timeoutMs: number): Promise<ThreadHealth[]>;
+  /** Total time nodes' synchronous code has held the threads, ended ones included. */
+  busyMs(): number;
+}
+
+/** What the dispatcher tells its owner about runs, beyond the segments' own listeners. */
+export interface DispatcherEvents {
+  /**
+   * A node took its thread down (`process.exit()`, an uncaught error from one of its
+   * callbacks, running out of memory), possibly after its own segment had completed.
+   */
+  nodeCrashed(runId: string, nodeId: string, exitCode: number | undefined, cause: unknown): void;
+  /** A worker thread ended: terminated by the dispatcher, or dead by itself. */
+  threadExited(exit: ThreadExit): void;
+  /** A thread started in place of one that ended. */
+  threadReplaced(): void;
+}
+
+/** A thread's answer to a health check. */
+export interface ThreadHealth {
+  readonly threadId: number;
+  /** It answered within the time allowed. */
+  readonly responsive: boolean;
+  /** The node whose synchronous code holds it, and for how long, if any. */
+  readonly heldBy: { readonly runId: string; readonly nodeId: string; readonly forMs: number } | undefined;
+}
+
+/** Why a worker thread ended. */
+export interface ThreadExit {
+  readonly threadId: number;
+  /** `'terminated'` to stop a node that did not stop in time; `'crashed'` when it died by itself. */
+  readonly reason: 'terminated' | 'crashed';
+  readonly exitCode: number | undefined;
+  /** The node that took it down, when known. */
+  readonly runId: string | undefined;
+  readonly nodeId: string | undefined;
+  readonly cause: unknown;
+}
+
+export interface DispatcherStats {
+  /** Live worker threads (replacements included while they start). */
+  readonly threads: number;
+  /** Node tasks on threads or on their way. */
+  readonly tasksInFlight: number;
+  /** Node tasks waiting for room on a thread. */
+  readonly tasksWaiting: number;
+  /** Threads terminated because a node did not stop in time. */
+  terminations: number;
+  /** Threads that died by themselves. */
+  crashes: number;
+  /** Tasks sent again after their thread was terminated under them. */
+  resends: number;
+}

@@ -1,0 +1,143 @@
+/**
+ * The pool's threads as the dispatcher sees them, which one gets the next segments, and
+ * work stealing between them.
+ *
+ * A thread's *card* (shared memory, see `shared/board.ts`) tells whose synchronous code
+ * holds it and how many segments it has taken up; the dispatcher counts what it sent.
+ */
+import { Piscina } from 'piscina';
+import type { MessagePort, Worker } from 'node:worker_threads';
+import { T_CLAIMED, T_HOLDER, T_HOLDER_SINCE, type ThreadCard } from '../shared/board';
+import type { CrashNote, Ping } from '../shared/protocol';
+
+/** A thread whose node code has held it this long is not given new work while others are free. */
+export const BLOCKED_MS = 20;
+
+/** A worker thread as the dispatcher sees it; `T` is the dispatcher's ticket. */
+export interface Thread<T = unknown> {
+  readonly threadId: number;
+  readonly worker: Worker;
+  /** Its control port and card, once it has introduced itself. */
+  port: MessagePort | undefined;
+  card: ThreadCard | undefined;
+  /** Segments sent to it and not ended. */
+  readonly tickets: Set<T>;
+  /** Its last word, when a node is taking it down. */
+  crash: CrashNote | undefined;
+  killing: boolean;
+  ended: boolean;
+  /** Tasks sent to it and not withdrawn, to compare with those it has started. */
+  sent: number;
+  /** Segments of cached plans whose nodes it has. */
+  readonly knows: Set<number>;
+}
+
+export function newThread<T>(worker: Worker): Thread<T> {
+  return {
+    threadId: worker.threadId,
+    worker,
+    port: undefined,
+    card: undefined,
+    tickets: new Set(),
+    crash: undefined,
+    killing: false,
+    ended: false,
+    sent: 0,
+    knows: new Set(),
+  };
+}
+
+/** Not ended and not being terminated: it may take work. */
+export function usable(thread: Thread): boolean {
+  return !thread.ended && !thread.killing;
+}
+
+/**
+ * Thread choice: the usable thread with the fewest segments in flight, preferring
+ * started threads not held by a long node; undefined when every thread is ending.
+ */
+export function leastLoaded<T>(threads: Iterable<Thread<T>>, now: number): Thread<T> | undefined {
+  let best: Thread<T> | undefined;
+  let bestScore = Infinity;
+  for (const thread of threads) {
+    if (!usable(thread)) continue;
+    let score = thread.tickets.size;
+    if (thread.port === undefined) score += 1e9;
+    else if (isBlocked(thread.card, now)) score += 1e6;
+    if (score < bestScore) {
+      best = thread;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+/** Segments sent to `thread` that it has not taken up yet. */
+export function waitingOn(thread: Thread): number {
+  return thread.card === undefined ? 0 : thread.sent - Atomics.load(thread.card.i32, T_CLAIMED);
+}
+
+/**
+ * Work stealing: `hungry` has nothing left to start, so half the segments that wait to
+ * start on the thread with the most of them should move to it, latest sent first (the
+ * ones it would start last). The caller withdraws them from their thread with the same
+ * compare-and-swap as a stop (see `Board.withdraw`), so the old thread skips them.
+ */
+export function stealPlan<T>(hungry: Thread<T>, threads: Iterable<Thread<T>>): { candidates: T[]; wanted: number } | undefined {
+  let victim: Thread<T> | undefined;
+  let most = 1;
+  for (const thread of threads) {
+    if (thread === hungry || !usable(thread)) continue;
+    const waiting = waitingOn(thread);
+    if (waiting > most) {
+      victim = thread;
+      most = waiting;
+    }
+  }
+  if (victim === undefined) return undefined;
+  return { candidates: [...victim.tickets].reverse(), wanted: Math.floor(most / 2) };
+}
+
+/** Whether a node's synchronous code has held the thread of `card` for over {@link BLOCKED_MS}. */
+export function isBlocked(card: ThreadCard | undefined, now: number): boolean {
+  return card !== undefined && Atomics.load(card.i32, T_HOLDER) !== 0 && now - (card.f64[T_HOLDER_SINCE] ?? now) > BLOCKED_MS;
+}
+
+/** The thread a piscina task (a batch) is meant for, from its queue options. */
+export function routeOf(task: object): number | undefined {
+  const options = (task as Record<symbol, unknown>)[Piscina.queueOptionsSymbol] as { threadId?: number } | null | undefined;
+  return options?.threadId;
+}
+
+/** Health checks of threads: each asks every thread at once on its control port. */
+export class Pings {
+  private seq = 0;
+  /** Checks waiting for answers, by id. */
+  private readonly waiting = new Map<number, (threadId: number) => void>();
+
+  /** Resolves with the ids of the threads that answered, once all did or `timeoutMs` passed. */
+  async ask(threads: readonly Thread[], timeoutMs: number): Promise<Set<number>> {
+    const answered = new Set<number>();
+    const id = ++this.seq;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.waiting.set(id, (threadId) => {
+        answered.add(threadId);
+        if (answered.size === threads.length) done();
+      });
+      if (threads.length === 0) done();
+      for (const thread of threads) thread.port!.postMessage({ ping: id } satisfies Ping);
+    });
+    this.waiting.delete(id);
+    return answered;
+  }
+
+  /** Thread `threadId` answered check `id`. */
+  answer(id: number, threadId: number): void {
+    this.waiting.get(id)?.(threadId);
+  }
+}

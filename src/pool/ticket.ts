@@ -1,0 +1,63 @@
+/**
+ * A *ticket*: the embedded pool's record of one segment submitted to it, from
+ * submission to settlement, through every time it is sent (again) to a thread.
+ *
+ * While in flight it holds a *slot* (its row on the shared board) and a *generation*
+ * (which sending of it this is): what a thread reports about a slot counts only if it
+ * names the ticket's current generation.
+ */
+import type { StopCode, TaskProgress } from '../shared/board';
+import type { SegmentJob, SegmentTicket } from './dispatcher';
+import type { Thread } from './threads';
+
+/** What a ticket asks of the dispatcher that issued it. */
+export interface TicketOwner {
+  progressOf(ticket: Ticket): TaskProgress;
+  drain(thread: Thread<Ticket>): void;
+  stop(ticket: Ticket, code: StopCode, graceMs: number): void;
+}
+
+/** The segments of one piscina task, with the generation each was sent as. */
+export interface Batch {
+  readonly thread: Thread<Ticket>;
+  readonly tickets: readonly Ticket[];
+  readonly gens: readonly number[];
+}
+
+export class Ticket implements SegmentTicket {
+  slot = -1;
+  gen = 0;
+  /** Node to start with on the next send, and its input. */
+  first = 0;
+  input: unknown;
+  stopCode: StopCode | 0 = 0;
+  graceTimer: NodeJS.Timeout | undefined;
+  settled = false;
+  blindResends = 0;
+  /** Its input was moved to its thread: it cannot be sent again. */
+  inputMoved = false;
+  /** The thread it was sent to, while it is there. */
+  thread: Thread<Ticket> | undefined;
+  /** The thread to send it to next (it was stolen for that thread). */
+  prefer: Thread<Ticket> | undefined;
+
+  constructor(
+    private readonly dispatcher: TicketOwner,
+    readonly job: SegmentJob,
+  ) {
+    this.first = job.first;
+    this.input = job.input;
+  }
+
+  progress(): TaskProgress {
+    return this.dispatcher.progressOf(this);
+  }
+
+  refresh(): void {
+    if (this.thread !== undefined) this.dispatcher.drain(this.thread);
+  }
+
+  stop(code: StopCode, graceMs: number): void {
+    this.dispatcher.stop(this, code, graceMs);
+  }
+}

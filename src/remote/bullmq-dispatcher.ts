@@ -1,0 +1,394 @@
+/**
+ * The BullMQ backend, main-thread side: segments go as jobs of a BullMQ queue in Redis,
+ * run by worker processes (`lukhas-orchestrator worker`) on any machine, each on its own
+ * local pool (see `worker.ts`). A turn's segments travel together, as a few jobs added
+ * in bulk (a job's bookkeeping costs Redis more than a segment's data), and each
+ * segment's end and its nodes' outputs come back as soon as it ends, as a progress
+ * update of its job; starts and progress likewise; all through the queue's event stream.
+ *
+ * Node timeouts are enforced by the worker process that runs the node (it watches its
+ * own threads, as the embedded executor does); the pipeline timeout and cancellation
+ * here, by a stop request on a Redis channel (and a mark the process checks when it
+ * takes a job up), which the process turns into the two-phase stop of its pool.
+ *
+ * bullmq is loaded only when this backend is used: an executor without it needs no Redis.
+ */
+import type { ConnectionOptions, Queue, QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { TaskProgress } from '../shared/board';
+import { MAX_TIMER_MS } from '../shared/timers';
+import { receiveSettlement } from '../shared/settlement';
+import { BackendUnavailableException } from '../errors';
+import { randomUUID } from 'node:crypto';
+import type { Dispatcher, DispatcherEvents, DispatcherOptions, DispatcherStats, SegmentJob, SegmentTicket, Settlement, ThreadHealth } from '../pool/dispatcher';
+import type { TaskNode } from '../shared/protocol';
+import { decode, encode, names, type JobData, type JobResult, type RemoteEndReport, type SegmentPayload, type StopMessage, type Update } from './wire';
+
+/** How long closing waits for Redis to acknowledge before it drops the connections. */
+const CLOSE_WAIT_MS = 2_000;
+
+const NOT_STARTED: TaskProgress = Object.freeze({ started: false });
+
+/** How often segments waiting long for their end are looked up, in case an event was lost. */
+const SWEEP_MS = 5_000;
+/** A turn's segments are spread over about this many jobs, for the worker processes to share... */
+const JOBS_PER_TURN = 32;
+/** ...of at most this many segments each. */
+const MAX_SEGMENTS_PER_JOB = 64;
+/** Job states in which no process has taken the job up yet. */
+const NOT_TAKEN = new Set(['waiting', 'prioritized', 'delayed', 'waiting-children', 'unknown']);
+class RemoteTicket implements SegmentTicket {
+  settled = false;
+  stopCode = 0;
+  /** Ends the segment if its stop goes unanswered. */
+  stopTimer: NodeJS.Timeout | undefined;
+  /** Its job, once sent, and its place in it. */
+  jobId: string | undefined;
+  index = 0;
+  /** For the sweep. */
+  readonly sentAt = Date.now();
+  /** In the scheduler's clock: what the worker process's times are added to. */
+  readonly submittedAt = performance.now();
+
+  constructor(
+    private readonly dispatcher: BullmqDispatcher,
+    readonly id: string,
+    readonly job: SegmentJob,
+    readonly payload: string | undefined,
+  ) {}
+
+  progress(): TaskProgress {
+    return NOT_STARTED;
+  }
+
+  refresh(): void {}
+
+  stop(code: number, graceMs: number): void {
+    this.dispatcher.stop(this, code, graceMs);
+  }
+}
+
+export class BullmqDispatcher implements Dispatcher {
+  readonly enforcesNodeTimeouts = true;
+  /** The worker processes load the node modules, wherever they run. */
+  readonly modulesAreLocal = false;
+  private readonly queue: Queue<JobData>;
+  private readonly events: QueueEvents;
+  /** For stop requests: a mark and a message. */
+  private readonly redis: Redis;
+  /** The connections this dispatcher opened: this one, the queue's, the event reader's. */
+  private readonly clients: Redis[];
+  /** Segments in flight, and the jobs that carry them. */
+  private readonly tickets = new Map<string, RemoteTicket>();
+  private readonly jobs = new Map<string, RemoteTicket[]>();
+  private readonly encodedNodes = new WeakMap<readonly TaskNode[], string>();
+  private readonly names: ReturnType<typeof names>;
+  private readonly connected: Promise<void>;
+  private readonly sweeper: NodeJS.Timeout;
+  private seq = 0;
+  private jobSeq = 0;
+  private workers = 0;
+  /** Segments to send at the end of this turn. */
+  private outgoing: RemoteTicket[] = [];
+  private destroyed = false;
+  /** The latest connection error, for the message of a failed `ready()`. */
+  private lastError: Error | undefined;
+  /** Redis's host and port, for messages (never its password). */
+  private readonly where: string;
+  /** Unique among every executor on the queue: ids of jobs and segments start with it. */
+  private readonly idPrefix = randomUUID();
+
+  constructor(
+    connection: ConnectionOptions,
+    queueName: string,
+    prefix: string,
+    private readonly timeouts: { readonly stopTimeoutMs: number; readonly connectTimeoutMs: number },
+    _options: DispatcherOptions,
+    _events: DispatcherEvents,
+  ) {
+    const { Queue, QueueEvents } = require('bullmq') as typeof import('bullmq');
+    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
+    this.names = names(prefix, queueName);
+    // Connections of our own, given to BullMQ as shared ones: closing can then drop them
+    // even when Redis never answered (BullMQ's own wait for a first connection).
+    const client = (): Redis => new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
+    this.redis = client();
+    this.clients = [this.redis, client()];
+    this.queue = new Queue<JobData>(queueName, {
+      connection: this.clients[1]!,
+      prefix,
+      // Enough events kept for a slow reader; finished jobs kept a minute for the sweep.
+      streams: { events: { maxLen: 100_000 } },
+      defaultJobOptions: { removeOnComplete: { age: 60 }, removeOnFail: { age: 60 } },
+    });
+    // The event reader copies the connection it is given: the copy is kept here too.
+    const template = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null, lazyConnect: true });
+    const duplicate = template.duplicate.bind(template);
+    template.duplicate = ((override?: object) => {
+      const copy = duplicate({ lazyConnect: false, ...override });
+      this.clients.push(copy);
+      return copy;
+    }) as typeof template.duplicate;
+    this.events = new QueueEvents(queueName, { connection: template, prefix });
+    // Connection trouble is reported on these; without listeners it would crash the process.
+    const remember = (error: Error): void => {
+      this.lastError = error;
+    };
+    this.queue.on('error', remember);
+    this.events.on('error', remember);
+    for (const redis of this.clients) redis.on('error', remember);
+    const { host = 'localhost', port = 6379 } = connection as { host?: string; port?: number };
+    this.where = `${host}:${port}`;
+    this.events.on('progress', ({ jobId, data }) => this.onProgress(jobId, data as unknown as { u: Update[] }));
+    this.events.on('completed', ({ jobId, returnvalue }) => this.onCompleted(jobId, returnvalue as unknown as JobResult | string));
+    this.events.on('failed', ({ jobId, failedReason }) => this.onFailed(jobId, failedReason));
+    this.connected = Promise.all([this.queue.waitUntilReady(), this.events.waitUntilReady()]).then(() => undefined);
+    this.connected.catch(() => {});
+    this.sweeper = setInterval(() => void this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  now(): number {
+    return performance.now();
+  }
+
+  /** Connected to Redis; rejects if it does not answer within `connectTimeoutMs`. */
+  ready(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const cause = this.lastError;
+        const why = cause === undefined ? '' : `: ${cause.message}`;
+        const message = `The BullMQ backend could not reach Redis at ${this.where} within ${this.timeouts.connectTimeoutMs} ms${why}`;
+        reject(new BackendUnavailableException(message, { backend: 'bullmq', cause }));
+      }, this.timeouts.connectTimeoutMs);
+      this.connected.then(
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+    });
+  }
+
+  submit(job: SegmentJob): SegmentTicket {
+    let encoded: string | undefined;
+    let unclonable: unknown;
+    try {
+      const payload: SegmentPayload = {
+        runId: job.runId,
+        pipelineId: job.pipelineId,
+        nodes: this.encodeNodes(job.nodes),
+        first: job.first,
+        attempts: job.attempts,
+        input: job.input,
+        timeouts: job.timeouts,
+        graceMs: job.graceMs,
+        reportStarts: job.reportStarts,
+      };
+      encoded = encode(payload);
+    } catch (cause) {
+      unclonable = cause;
+    }
+    const ticket = new RemoteTicket(this, `${this.idPrefix}-${++this.seq}`, job, encoded);
+    this.tickets.set(ticket.id, ticket);
+    if (encoded === undefined) {
+      queueMicrotask(() => this.settle(ticket, { kind: 'input-unclonable', cause: unclonable }));
+      return ticket;
+    }
+    this.outgoing.push(ticket);
+    if (this.outgoing.length === 1) queueMicrotask(() => this.flush());
+    return ticket;
+  }
+
+  /** The same node list (every run of a plan without params) is encoded once. */
+  private encodeNodes(nodes: readonly TaskNode[]): string {
+    let encoded = this.encodedNodes.get(nodes);
+    if (encoded === undefined) this.encodedNodes.set(nodes, (encoded = encode(nodes)));
+    return encoded;
+  }
+
+  /**
+   * Sends this turn's segments as a few jobs added in one go, once the event stream is
+   * read so that no end goes unheard.
+   */
+  private flush(): void {
+    const ready = this.outgoing.filter((ticket) => !ticket.settled);
+    this.outgoing = [];
+    if (ready.length === 0) return;
+    const size = Math.min(MAX_SEGMENTS_PER_JOB, Math.ceil(ready.length / JOBS_PER_TURN));
+    const jobs: { name: string; data: JobData; opts: { jobId: string } }[] = [];
+    for (let start = 0; start < ready.length; start += size) {
+      const tickets = ready.slice(start, start + size);
+      const jobId = `${this.idPrefix}-j${++this.jobSeq}`;
+      tickets.forEach((ticket, index) => {
+        ticket.jobId = jobId;
+        ticket.index = index;
+      });
+      this.jobs.set(jobId, tickets);
+      jobs.push({ name: 'segments', data: { s: tickets.map((ticket) => [ticket.id, ticket.payload!] as const) }, opts: { jobId } });
+    }
+    this.connected
+      .then(() => this.queue.addBulk(jobs))
+      .catch((cause: unknown) => {
+        for (const ticket of ready) this.settle(ticket, { kind: 'crashed', position: ticket.job.first, exitCode: undefined, cause });
+      });
+  }
+
+  stop(ticket: RemoteTicket, code: number, graceMs: number): void {
+    if (ticket.settled || ticket.stopCode !== 0) return;
+    ticket.stopCode = code;
+    // Not sent yet: it never will be.
+    if (ticket.jobId === undefined) return this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
+    const jobId = ticket.jobId;
+    const message: StopMessage = { id: ticket.id, code, graceMs };
+    // The process that has it may be dead: the run does not wait for ever.
+    const wait = Math.min(MAX_TIMER_MS, graceMs + this.timeouts.stopTimeoutMs);
+    ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', position: ticket.job.first }), wait);
+    void (async () => {
+      try {
+        await this.connected;
+        // A mark for the process that takes the job up later, then word to the one that has it.
+        await this.redis.set(this.names.stopKey(ticket.id), String(code), 'PX', 3_600_000);
+        await this.redis.publish(this.names.stopChannel, JSON.stringify(message));
+        // Not taken up yet: whoever takes it up will find the mark and skip the segment.
+        if (NOT_TAKEN.has(await this.queue.getJobState(jobId))) this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
+      } catch {
+        // Redis is gone: the run ends with what it has; the segment, if it runs, is ignored.
+        this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
+      }
+    })();
+  }
+
+  stats(): DispatcherStats {
+    return { threads: this.workers, tasksInFlight: this.tickets.size, tasksWaiting: 0, terminations: 0, crashes: 0, resends: 0 };
+  }
+
+  async ping(timeoutMs: number): Promise<ThreadHealth[]> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), timeoutMs);
+    });
+    const workers = await Promise.race([this.queue.getWorkers().catch(() => undefined), late]);
+    clearTimeout(timer);
+    if (workers === undefined) return [];
+    this.workers = workers.length;
+    return workers.map((_, i) => ({ threadId: i + 1, responsive: true, heldBy: undefined }));
+  }
+
+  busyMs(): number {
+    return 0;
+  }
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    clearInterval(this.sweeper);
+    for (const ticket of [...this.tickets.values()]) {
+      this.stop(ticket, 1, 0);
+      this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
+    }
+    // Redis may be unreachable: closing politely would then wait for ever.
+    const polite = (async () => {
+      await Promise.allSettled([this.events.close(), this.queue.close()]);
+      await Promise.allSettled(this.clients.map((redis) => redis.quit()));
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
+    await Promise.race([polite, late]);
+    clearTimeout(timer);
+    for (const redis of this.clients) redis.disconnect();
+  }
+
+  // -------------------------------------------------------------------------
+
+  private settle(ticket: RemoteTicket, settlement: Settlement, startedAt?: number): void {
+    if (ticket.settled) return;
+    ticket.settled = true;
+    clearTimeout(ticket.stopTimer);
+    this.tickets.delete(ticket.id);
+    if (ticket.jobId !== undefined && this.jobs.get(ticket.jobId)?.every((other) => other.settled)) this.jobs.delete(ticket.jobId);
+    ticket.job.listener.settled(settlement, startedAt);
+  }
+
+  /** A segment ended: its nodes' outputs, then its end. */
+  private ended(ticket: RemoteTicket, encoded: string): void {
+    if (ticket.settled) return;
+    const result = decode(encoded) as RemoteEndReport;
+    // Times since the job was taken up: it cannot have been before it was sent, nor
+    // can anything have ended after now.
+    const now = this.now();
+    const at = (ms: number): number => Math.min(ticket.submittedAt + ms, now);
+    for (const [node, output, startedMs, endedMs] of result.outputs) {
+      ticket.job.listener.nodeCompleted(node, output, at(startedMs), at(endedMs), false);
+    }
+    const { endedNodeStartedMs } = result;
+    this.settle(ticket, receiveSettlement(result.settlement), endedNodeStartedMs === undefined ? undefined : at(endedNodeStartedMs));
+  }
+
+  private onProgress(jobId: string, data: { u: Update[] }): void {
+    const tickets = this.jobs.get(jobId);
+    if (tickets === undefined || !Array.isArray(data?.u)) return;
+    for (const update of data.u) {
+      const ticket = tickets[update.i];
+      if (ticket === undefined || ticket.settled) continue;
+      const { listener } = ticket.job;
+      deliver(() => {
+        if (update.k === 's') listener.nodeStarted(update.n, this.now());
+        else if (update.k === 'p') listener.progress(update.n, decode(update.b));
+        else this.ended(ticket, update.b);
+      });
+    }
+  }
+
+  private onCompleted(jobId: string, returnvalue: JobResult | string): void {
+    const tickets = this.jobs.get(jobId);
+    if (tickets === undefined) return;
+    const value = typeof returnvalue === 'string' ? (JSON.parse(returnvalue) as JobResult) : returnvalue;
+    tickets.forEach((ticket, index) => {
+      const encoded = value.e[index];
+      if (encoded !== undefined) deliver(() => this.ended(ticket, encoded));
+    });
+  }
+
+  private onFailed(jobId: string, reason: string): void {
+    const tickets = this.jobs.get(jobId);
+    if (tickets === undefined) return;
+    const cause = new Error(`the BullMQ job of the segment failed: ${reason}`);
+    for (const ticket of tickets) deliver(() => this.settle(ticket, { kind: 'crashed', position: ticket.job.first, exitCode: undefined, cause }));
+  }
+
+  /** Looks up jobs long in flight whose end this process may have missed. */
+  private async sweep(): Promise<void> {
+    const old = [...this.jobs].filter(([, tickets]) => Date.now() - tickets[0]!.sentAt > SWEEP_MS);
+    for (const [jobId] of old) {
+      try {
+        const state = await this.queue.getJobState(jobId);
+        if (state !== 'completed' && state !== 'failed') continue;
+        const job = await this.queue.getJob(jobId);
+        if (state === 'completed' && job?.returnvalue !== undefined) this.onCompleted(jobId, job.returnvalue as unknown as JobResult);
+        else if (state === 'failed') this.onFailed(jobId, job?.failedReason ?? 'unknown');
+      } catch {
+        // Redis unreachable: try again next time.
+      }
+    }
+  }
+}
+
+/**
+ * Runs what ends in user code (the runs' events, their promises' handlers): a throw there
+ * is the user's and surfaces as uncaught, as with the embedded pool, instead of stopping
+ * the reader of the queue's events, and with it every run.
+ */
+function deliver(fn: () => void): void {
+  try {
+    fn();
+  } catch (error) {
+    process.nextTick(() => {
+      throw error;
+    });
+  }
+}
