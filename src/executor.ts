@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
-import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions } from './options';
+import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions, type ResolvedTimeouts, type TimeoutOptions } from './options';
 import type { Dispatcher, DispatcherEvents } from './pool/dispatcher';
 import { PiscinaDispatcher } from './pool/piscina-dispatcher';
 import { describe } from './shared/thrown';
 import { MAX_TIMER_MS } from './shared/timers';
-import { ExecutorClosedException, QueueFullException } from './errors';
+import { ExecutorClosedException, PipelineDefinitionError, QueueFullException } from './errors';
 import { judgeHealth, type HealthOptions, type HealthReport } from './observe/health';
 import { Observer, type ExecutorEvents } from './observe/observer';
 import type { PipelineRequest } from './plan/definition';
@@ -158,7 +158,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   private launch(request: PipelineRequest): PipelineRun {
     if (this.closing !== undefined) throw new ExecutorClosedException();
     const { plan, params } = planPipeline(request, this.dispatcher.modulesAreLocal);
-    const timeouts = resolveTimeouts(this.options.timeouts, request.timeouts, 'timeouts');
+    const timeouts = requestTimeouts(this.options.timeouts, request.timeouts, plan.pipelineId);
     const { maxConcurrentPipelines, maxQueuedPipelines } = this.options;
     const admitNow = this.admitted < maxConcurrentPipelines;
     if (!admitNow && this.queued.length >= maxQueuedPipelines) {
@@ -352,4 +352,13 @@ export interface ExecutorStats {
   readonly runsInFlight: number;
   /** Runs waiting for admission (`maxConcurrentPipelines`). */
   readonly runsQueued: number;
+}
+
+/** A run's own `timeouts` over the executor's: a mistake in them is one in the request. */
+function requestTimeouts(base: ResolvedTimeouts, overrides: TimeoutOptions | undefined, pipelineId: string): ResolvedTimeouts {
+  try {
+    return resolveTimeouts(base, overrides, 'timeouts');
+  } catch (error) {
+    throw new PipelineDefinitionError((error as Error).message, { pipelineId, cause: error });
+  }
 }

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import type { ResourceLimits } from 'node:worker_threads';
 import type { Backend, DispatcherOptions } from './pool/dispatcher';
+import { MAX_TIMER_MS } from './shared/timers';
 
 /** Deadlines. Each may be `Infinity` to mean "no deadline". */
 export interface TimeoutOptions {
@@ -203,12 +204,10 @@ export function resolveTimeouts(
 
 /** A duration in milliseconds: a non-negative number, or `Infinity`. */
 export function expectDuration(value: unknown, name: string): asserts value is number {
-  if (typeof value !== 'number' || Number.isNaN(value)) {
-    throw new TypeError(`Expected \`${name}\` to be a non-negative number of milliseconds or Infinity, got ${show(value)}`);
-  }
-  if (value < 0) {
-    throw new RangeError(`Expected \`${name}\` to be a non-negative number of milliseconds or Infinity, got ${show(value)}`);
-  }
+  const expected = `Expected \`${name}\` to be a number of milliseconds from 0 to ${MAX_TIMER_MS} (about 24.8 days), or Infinity`;
+  if (typeof value !== 'number' || Number.isNaN(value)) throw new TypeError(`${expected}, got ${show(value)}`);
+  // A longer timer fires after 1 ms: refused rather than cut short.
+  if (value < 0 || (value > MAX_TIMER_MS && value !== Infinity)) throw new RangeError(`${expected}, got ${show(value)}`);
 }
 
 /** An integer of at least `min` (or `Infinity`, where `infinite`). */

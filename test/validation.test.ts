@@ -107,7 +107,9 @@ describe('bad input', () => {
       const error = await rejection(
         executor.executePipeline({ nodes: [node('a')], timeouts: { pipelineTimeoutMs: -5 } }),
       );
-      expect(error).to.be.instanceOf(RangeError);
+      // A mistake in the request like any other, its check's error as the cause.
+      expect(error).to.be.instanceOf(PipelineDefinitionError);
+      expect((error as Error).cause).to.be.instanceOf(RangeError);
       expect((error as Error).message).to.include('`timeouts.pipelineTimeoutMs`');
     });
 
@@ -201,7 +203,7 @@ describe('bad input', () => {
       expect(() => new PipelineExecutor({ threads: 1.5 })).to.throw(TypeError, 'got `1.5` (number)');
       expect(() => new PipelineExecutor({ timeouts: { nodeTimeoutMs: -1 } })).to.throw(
         RangeError,
-        'Expected `timeouts.nodeTimeoutMs` to be a non-negative number of milliseconds or Infinity, got `-1` (number)',
+        'Expected `timeouts.nodeTimeoutMs` to be a number of milliseconds from 0 to 2147483647 (about 24.8 days), or Infinity, got `-1` (number)',
       );
       expect(() => new PipelineExecutor({ timeouts: { nodeTimeout: 5 } } as never)).to.throw(TypeError, 'Unknown option `timeouts.nodeTimeout`');
       expect(() => new PipelineExecutor({ resourceLimits: { maxOldGenerationSizeMb: 'big' } } as never)).to.throw(

@@ -9,6 +9,7 @@ import type { MessagePort, TransferListItem } from 'node:worker_threads';
 import type { ControlEntry, EndReport, Pong } from '../src/shared/protocol';
 import { serializeThrown } from '../src/shared/thrown';
 import type { BatchState, SegmentRun } from './segment';
+import { runtimeTimers } from './timers';
 
 type Entry = Exclude<ControlEntry, Pong>;
 
@@ -49,7 +50,7 @@ export class Outbox {
   /** A value waits in `run.progressValue`: send it within the interval. */
   progressPending(run: SegmentRun): void {
     this.progressRuns.push(run);
-    this.progressTimer ??= setTimeout(this.sendProgress, this.progressIntervalMs).unref();
+    this.progressTimer ??= runtimeTimers.setTimeout(this.sendProgress, this.progressIntervalMs).unref();
   }
 
   /** Puts a segment's latest progress value in the outbox. */

@@ -29,12 +29,14 @@ import { reportCrashes, scope } from './crash';
 import { LoadError, loadMessage, loadNode, loadedFunction, useTsNode } from './loader';
 import { Outbox } from './outbox';
 import type { BatchState, SegmentRun } from './segment';
+import { attributeTimers, runtimeTimers } from './timers';
 
 const config = workerData as WorkerConfig;
 const board = new ThreadBoard(config.board);
 const clockOffset = performance.timeOrigin - config.mainTimeOrigin;
 const now = (): number => performance.now() + clockOffset;
 useTsNode(config.tsNodeRegister);
+attributeTimers(board, now);
 
 /** Longest stretch of node starts before the thread looks at its messages again. */
 const SLICE_MS = 8;
@@ -82,6 +84,7 @@ let drainScheduled = false;
 export default function runBatch(batch: BatchTask): Promise<void> {
   return new Promise<void>((resolve) => {
     const state: BatchState = { pending: batch.tasks.length, resolve };
+    if (batch.forget === true) segments.clear();
     for (const task of batch.tasks) {
       const nodes = nodesOf(task);
       if (nodes === undefined) {
@@ -144,7 +147,7 @@ function enqueue(run: SegmentRun): void {
 function scheduleDrain(): void {
   if (drainScheduled) return;
   drainScheduled = true;
-  setImmediate(drain);
+  runtimeTimers.setImmediate(drain);
 }
 
 function drain(): void {

@@ -17,6 +17,7 @@ import {
   type ObservableCallback,
   type ObservableGauge,
 } from '@opentelemetry/api';
+import type { ThreadExit } from '../pool/dispatcher';
 import type { Status } from './stats';
 
 const NOOP_METER = createNoopMeter();
@@ -101,7 +102,7 @@ export class Metrics {
     }
   }
 
-  threadEnded(reason: 'terminated' | 'crashed'): void {
+  threadEnded(reason: ThreadExit['reason']): void {
     this.threadTerminations.add(1, { reason });
   }
 

@@ -124,7 +124,7 @@ export class Observer {
     }
   }
 
-  threadEnded(reason: 'terminated' | 'crashed', at: number): void {
+  threadEnded(reason: ThreadExit['reason'], at: number): void {
     this.threadEnds.push(at);
     if (this.metrics.enabled) this.metrics.threadEnded(reason);
   }

@@ -148,6 +148,8 @@ function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): 
     return fail(`Module of node "${id}" does not exist: ${path}`, id, error);
   }
   if (!isFile) fail(`Module of node "${id}" is not a file: ${path}`, id);
+  // Bounded: definitions built at run time may name ever new files.
+  if (knownModules.size >= 4096) knownModules.clear();
   knownModules.add(module);
 }
 

@@ -145,10 +145,11 @@ function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesA
     const twin = byId.get(id);
     if (twin !== undefined) fail(`Pipeline "${pipelineId}" has two nodes with the id "${id}" (nodes[${twin}] and nodes[${index}])`, id);
     byId.set(id, index);
-    const { dependsOn: listed, ...node } = checked;
-    if (listed !== undefined) isDag = true;
-    dependsOn.push(listed);
-    nodes.push({ ...node, index, deps: [], dependents: [], segment: -1 });
+    if (checked.dependsOn !== undefined) isDag = true;
+    dependsOn.push(checked.dependsOn);
+    // Written out: object rest and spread are slow paths in V8, and this runs per node.
+    const { module, exportName, timeoutMs, retry } = checked;
+    nodes.push({ id, index, module, exportName, timeoutMs, retry, deps: [], dependents: [], segment: -1 });
   }
 
   // Edges: list order for a chain, `dependsOn` for a DAG.

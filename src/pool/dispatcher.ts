@@ -136,7 +136,11 @@ export interface ThreadHealth {
 export interface ThreadExit {
   readonly threadId: number;
   /** `'terminated'` to stop a node that did not stop in time; `'crashed'` when it died by itself. */
-  readonly reason: 'terminated' | 'crashed';
+  /**
+   * `'terminated'` to stop a node that did not stop in time; `'orphaned'` because code
+   * that no live node owns held it (see `pool/watchdog.ts`); `'crashed'` when it died by itself.
+   */
+  readonly reason: 'terminated' | 'orphaned' | 'crashed';
   readonly exitCode: number | undefined;
   /** The node that took it down, when known. */
   readonly runId: string | undefined;

@@ -35,12 +35,13 @@ import {
 } from '../shared/board';
 import type { ResolvedOptions } from '../options';
 import { transferListOf } from '../shared/transfer';
-import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNote, type SegmentTask, type WorkerConfig } from '../shared/protocol';
+import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNote, type Ping, type SegmentTask, type WorkerConfig } from '../shared/protocol';
 import { receiveSettlement, type Settlement } from '../shared/settlement';
 import { deserializeThrown } from '../shared/thrown';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
-import { Pings, leastLoaded, newThread, routeOf, stealPlan, type Thread as PoolThread } from './threads';
+import { Pings, leastLoaded, newThread, routeOf, stealPlan, usable, type Thread as PoolThread } from './threads';
 import { Ticket, type Batch } from './ticket';
+import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
 import { workerRuntime } from './worker-path';
 
 type Thread = PoolThread<Ticket>;
@@ -48,6 +49,9 @@ type Thread = PoolThread<Ticket>;
 
 /** How many times a task is sent again after threads died under it with no known culprit. */
 export const MAX_RESENDS = 2;
+
+/** Segments of cached plans whose nodes a thread keeps, about (see `sendBatch`). */
+const MAX_KNOWN = 4096;
 
 /** Segments sent to the threads at once, at most, while submissions keep coming in one turn. */
 const BATCH_SIZE = 64;
@@ -74,6 +78,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly pings = new Pings();
   private readonly size: number;
   private readonly whenReady: Promise<void>;
+  private readonly watchdog: NodeJS.Timeout;
   private onReady: (() => void) | undefined;
 
   constructor(
@@ -123,6 +128,7 @@ export class PiscinaDispatcher implements Dispatcher {
     // listeners); without a listener it would crash the process.
     this.pool.on('error', () => {});
     this.watchThreads();
+    this.watchdog = setInterval(this.watch, WATCH_MS).unref();
   }
 
   now(): number {
@@ -223,6 +229,7 @@ export class PiscinaDispatcher implements Dispatcher {
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
+    clearInterval(this.watchdog);
     for (const ticket of [...this.waiting.splice(0), ...this.outgoing.splice(0)]) {
       this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
@@ -270,6 +277,11 @@ export class PiscinaDispatcher implements Dispatcher {
       this.board.reset(ticket.slot, ticket.gen);
       if (ticket.stopCode !== 0) this.board.requestStop(ticket.slot, ticket.stopCode);
       this.attach(ticket, thread);
+      if (ticket.alone) {
+        ticket.alone = false;
+        this.sendBatch(thread, [ticket]);
+        continue;
+      }
       let group = groups.get(thread);
       if (group === undefined) groups.set(thread, (group = []));
       group.push(ticket);
@@ -278,6 +290,10 @@ export class PiscinaDispatcher implements Dispatcher {
   };
 
   private sendBatch(thread: Thread, group: Ticket[]): void {
+    // A thread keeps the nodes of about MAX_KNOWN segments of cached plans: past that, it
+    // forgets them all (before this batch), and learns again those it meets.
+    const forget = thread.knows.size >= MAX_KNOWN;
+    if (forget) thread.knows.clear();
     let transferList: TransferListItem[] | undefined;
     const tasks: SegmentTask[] = group.map((ticket) => {
       const moves = transferListOf(ticket.input);
@@ -301,7 +317,7 @@ export class PiscinaDispatcher implements Dispatcher {
         input: ticket.input,
       };
     });
-    const task: BatchTask & { [key: symbol]: unknown } = { tasks, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
+    const task: BatchTask & { [key: symbol]: unknown } = { tasks, forget, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
     const batch: Batch = { thread, tickets: group, gens: group.map((ticket) => ticket.gen) };
     const options = transferList === undefined ? undefined : { transferList: [...new Set(transferList)] };
     this.pool.run(task, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
@@ -352,17 +368,17 @@ export class PiscinaDispatcher implements Dispatcher {
   private batchFailed(batch: Batch, error: unknown): void {
     const live = batch.tickets.filter((ticket, i) => !ticket.settled && ticket.gen === batch.gens[i]);
     if (live.length === 0) return;
-    if (error instanceof Error && error.name === 'DataCloneError') {
-      // Nothing of it arrived: the thread may lack segments we counted as sent.
+    if (isPostFailure(error)) {
+      // Nothing of it arrived: the thread may lack segments we counted as sent. Which
+      // input could not be posted (or moved) is found by sending each one alone.
       batch.thread.knows.clear();
       for (const ticket of live) {
         ticket.inputMoved = false;
-        try {
-          structuredClone(ticket.input);
-        } catch (cause) {
-          this.settle(ticket, { kind: 'input-unclonable', cause });
+        if (batch.tickets.length === 1) {
+          this.settle(ticket, { kind: 'input-unclonable', cause: error });
           continue;
         }
+        ticket.alone = true;
         this.resend(ticket);
       }
       return;
@@ -437,6 +453,32 @@ export class PiscinaDispatcher implements Dispatcher {
   // -------------------------------------------------------------------------
   // Threads.
 
+  /** The watchdog's round (see `watchdog.ts`): terminates orphaned threads, pings the others. */
+  private watch = (): void => {
+    const now = this.now();
+    for (const thread of [...this.threads.values()]) {
+      if (thread.port === undefined || !usable(thread)) continue;
+      this.drain(thread);
+      if (isOrphaned(thread, now, () => this.nodeRunningOn(thread))) {
+        thread.orphaned = true;
+        this.terminate(thread);
+        continue;
+      }
+      if (!awaitingAnswer(thread)) {
+        thread.pingedAt = now;
+        thread.port.postMessage({ ping: 0 } satisfies Ping);
+      }
+    }
+  };
+
+  /** Whether a node of one of the thread's segments is running there. */
+  private nodeRunningOn(thread: Thread): boolean {
+    for (const ticket of thread.tickets) {
+      if (this.board.threadOf(ticket.slot) === thread.threadId && this.board.startedAt(ticket.slot) !== undefined) return true;
+    }
+    return false;
+  }
+
   /** Starts watching the threads of the pool we do not know yet. */
   private watchThreads(): void {
     for (const worker of this.pool.threads) {
@@ -500,7 +542,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.outgoing.length > 0) queueMicrotask(this.flush);
     this.events.threadExited({
       threadId: thread.threadId,
-      reason: killed ? 'terminated' : 'crashed',
+      reason: thread.orphaned ? 'orphaned' : killed ? 'terminated' : 'crashed',
       exitCode,
       runId: culprit?.runId,
       nodeId: culprit?.nodeId,
@@ -522,6 +564,7 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   private onControlMessage(thread: Thread, message: ControlMessage): void {
+    thread.lastHeard = this.now();
     if (!Array.isArray(message)) {
       thread.crash = message as CrashNote;
       return;
@@ -556,4 +599,9 @@ export class PiscinaDispatcher implements Dispatcher {
       this.rebalance(thread);
     }
   }
+}
+
+/** Whether `pool.run()` failed because the batch could not be posted (not because its thread died). */
+function isPostFailure(error: unknown): boolean {
+  return error instanceof Error && (error.name === 'DataCloneError' || error instanceof TypeError);
 }

@@ -30,6 +30,11 @@ export interface Thread<T = unknown> {
   sent: number;
   /** Segments of cached plans whose nodes it has. */
   readonly knows: Set<number>;
+  /** When it last sent anything, and the ping it has not answered (see `watchdog.ts`). */
+  lastHeard: number;
+  pingedAt: number | undefined;
+  /** Terminated by the watchdog: code no live node owns held it. */
+  orphaned: boolean;
 }
 
 export function newThread<T>(worker: Worker): Thread<T> {
@@ -44,6 +49,9 @@ export function newThread<T>(worker: Worker): Thread<T> {
     ended: false,
     sent: 0,
     knows: new Set(),
+    lastHeard: 0,
+    pingedAt: undefined,
+    orphaned: false,
   };
 }
 

@@ -38,6 +38,8 @@ export class Ticket implements SegmentTicket {
   inputMoved = false;
   /** The thread it was sent to, while it is there. */
   thread: Thread<Ticket> | undefined;
+  /** Send it in a batch of its own next time: a batch it was in could not be posted. */
+  alone = false;
   /** The thread to send it to next (it was stolen for that thread). */
   prefer: Thread<Ticket> | undefined;
 

@@ -295,7 +295,7 @@ export class PipelineRun {
       return this.outputs[dep];
     }
     const input: Record<string, unknown> = {};
-    for (const dep of segment.deps) input[this.plan.nodes[dep]!.id] = this.outputs[dep];
+    for (const dep of segment.deps) setOwn(input, this.plan.nodes[dep]!.id, this.outputs[dep]);
     return input;
   }
 
@@ -528,7 +528,7 @@ export class PipelineRun {
     const { sinks, nodes } = this.plan;
     if (sinks.length === 1) return this.outputs[sinks[0]!];
     const result: Record<string, unknown> = {};
-    for (const sink of sinks) result[nodes[sink]!.id] = this.outputs[sink];
+    for (const sink of sinks) setOwn(result, nodes[sink]!.id, this.outputs[sink]);
     return result;
   }
 
@@ -541,7 +541,7 @@ export class PipelineRun {
     const partialResults: PartialResults = {};
     const completedNodes = done.map(({ index }) => {
       const id = this.plan.nodes[index]!.id;
-      if (!this.movedOn.has(index)) partialResults[id] = this.outputs[index];
+      if (!this.movedOn.has(index)) setOwn(partialResults, id, this.outputs[index]);
       return id;
     });
     return { completedNodes, partialResults };
@@ -565,7 +565,7 @@ export class PipelineRun {
     const failedNodes: string[] = [];
     for (const [index, error] of this.failures) {
       const id = this.plan.nodes[index]!.id;
-      errors[id] = error;
+      setOwn(errors, id, error);
       failedNodes.push(id);
     }
     const skippedNodes = this.plan.nodes
@@ -627,4 +627,12 @@ function attribute(error: unknown, nodeId: string, pipelineId: string, runId: st
     return error;
   }
   return new NonErrorThrownException({ nodeId, pipelineId, runId, value: error });
+}
+
+/**
+ * Sets `record[key]` as an own property, whatever the key: a node id such as
+ * `__proto__` would otherwise change the record's prototype instead.
+ */
+function setOwn(record: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
 }

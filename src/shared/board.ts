@@ -55,8 +55,13 @@ export const SLOT_F64 = 4;
 
 // Thread card, Int32 fields.
 export const T_SEQ = 0;
-/** Slot + 1 of the task whose node code is running on the thread, 0 for none. */
+/**
+ * Slot + 1 of the task whose node code is running on the thread, 0 for none, and
+ * {@link ORPHAN} for a callback of a node that has ended (see `workers/timers.ts`).
+ */
 export const T_HOLDER = 1;
+/** `T_HOLDER` while a node that has ended holds the thread from a callback it left behind. */
+export const ORPHAN = -1;
 /** Tasks the thread has taken up, in all (the main thread counts those it sent). */
 export const T_CLAIMED = 2;
 /** Segments waiting in the thread to start their next node. */
@@ -224,7 +229,7 @@ export class ThreadBoard {
     });
   }
 
-  /** The synchronous code of the node running in `slot` takes the thread, at `since`. */
+  /** The synchronous code of the node running in `slot` (-2 for an orphan) takes the thread, at `since`. */
   hold(slot: number, since: number): void {
     this.write(() => {
       this.card.f64[T_HOLDER_SINCE] = since;

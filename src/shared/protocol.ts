@@ -33,6 +33,8 @@ export interface TaskNode {
 /** What one piscina task carries: the segments sent to one thread in one turn. */
 export interface BatchTask {
   readonly tasks: readonly SegmentTask[];
+  /** Forget the nodes of cached plans' segments kept so far, before taking these. */
+  readonly forget?: boolean;
 }
 
 /** One segment: its nodes run one after another in one worker. */

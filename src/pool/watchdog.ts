@@ -1,0 +1,45 @@
+/**
+ * The watchdog of the embedded pool: finds threads held by code that no live node owns
+ * (a callback, timer or promise chain a node left behind when it ended), so that they
+ * are terminated and replaced instead of starving every segment sent to them.
+ *
+ * Every {@link WATCH_MS} the dispatcher reads what each thread has sent and pings it.
+ * A thread is *orphaned* when, for over {@link ORPHAN_MS}:
+ * - a callback of a node that has ended holds it (the card's holder is `ORPHAN`, see
+ *   `workers/timers.ts`), or
+ * - it has not answered a ping, no node's code holds it, and no node of its segments is
+ *   running (so no live node's deadline will ever stop what holds it).
+ * An orphaned thread gets no new work, is terminated and replaced; its segments are
+ * sent again elsewhere, and no node is blamed. A thread that stops answering while one
+ * of its nodes runs is left to that node's own deadline.
+ */
+import { ORPHAN, T_HOLDER, T_HOLDER_SINCE } from '../shared/board';
+import type { Thread } from './threads';
+
+/** How long code that no live node owns may hold a thread before it is terminated. */
+export const ORPHAN_MS = 1_000;
+/** How often the threads are looked at. */
+export const WATCH_MS = 250;
+
+/** What the watchdog knows of a thread's answers. */
+export interface Heard {
+  /** When the thread last sent anything, on the dispatcher's clock. */
+  lastHeard: number;
+  /** When the oldest ping it has not answered was sent, if any. */
+  pingedAt: number | undefined;
+}
+
+/** Whether `thread` is held by code no live node owns; `nodeRunning` tells whether a node of its segments runs. */
+export function isOrphaned(thread: Thread & Heard, now: number, nodeRunning: () => boolean): boolean {
+  const card = thread.card;
+  if (card === undefined) return false;
+  const holder = Atomics.load(card.i32, T_HOLDER);
+  if (holder === ORPHAN) return now - (card.f64[T_HOLDER_SINCE] ?? now) > ORPHAN_MS;
+  if (holder !== 0 || !awaitingAnswer(thread)) return false;
+  return now - thread.pingedAt! > ORPHAN_MS && !nodeRunning();
+}
+
+/** A ping sent to the thread has not been answered. */
+export function awaitingAnswer(thread: Heard): boolean {
+  return thread.pingedAt !== undefined && thread.lastHeard < thread.pingedAt;
+}
