@@ -3,7 +3,7 @@ import { PipelineExecutor, type ExecutorOptions, type NodeDefinition } from '../
 import { NODES_MODULE, type Step } from './workload';
 
 export { CancellationException, bullmqBackend, transfer } from '../dist/src/index.js';
-export type { ExecutorOptions } from '../dist/src/index.js';
+export type { ExecutorOptions, NodeDefinition } from '../dist/src/index.js';
 
 /** The steps as node definitions of nodes.js. */
 export function toNodes(steps: readonly Step[]): NodeDefinition[] {

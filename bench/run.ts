@@ -108,7 +108,8 @@ async function main(): Promise<number> {
     try {
       memory = await runMemory(quick, cores, (done, of) => progress.update(`M1  ${done.toLocaleString('en-US')} of ${of.toLocaleString('en-US')} runs`));
     } catch (error) {
-      memory = { id: 'M1', runs: 0, failures: 1, heapAfterFirstMiB: 0, heapAfterAllMiB: 0, growth: 0, ok: false };
+      const varied = { runs: 0, failures: 1, mainFirstMiB: 0, mainAllMiB: 0, mainGrowth: 0, threadsFirstMiB: 0, threadsAllMiB: 0, threadsGrowth: 0 };
+      memory = { id: 'M1', runs: 0, failures: 1, heapAfterFirstMiB: 0, heapAfterAllMiB: 0, growth: 0, ok: false, varied };
       console.error(describeError(error));
     }
     progress.clear();

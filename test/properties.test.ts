@@ -1,6 +1,7 @@
 /**
  * Property-based tests: random DAGs of 1 to 30 nodes that succeed, throw, exit their
- * thread, spin forever or wait (honouring their signal or not), under random node
+ * thread, spin forever or wait (honouring their signal or not), leave a loop behind,
+ * or whose module's load hangs, throws or exits, some with hostile ids, under random node
  * timeouts, pipeline timeouts and caller aborts, up to three runs at once. See
  * test/property/model.ts for what is predicted and test/property/runner.ts for what
  * is checked. `npm run soak` runs the same properties for a chosen time.
@@ -8,7 +9,8 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import type { PipelineExecutor } from '../src/index';
-import { fixture, useExecutors } from './helpers';
+import { useExecutors } from './helpers';
+import { CASE_MODULES } from './property/modules';
 import { GRACE_MS, caseArb } from './property/model';
 import { runCase } from './property/runner';
 
@@ -25,7 +27,7 @@ describe('properties', function () {
     let runs = 0;
     await fc.assert(
       fc.asyncProperty(caseArb, async (spec) => {
-        const report = await runCase(executor, spec, fixture('random-node.js'), fixture('increment.js'));
+        const report = await runCase(executor, spec, CASE_MODULES);
         runs += report.runs;
         if (report.violations.length > 0) throw new Error(`${report.violations.join('\n')}\nin ${JSON.stringify(spec)}`);
       }),

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as Library from '../src/index';
 import { GRACE_MS, caseArb } from './property/model';
+import { CASE_MODULES } from './property/modules';
 import { runCase } from './property/runner';
 
 // A private copy of the build: a rebuild while the soak runs must not change the
@@ -88,7 +89,7 @@ async function properties(executor: Library.PipelineExecutor): Promise<void> {
   await fc.assert(
     fc.asyncProperty(caseArb, async (spec) => {
       counts.cases++;
-      const report = await runCase(executor, spec, fixture('random-node.js'), fixture('increment.js'));
+      const report = await runCase(executor, spec, CASE_MODULES);
       counts.started += report.runs;
       counts.settled += report.runs;
       // The steady load and the kills beside the cases move timings beyond what the model

@@ -22,6 +22,8 @@ export function loadedFunction(node: TaskNode): NodeFunction | undefined {
   return loaded.get(moduleKey(node));
 }
 
+/** Functions loaded, by module and export, at most about this many. */
+const MAX_LOADED = 4096;
 /** Functions loaded, by module and export. */
 const loaded = new Map<string, NodeFunction>();
 const loading = new Map<string, Promise<NodeFunction>>();
@@ -39,6 +41,9 @@ export function loadNode(node: TaskNode): Promise<NodeFunction> {
   if (promise === undefined) {
     promise = importNode(node).then(
       (fn) => {
+        // Bounded: definitions built at run time may name ever new modules (Node's own
+        // module cache keeps them loaded; this map only saves looking them up).
+        if (loaded.size >= MAX_LOADED) loaded.clear();
         loaded.set(key, fn);
         loading.delete(key);
         return fn;

@@ -249,7 +249,7 @@ function load(run: SegmentRun, node: TaskNode): undefined {
         kind: 'load-failed',
         position: run.position,
         message: error instanceof LoadError ? error.message : loadMessage(node, error),
-        cause: serializeThrown(error instanceof LoadError ? error.cause : error),
+        cause: inNodesName(run, () => serializeThrown(error instanceof LoadError ? error.cause : error)),
       });
     },
   );
@@ -299,7 +299,7 @@ function nodeDone(run: SegmentRun, output: unknown): void {
     settle(run, { kind: 'stopped', position: run.position });
     return;
   }
-  const problem = uncrossable(output);
+  const problem = inNodesName(run, () => uncrossable(output));
   if (problem !== undefined) {
     const error = new TypeError(`its output is ${problem}`);
     settle(run, { kind: 'unclonable', position: run.position, cause: serializeThrown(error) });
@@ -331,7 +331,22 @@ function nodeFailed(run: SegmentRun, error: unknown): void {
     settle(run, { kind: 'stopped', position: run.position });
     return;
   }
-  settle(run, { kind: 'failed', position: run.position, error: serializeThrown(error) });
+  settle(run, { kind: 'failed', position: run.position, error: inNodesName(run, () => serializeThrown(error)) });
+}
+
+/**
+ * Runs the runtime's own work for a node (reading what it returned or threw: an error's
+ * stack may take long to format, with source maps) as that node's time, not its
+ * neighbours'.
+ */
+function inNodesName<T>(run: SegmentRun, work: () => T): T {
+  const since = now();
+  board.hold(run.task.slot, since);
+  try {
+    return work();
+  } finally {
+    board.release(run.task.slot, since, now());
+  }
 }
 
 /** Ends a segment: its end goes out after its reports, with the next flush. */

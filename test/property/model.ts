@@ -10,8 +10,19 @@
  */
 import fc from 'fast-check';
 
-export type Behaviour = 'ok' | 'throw' | 'exit' | 'spin' | 'wait' | 'honour';
-const HANGS: readonly Behaviour[] = ['spin', 'wait', 'honour'];
+/**
+ * What a node does. The `load*` behaviours are those of its module as it loads (its
+ * top level never ends, throws, or exits the thread); 'leave' returns like 'ok' and
+ * leaves a loop behind.
+ */
+export type Behaviour = 'ok' | 'throw' | 'exit' | 'spin' | 'wait' | 'honour' | 'leave' | 'loadHang' | 'loadThrow' | 'loadExit';
+const HANGS: readonly Behaviour[] = ['spin', 'wait', 'honour', 'loadHang'];
+/** Behaviours that end their node at once with an error. */
+const FAIL_AT_ONCE: readonly Behaviour[] = ['throw', 'exit', 'loadThrow', 'loadExit'];
+/** Behaviours that output a value, as 'ok' does. */
+const OUTPUTS: readonly Behaviour[] = ['ok', 'leave'];
+/** Node ids that are Object.prototype names, given to the first nodes of a hostile run. */
+export const HOSTILE_IDS = ['__proto__', 'constructor', 'toString', 'valueOf', 'hasOwnProperty'] as const;
 
 export interface NodeSpec {
   readonly behaviour: Behaviour;
@@ -24,6 +35,8 @@ export interface NodeSpec {
 
 export interface RunSpec {
   readonly chain: boolean;
+  /** Its first nodes have ids that are Object.prototype names. */
+  readonly hostile: boolean;
   readonly nodes: readonly NodeSpec[];
   readonly pipelineTimeoutMs: number;
   /** When the caller aborts, from the call; undefined for never. */
@@ -51,6 +64,10 @@ const behaviour = fc.constantFrom<Behaviour>(
   'wait',
   'honour',
   'honour',
+  'leave',
+  'loadHang',
+  'loadThrow',
+  'loadExit',
 );
 
 function nodeArb(index: number): fc.Arbitrary<NodeSpec> {
@@ -67,6 +84,7 @@ const runArb: fc.Arbitrary<RunSpec> = fc
   .chain((count) =>
     fc.record({
       chain: fc.boolean(),
+      hostile: fc.boolean(),
       nodes: fc.tuple(...Array.from({ length: count }, (_, i) => nodeArb(i))),
       pipelineTimeoutMs: fc.constantFrom(150, 250, 350, Infinity),
       abortAtMs: fc.constantFrom(undefined, undefined, 125, 225, 325),
@@ -79,6 +97,22 @@ const runArb: fc.Arbitrary<RunSpec> = fc
   });
 
 export const caseArb: fc.Arbitrary<CaseSpec> = fc.record({ runs: fc.array(runArb, { minLength: 1, maxLength: 3 }) });
+
+/** The id of node `index` of the run. */
+export function idOf(run: RunSpec, index: number): string {
+  return run.hostile && index < HOSTILE_IDS.length ? HOSTILE_IDS[index]! : `n${index}`;
+}
+
+/** The index of the node with id `id`, or -1. */
+export function indexOf(run: RunSpec, id: string | undefined): number {
+  if (id === undefined) return -1;
+  if (run.hostile) {
+    const hostile = (HOSTILE_IDS as readonly string[]).indexOf(id);
+    if (hostile >= 0 && hostile < run.nodes.length) return hostile;
+  }
+  const index = /^n\d+$/.test(id) ? Number(id.slice(1)) : -1;
+  return index >= 0 && index < run.nodes.length && idOf(run, index) === id ? index : -1;
+}
 
 export function depsOf(run: RunSpec, index: number): readonly number[] {
   if (run.chain) return index === 0 ? [] : [index - 1];
@@ -110,17 +144,17 @@ export function predict(run: RunSpec): Prediction {
     if (!deps.every((dep) => outputs.has(dep))) continue;
     started.add(i);
     const node = run.nodes[i]!;
-    if (node.behaviour !== 'ok') continue;
+    if (!OUTPUTS.includes(node.behaviour)) continue;
     const input = deps.length === 0 ? 1 : deps.reduce((total, dep) => total + outputs.get(dep)!, 0);
     outputs.set(i, input + node.k);
   }
-  const failingAtOnce = [...started].filter((i) => run.nodes[i]!.behaviour === 'throw' || run.nodes[i]!.behaviour === 'exit');
+  const failingAtOnce = [...started].filter((i) => FAIL_AT_ONCE.includes(run.nodes[i]!.behaviour));
   const hanging = [...started].filter((i) => HANGS.includes(run.nodes[i]!.behaviour));
   let success: { value: unknown } | undefined;
   if (failingAtOnce.length === 0 && hanging.length === 0) {
     const sinks = [...Array(count).keys()].filter((i) => dependents[i] === 0);
     success = {
-      value: sinks.length === 1 ? outputs.get(sinks[0]!) : Object.fromEntries(sinks.map((i) => [`n${i}`, outputs.get(i)])),
+      value: sinks.length === 1 ? outputs.get(sinks[0]!) : Object.fromEntries(sinks.map((i) => [idOf(run, i), outputs.get(i)])),
     };
   }
   return { started, outputs, success, failingAtOnce, hanging };
@@ -156,7 +190,7 @@ export function judge(run: RunSpec, prediction: Prediction, outcome: Outcome, sp
     // Only a run held up on another run's blocked or lost thread may miss its deadlines.
     return `expected success, got ${describe(outcome.error)}`;
   }
-  const nodeOf = (id: string | undefined): number => (id !== undefined && /^n\d+$/.test(id) ? Number(id.slice(1)) : -1);
+  const nodeOf = (id: string | undefined): number => indexOf(run, id);
   const deadline = Math.min(run.pipelineTimeoutMs, run.abortAtMs ?? Infinity);
   // Hanging nodes whose clock surely started at the call: their deadlines are firm.
   const firmTimeouts = spinning ? [] : hanging.map((i) => run.nodes[i]!.timeoutMs ?? Infinity);
@@ -164,13 +198,14 @@ export function judge(run: RunSpec, prediction: Prediction, outcome: Outcome, sp
 
   switch (error.name) {
     case 'Error':
-    case 'WorkerCrashedException': {
+    case 'WorkerCrashedException':
+    case 'PipelineDefinitionError': {
       const node = nodeOf(error.nodeId);
-      const expected = error.name === 'Error' ? 'throw' : 'exit';
-      if (!failingAtOnce.includes(node) || run.nodes[node]!.behaviour !== expected) {
-        return `${error.name} names ${error.nodeId}, which is not a started '${expected}' node`;
+      const expected: Behaviour[] = error.name === 'Error' ? ['throw'] : error.name === 'PipelineDefinitionError' ? ['loadThrow'] : ['exit', 'loadExit'];
+      if (!failingAtOnce.includes(node) || !expected.includes(run.nodes[node]!.behaviour)) {
+        return `${error.name} names ${error.nodeId}, which is not a started ${expected.join(' or ')} node`;
       }
-      if (error.name === 'Error' && error.message !== `boom n${node}`) return `unexpected message ${error.message}`;
+      if (error.name === 'Error' && error.message !== `boom ${idOf(run, node)}`) return `unexpected message ${error.message}`;
       return undefined;
     }
     case 'NodeTimeoutException': {
@@ -190,8 +225,10 @@ export function judge(run: RunSpec, prediction: Prediction, outcome: Outcome, sp
       if (at > earliestFirm + SLACK_MS) return `${error.name} at ${at} came after a deadline at ${earliestFirm}`;
       const completed = new Set((error.completedNodes ?? []).map(nodeOf));
       for (const node of completed) {
-        if (!outputs.has(node)) return `completedNodes lists n${node}, which does not complete`;
-        if (error.partialResults?.[`n${node}`] !== outputs.get(node)) return `partialResults of n${node} is ${String(error.partialResults?.[`n${node}`])}`;
+        if (!outputs.has(node)) return `completedNodes lists ${idOf(run, node)}, which does not complete`;
+        const id = idOf(run, node);
+        const partial = error.partialResults !== undefined && Object.hasOwn(error.partialResults, id) ? error.partialResults[id] : undefined;
+        if (partial !== outputs.get(node)) return `partialResults of ${id} is ${String(partial)}`;
       }
       if (!spinning && completed.size !== outputs.size) return `completedNodes ${[...completed]} miss some of ${[...outputs.keys()]}`;
       return undefined;
