@@ -14,6 +14,7 @@ export type Fail = (message: string, nodeId?: string, cause?: unknown) => never;
 
 const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress'];
 const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs', 'retries', 'backoff', 'retryOn', 'retryTimeouts'];
+const NODE_KEY_SET = new Set(NODE_KEYS);
 
 /** A failure of pipeline `pipelineId`'s definition. */
 export function failer(pipelineId: string): Fail {
@@ -66,14 +67,15 @@ export interface CheckedNode {
 
 /** Checks `nodes[index]` on its own (not its edges). */
 export function checkNode(def: NodeDefinition, index: number, fail: Fail, modulesAreLocal: boolean): CheckedNode {
-  const where = `nodes[${index}]`;
   if (def === null || typeof def !== 'object' || Array.isArray(def)) {
-    fail(`Expected \`${where}\` to be a node definition object, got ${show(def)}`);
+    fail(`Expected \`nodes[${index}]\` to be a node definition object, got ${show(def)}`);
   }
   const { id } = def;
-  if (typeof id !== 'string' || id === '') fail(`Expected \`${where}.id\` to be a non-empty string, got ${show(id)}`);
-  for (const key of Object.keys(def)) {
-    if (!NODE_KEYS.includes(key)) fail(`Node "${id}" has an unknown key \`${key}\`; known keys are: ${NODE_KEYS.join(', ')}`, id);
+  if (typeof id !== 'string' || id === '') fail(`Expected \`nodes[${index}].id\` to be a non-empty string, got ${show(id)}`);
+  for (const key in def) {
+    if (!NODE_KEY_SET.has(key) && Object.hasOwn(def, key)) {
+      fail(`Node "${id}" has an unknown key \`${key}\`; known keys are: ${NODE_KEYS.join(', ')}`, id);
+    }
   }
   checkModule(def.module, id, fail, modulesAreLocal);
   if (def.export !== undefined && (typeof def.export !== 'string' || def.export === '')) {
@@ -94,8 +96,8 @@ export function checkNode(def: NodeDefinition, index: number, fail: Fail, module
 }
 
 function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {
+  if (def.retries === undefined && def.backoff === undefined && def.retryOn === undefined && def.retryTimeouts === undefined) return NO_RETRY;
   const { retries, backoff, retryOn, retryTimeouts } = def;
-  if (retries === undefined && backoff === undefined && retryOn === undefined && retryTimeouts === undefined) return NO_RETRY;
   if (retries !== undefined && (typeof retries !== 'number' || !Number.isInteger(retries) || retries < 0)) {
     fail(`Expected \`retries\` of node "${id}" to be a non-negative integer, got ${show(retries)}`, id);
   }

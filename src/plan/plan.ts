@@ -175,8 +175,10 @@ function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesA
 
   const { order, pending } = topologicalOrder(nodes);
   if (order.length < nodes.length) {
-    const cycle = findCycle(nodes, pending);
-    fail(`Pipeline "${pipelineId}" has a dependency cycle: ${cycle.map((i) => nodes[i]!.id).join(' -> ')}`, nodes[cycle[0]!]!.id);
+    const cycle = findCycle(nodes, pending).map((i) => nodes[i]!.id);
+    // A long cycle is shown by its ends.
+    const shown = cycle.length <= 12 ? cycle : [...cycle.slice(0, 6), `... (${cycle.length - 11} more)`, ...cycle.slice(-5)];
+    fail(`Pipeline "${pipelineId}" has a dependency cycle: ${shown.join(' -> ')}`, cycle[0]);
   }
 
   // Segments: a node continues its only dependency's segment when it is that
