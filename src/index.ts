@@ -9,6 +9,27 @@ export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
 export type { ExecutorOptions, TimeoutOptions } from './options';
 export { DEFAULT_TIMEOUTS } from './options';
 export type { NodeDefinition, PipelineRequest, ProgressEvent } from './plan/definition';
+
+// Typed definitions: types that flow from each node to the result.
+export { defineNode, nodeModule } from './plan/typed';
+export type {
+  TypedNode,
+  AnyTypedNode,
+  NodeModule,
+  NodeOptions,
+  NodeExports,
+  NodeDefinitionOf,
+  NodeInput,
+  NodeOutput,
+  NodeParams,
+  InputOf,
+  OutputOf,
+  CheckedNodes,
+  PipelineInput,
+  PipelineResult,
+  TypedPipelineRequest,
+  PlainPipelineRequest,
+} from './plan/typed';
 export type { CleanupHandler } from './run/cleanup';
 
 // Writing nodes.
