@@ -50,6 +50,7 @@ export {
   NodeOutputError,
   NonErrorThrownException,
   BackendUnavailableException,
+  MissingPackageError,
   ExecutorClosedException,
 } from './errors';
 export type { PartialResults } from './errors';
@@ -63,6 +64,7 @@ export type { Status, CountsByStatus, DurationSummary } from './observe/stats';
 // The BullMQ backend.
 export { bullmqBackend } from './remote/bullmq';
 export type { BullmqBackendOptions } from './remote/bullmq';
+export type { RedisConnectionOptions } from './remote/connection';
 export { startWorker } from './remote/worker';
 export type { WorkerProcessOptions, RemoteWorker } from './remote/worker';
 
