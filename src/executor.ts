@@ -11,7 +11,7 @@ import { ExecutorClosedException, QueueFullException } from './errors';
 import { judgeHealth, type HealthOptions, type HealthReport } from './observe/health';
 import { Observer, type ExecutorEvents } from './observe/observer';
 import type { PipelineRequest } from './plan/definition';
-import type { AnyTypedNode, PipelineResult, PlainPipelineRequest, TypedPipelineRequest } from './plan/typed';
+import type { PipelineResult, PlainPipelineRequest, TypedNodeList, TypedPipelineRequest } from './plan/typed';
 import { planPipeline } from './plan/plan';
 import { PipelineRun, type CleanupHandler, type RunHooks } from './run/scheduler';
 import type { CountsByStatus, DurationSummary } from './observe/stats';
@@ -133,7 +133,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
    * `initialInput`, or `{ [depId]: output }`) and the result's type is inferred. With plain
    * definitions, the result is `unknown`, or `Result` when given.
    */
-  executePipeline<const Nodes extends readonly AnyTypedNode[]>(request: TypedPipelineRequest<Nodes>): Promise<PipelineResult<Nodes>>;
+  executePipeline<const Nodes extends TypedNodeList>(request: TypedPipelineRequest<Nodes>): Promise<PipelineResult<Nodes>>;
   executePipeline<Result = unknown, Input = unknown>(request: PlainPipelineRequest<Input>): Promise<Result>;
   executePipeline(request: PipelineRequest): Promise<unknown> {
     try {
@@ -152,7 +152,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
    * @throws {ExecutorClosedException} once `close()` was called.
    * Typed as `executePipeline` is.
    */
-  startPipeline<const Nodes extends readonly AnyTypedNode[]>(request: TypedPipelineRequest<Nodes>): PipelineHandle<PipelineResult<Nodes>>;
+  startPipeline<const Nodes extends TypedNodeList>(request: TypedPipelineRequest<Nodes>): PipelineHandle<PipelineResult<Nodes>>;
   startPipeline<Result = unknown, Input = unknown>(request: PlainPipelineRequest<Input>): PipelineHandle<Result>;
   startPipeline(request: PipelineRequest): PipelineHandle {
     const run = this.launch(request);

@@ -15,6 +15,7 @@ export { defineNode, nodeModule } from './plan/typed';
 export type {
   TypedNode,
   AnyTypedNode,
+  TypedNodeList,
   NodeModule,
   NodeOptions,
   NodeExports,

@@ -39,6 +39,12 @@ export interface TypedNode<
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyTypedNode = TypedNode<string, never, unknown, any, readonly string[] | undefined>;
 
+/**
+ * What `executePipeline` infers `nodes` as: a tuple (`readonly []` makes TypeScript
+ * before 5.3 infer a literal list as one).
+ */
+export type TypedNodeList = readonly [] | readonly AnyTypedNode[];
+
 /** The input of a node function's type. */
 export type NodeInput<F> = F extends (input: infer I, ...rest: never[]) => unknown ? I : never;
 /** The output of a node function's type, a promise's value for an async one. */
@@ -106,8 +112,12 @@ export type NodeOptions<F> = Omit<NodeDefinition, 'id' | 'module' | 'export' | '
   readonly dependsOn?: readonly string[];
 } & ParamsField<NodeParams<F>>;
 
-/** No key but those of `Allowed`: an unknown key is a compile error, as in a literal. */
-type Only<Given, Allowed> = Given & { readonly [K in Exclude<keyof Given, keyof Allowed>]: never };
+/**
+ * No key but those of `Allowed`: an unknown key is a compile error, as in a literal.
+ * (In a constraint, not the parameter's type: TypeScript before 5.3 infers no literal
+ * types through an intersection.)
+ */
+type NoKeysBut<Given, Allowed> = { readonly [K in Exclude<keyof Given, keyof Allowed>]: never };
 /** The node's id: `options.id`, or the export's name. */
 type IdOf<Options, Name extends string> = Options extends { readonly id: infer Id extends string } ? Id : Name;
 /** The node's dependencies: `options.dependsOn`, or none. */
@@ -122,9 +132,9 @@ export interface NodeModule<M> {
    * node's id is `name` unless `options.id` gives another, its dependencies
    * `options.dependsOn` (a literal list, for the types to follow).
    */
-  node<const Name extends NodeExports<M>, const Options extends NodeOptions<M[Name]>>(
+  node<const Name extends NodeExports<M>, const Options extends NodeOptions<M[Name]> & NoKeysBut<Options, NodeOptions<M[Name]>>>(
     name: Name,
-    options: Only<Options, NodeOptions<M[Name]>>,
+    options: Options,
   ): TypedNode<IdOf<Options, Name>, NodeInput<M[Name]>, NodeOutput<M[Name]>, NodeParams<M[Name]>, DependsOf<Options>>;
   /** The node that calls export `name`, with the id `name`; its function reads no params it needs. */
   node<const Name extends NodeExports<M, true>>(name: Name): TypedNode<Name, NodeInput<M[Name]>, NodeOutput<M[Name]>, NodeParams<M[Name]>, undefined>;
@@ -172,10 +182,13 @@ type Last<Nodes> = Nodes extends readonly [...unknown[], infer L] ? L : never;
 type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends (x: infer I) => void ? I : never;
 type IsUnion<T> = [T] extends [UnionToIntersection<T>] ? false : true;
 
-/** Each node but the first takes the previous one's output. */
-type ChainCheck<Nodes, First = true, Previous = never> = Nodes extends readonly [infer N, ...infer Rest]
-  ? readonly [First extends true ? unknown : Takes<Previous>, ...ChainCheck<Rest, false, OutputOf<N>>]
-  : readonly [];
+/** Each node but the first takes the previous one's output (tail-recursive: long chains type). */
+type ChainCheck<Nodes, Previous = never, First = true, Checked extends readonly unknown[] = readonly []> = Nodes extends readonly [
+  infer N,
+  ...infer Rest,
+]
+  ? ChainCheck<Rest, OutputOf<N>, false, readonly [...Checked, First extends true ? unknown : Takes<Previous>]>
+  : Checked;
 
 type Ids<Nodes extends readonly AnyTypedNode[]> = Nodes[number]['id'];
 type NodeById<Nodes extends readonly AnyTypedNode[], Id> = Extract<Nodes[number], { readonly id: Id }>;
