@@ -41,7 +41,7 @@ export type AnyTypedNode = TypedNode<string, never, unknown, any, readonly strin
 
 /**
  * What `executePipeline` infers `nodes` as: a tuple (`readonly []` makes TypeScript
- * before 5.3 infer a literal list as one).
+ * 5.2 infer a literal list as one).
  */
 export type TypedNodeList = readonly [] | readonly AnyTypedNode[];
 
@@ -114,8 +114,8 @@ export type NodeOptions<F> = Omit<NodeDefinition, 'id' | 'module' | 'export' | '
 
 /**
  * No key but those of `Allowed`: an unknown key is a compile error, as in a literal.
- * (In a constraint, not the parameter's type: TypeScript before 5.3 infers no literal
- * types through an intersection.)
+ * (In a constraint, not the parameter's type: TypeScript 5.2 infers no literal types
+ * through an intersection.)
  */
 type NoKeysBut<Given, Allowed> = { readonly [K in Exclude<keyof Given, keyof Allowed>]: never };
 /** The node's id: `options.id`, or the export's name. */
@@ -136,7 +136,7 @@ export interface NodeModule<M> {
     name: Name,
     options: Options,
   ): TypedNode<IdOf<Options, Name>, NodeInput<M[Name]>, NodeOutput<M[Name]>, NodeParams<M[Name]>, DependsOf<Options>>;
-  /** The node that calls export `name`, with the id `name`; its function reads no params it needs. */
+  /** The node that calls export `name`, with the id `name`, for a function that needs no params. */
   node<const Name extends NodeExports<M, true>>(name: Name): TypedNode<Name, NodeInput<M[Name]>, NodeOutput<M[Name]>, NodeParams<M[Name]>, undefined>;
 }
 
