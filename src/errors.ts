@@ -14,7 +14,9 @@
  * ├── NodeOutputError                       ERR_NODE_OUTPUT
  * ├── NonErrorThrownException               ERR_NON_ERROR_THROWN
  * ├── QueueFullException                    ERR_QUEUE_FULL
- * └── ExecutorClosedException               ERR_EXECUTOR_CLOSED
+ * ├── ExecutorClosedException               ERR_EXECUTOR_CLOSED
+ * ├── BackendUnavailableException           ERR_BACKEND_UNAVAILABLE
+ * └── MissingPackageError                   ERR_MISSING_PACKAGE
  * ```
  */
 
@@ -332,6 +334,25 @@ export class BackendUnavailableException extends OrchestratorException {
 
   override get name(): string {
     return 'BackendUnavailableException';
+  }
+}
+
+/**
+ * A feature needs packages that are not installed: the BullMQ backend needs bullmq and
+ * ioredis, optional peer dependencies that the embedded pool does without.
+ */
+export class MissingPackageError extends OrchestratorException {
+  override readonly code = 'ERR_MISSING_PACKAGE';
+  /** The packages to install. */
+  readonly packages: readonly string[];
+
+  constructor(message: string, args: { packages: readonly string[]; cause?: unknown }) {
+    super(message, args.cause === undefined ? undefined : { cause: args.cause });
+    this.packages = args.packages;
+  }
+
+  override get name(): string {
+    return 'MissingPackageError';
   }
 }
 

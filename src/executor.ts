@@ -11,6 +11,7 @@ import { ExecutorClosedException, PipelineDefinitionError, QueueFullException } 
 import { judgeHealth, type HealthOptions, type HealthReport } from './observe/health';
 import { Observer, type ExecutorEvents } from './observe/observer';
 import type { PipelineRequest } from './plan/definition';
+import type { PipelineResult, PlainPipelineRequest, TypedNodeList, TypedPipelineRequest } from './plan/typed';
 import { planPipeline } from './plan/plan';
 import { PipelineRun, type CleanupHandler, type RunHooks } from './run/scheduler';
 import type { CountsByStatus, DurationSummary } from './observe/stats';
@@ -126,10 +127,17 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
    * @throws {ExecutorClosedException} (rejects) once `close()` was called.
    * Any error a node throws rejects the run as the node threw it, with `nodeId`,
    * `pipelineId` and `runId` added.
+   *
+   * Typed: with nodes from `defineNode` or `nodeModule` written as a literal list, each
+   * node's input is checked against what it gets (the previous node's output,
+   * `initialInput`, or `{ [depId]: output }`) and the result's type is inferred. With plain
+   * definitions, the result is `unknown`, or `Result` when given.
    */
-  executePipeline<Result = unknown, Input = unknown>(request: PipelineRequest<Input>): Promise<Result> {
+  executePipeline<const Nodes extends TypedNodeList>(request: TypedPipelineRequest<Nodes>): Promise<PipelineResult<Nodes>>;
+  executePipeline<Result = unknown, Input = unknown>(request: PlainPipelineRequest<Input>): Promise<Result>;
+  executePipeline(request: PipelineRequest): Promise<unknown> {
     try {
-      return this.launch(request).promise as Promise<Result>;
+      return this.launch(request).promise;
     } catch (error) {
       return Promise.reject(error);
     }
@@ -142,13 +150,16 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
    * @throws {QueueFullException} when `maxConcurrentPipelines` runs are in flight and
    * `maxQueuedPipelines` wait.
    * @throws {ExecutorClosedException} once `close()` was called.
+   * Typed as `executePipeline` is.
    */
-  startPipeline<Result = unknown, Input = unknown>(request: PipelineRequest<Input>): PipelineHandle<Result> {
+  startPipeline<const Nodes extends TypedNodeList>(request: TypedPipelineRequest<Nodes>): PipelineHandle<PipelineResult<Nodes>>;
+  startPipeline<Result = unknown, Input = unknown>(request: PlainPipelineRequest<Input>): PipelineHandle<Result>;
+  startPipeline(request: PipelineRequest): PipelineHandle {
     const run = this.launch(request);
     return {
       runId: run.runId,
       pipelineId: run.pipelineId,
-      result: run.promise as Promise<Result>,
+      result: run.promise,
       cancel: (reason = new DOMException('This operation was aborted', 'AbortError')) => run.cancel(reason),
       onCleanup: (handler) => run.onCleanup(handler),
     };

@@ -9,6 +9,28 @@ export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
 export type { ExecutorOptions, TimeoutOptions } from './options';
 export { DEFAULT_TIMEOUTS } from './options';
 export type { NodeDefinition, PipelineRequest, ProgressEvent } from './plan/definition';
+
+// Typed definitions: types that flow from each node to the result.
+export { defineNode, nodeModule } from './plan/typed';
+export type {
+  TypedNode,
+  AnyTypedNode,
+  TypedNodeList,
+  NodeModule,
+  NodeOptions,
+  NodeExports,
+  NodeDefinitionOf,
+  NodeInput,
+  NodeOutput,
+  NodeParams,
+  InputOf,
+  OutputOf,
+  CheckedNodes,
+  PipelineInput,
+  PipelineResult,
+  TypedPipelineRequest,
+  PlainPipelineRequest,
+} from './plan/typed';
 export type { CleanupHandler } from './run/cleanup';
 
 // Writing nodes.
@@ -29,6 +51,7 @@ export {
   NodeOutputError,
   NonErrorThrownException,
   BackendUnavailableException,
+  MissingPackageError,
   ExecutorClosedException,
 } from './errors';
 export type { PartialResults } from './errors';
@@ -42,6 +65,7 @@ export type { Status, CountsByStatus, DurationSummary } from './observe/stats';
 // The BullMQ backend.
 export { bullmqBackend } from './remote/bullmq';
 export type { BullmqBackendOptions } from './remote/bullmq';
+export type { RedisConnectionOptions } from './remote/connection';
 export { startWorker } from './remote/worker';
 export type { WorkerProcessOptions, RemoteWorker } from './remote/worker';
 

@@ -77,7 +77,7 @@ export function checkNode(def: NodeDefinition, index: number, fail: Fail, module
       fail(`Node "${id}" has an unknown key \`${key}\`; known keys are: ${NODE_KEYS.join(', ')}`, id);
     }
   }
-  checkModule(def.module, id, fail, modulesAreLocal);
+  const module = checkModule(def.module, id, fail, modulesAreLocal);
   if (def.export !== undefined && (typeof def.export !== 'string' || def.export === '')) {
     fail(`Expected \`export\` of node "${id}" to be a non-empty string, got ${show(def.export)}`, id);
   }
@@ -92,7 +92,7 @@ export function checkNode(def: NodeDefinition, index: number, fail: Fail, module
   if (def.dependsOn !== undefined && (!Array.isArray(def.dependsOn) || def.dependsOn.some((dep) => typeof dep !== 'string'))) {
     fail(`Expected \`dependsOn\` of node "${id}" to be an array of node ids, got ${show(def.dependsOn)}`, id);
   }
-  return { id, module: def.module, exportName: def.export, timeoutMs: def.timeoutMs, retry, dependsOn: def.dependsOn };
+  return { id, module, exportName: def.export, timeoutMs: def.timeoutMs, retry, dependsOn: def.dependsOn };
 }
 
 function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {
@@ -125,11 +125,17 @@ function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {
 
 const knownModules = new Set<string>();
 
-function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): void {
+/** The module as the threads get it: a string, a `URL` by its `href`. */
+export function moduleName(module: unknown): unknown {
+  return module instanceof URL ? module.href : module;
+}
+
+function checkModule(given: unknown, id: string, fail: Fail, isHere: boolean): string {
+  const module = moduleName(given);
   if (typeof module !== 'string' || module === '') {
-    fail(`Expected \`module\` of node "${id}" to be an absolute path or a file: URL, got ${show(module)}`, id);
+    fail(`Expected \`module\` of node "${id}" to be an absolute path or a file: URL, got ${show(given)}`, id);
   }
-  if (knownModules.has(module)) return;
+  if (knownModules.has(module)) return module;
   let path: string;
   if (module.startsWith('file:')) {
     try {
@@ -137,12 +143,14 @@ function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): 
     } catch (error) {
       return fail(`Node "${id}" has an invalid file: URL as its module: ${module}`, id, error);
     }
+  } else if (given instanceof URL) {
+    return fail(`Node "${id}" names its module by a ${given.protocol} URL (${module}); give an absolute path or a file: URL`, id);
   } else if (isAbsolute(module)) {
     path = module;
   } else {
     return fail(`Node "${id}" names its module by a relative path or a package name ("${module}"); give an absolute path or a file: URL`, id);
   }
-  if (!isHere) return;
+  if (!isHere) return module;
   let isFile: boolean;
   try {
     isFile = statSync(path).isFile();
@@ -153,6 +161,7 @@ function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): 
   // Bounded: definitions built at run time may name ever new files.
   if (knownModules.size >= 4096) knownModules.clear();
   knownModules.add(module);
+  return module;
 }
 
 const cloneableParams = new WeakSet<object>();

@@ -9,10 +9,11 @@ export interface NodeDefinition<Params = unknown> {
   /** Unique within the pipeline; names the node in results and errors. */
   readonly id: string;
   /**
-   * Absolute path or `file:` URL of a CommonJS or ESM module (a TypeScript one when the
-   * process runs under ts-node). Resolved in the worker thread.
+   * Absolute path or `file:` URL (a string or a `URL`, such as
+   * `new URL('./nodes.mjs', import.meta.url)`) of a CommonJS or ESM module (a TypeScript
+   * one when the process runs under ts-node). Resolved in the worker thread.
    */
-  readonly module: string;
+  readonly module: string | URL;
   /**
    * The named export to call.
    * @default the module's default export (or `module.exports` itself when it is a function)

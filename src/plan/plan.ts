@@ -5,7 +5,7 @@
  */
 import { uncrossable } from '../shared/crossing';
 import type { TaskNode } from '../shared/protocol';
-import { checkNode, checkParams, checkRequest, failer } from './check';
+import { checkNode, checkParams, checkRequest, failer, moduleName } from './check';
 import type { NodeDefinition, PipelineRequest } from './definition';
 import type { RetryPolicy } from './retry';
 
@@ -109,7 +109,8 @@ function shapeKey(pipelineId: string, defs: readonly NodeDefinition[]): string |
     key += '|';
     for (const name in def) {
       if (name === 'params') continue;
-      const value: unknown = (def as unknown as Record<string, unknown>)[name];
+      // A URL module plans as its href does.
+      const value = moduleName((def as unknown as Record<string, unknown>)[name]);
       key += `;${name}=`;
       if (typeof value === 'string') key += `s${value.length}:${value}`;
       else if (typeof value === 'number' || typeof value === 'boolean' || value === undefined) key += `${typeof value}:${String(value)}`;

@@ -13,7 +13,7 @@
  *
  * bullmq is loaded only when this backend is used: an executor without it needs no Redis.
  */
-import type { ConnectionOptions, Queue, QueueEvents } from 'bullmq';
+import type { Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { TaskProgress } from '../shared/board';
 import { MAX_TIMER_MS } from '../shared/timers';
@@ -23,6 +23,8 @@ import { randomUUID } from 'node:crypto';
 import type { Dispatcher, DispatcherEvents, DispatcherOptions, DispatcherStats, SegmentJob, SegmentTicket, Settlement, ThreadHealth } from '../pool/dispatcher';
 import type { TaskNode } from '../shared/protocol';
 import { decode, encode, names, type JobData, type JobResult, type RemoteEndReport, type SegmentPayload, type StopMessage, type Update } from './wire';
+import type { RedisConnectionOptions } from './connection';
+import { loadPeers } from './peers';
 
 /** How long closing waits for Redis to acknowledge before it drops the connections. */
 const CLOSE_WAIT_MS = 2_000;
@@ -99,15 +101,16 @@ export class BullmqDispatcher implements Dispatcher {
   private readonly idPrefix = randomUUID();
 
   constructor(
-    connection: ConnectionOptions,
+    connection: RedisConnectionOptions,
     queueName: string,
     prefix: string,
     private readonly timeouts: { readonly stopTimeoutMs: number; readonly connectTimeoutMs: number },
     _options: DispatcherOptions,
     _events: DispatcherEvents,
   ) {
-    const { Queue, QueueEvents } = require('bullmq') as typeof import('bullmq');
-    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
+    const { bullmq, ioredis } = loadPeers('The BullMQ backend');
+    const { Queue, QueueEvents } = bullmq;
+    const { Redis: RedisClient } = ioredis;
     this.names = names(prefix, queueName);
     // Connections of our own, given to BullMQ as shared ones: closing can then drop them
     // even when Redis never answered (BullMQ's own wait for a first connection).

@@ -3,17 +3,17 @@
  * processes through a BullMQ queue in Redis. The executor's side is
  * `bullmq-dispatcher.ts`; the worker processes' is `worker.ts`.
  */
-import type { ConnectionOptions } from 'bullmq';
 import { show } from '../options';
 import type { Backend, DispatcherEvents, DispatcherOptions } from '../pool/dispatcher';
 import { MAX_TIMER_MS } from '../shared/timers';
 import { BullmqDispatcher } from './bullmq-dispatcher';
-import { connectionOptions } from './connection';
+import { connectionOptions, type RedisConnectionOptions } from './connection';
+import { loadPeers } from './peers';
 
 /** Options of {@link bullmqBackend}. */
 export interface BullmqBackendOptions {
   /** Redis: a URL (`redis://host:6379/0`) or ioredis connection options. */
-  readonly connection: string | ConnectionOptions;
+  readonly connection: string | RedisConnectionOptions;
   /**
    * The queue's name; the worker processes must use the same.
    * @default 'lukhas'
@@ -45,6 +45,10 @@ const OPTION_KEYS = ['connection', 'queue', 'prefix', 'stopTimeoutMs', 'connectT
 
 /**
  * Runs the executor's nodes on BullMQ worker processes.
+ * @throws {MissingPackageError} when bullmq or ioredis is not installed (optional peer
+ * dependencies: `npm install bullmq ioredis`).
+ * @throws {TypeError} for an unknown option or a value of the wrong type.
+ * @throws {RangeError} for a value out of range.
  * @example
  * ```js
  * const executor = new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:6379' }) });
@@ -60,6 +64,8 @@ export function bullmqBackend(options: BullmqBackendOptions): Backend {
     throw new TypeError(`Expected \`connection\` to be a Redis URL or connection options, got ${show(connection)}`);
   }
   const resolvedConnection = connectionOptions(connection);
+  // At once, rather than when the executor starts.
+  loadPeers('The BullMQ backend');
   if (typeof queue !== 'string' || queue === '') throw new TypeError(`Expected \`queue\` to be a non-empty string, got ${show(queue)}`);
   if (typeof prefix !== 'string' || prefix === '') throw new TypeError(`Expected \`prefix\` to be a non-empty string, got ${show(prefix)}`);
   for (const [name, value] of [['stopTimeoutMs', stopTimeoutMs], ['connectTimeoutMs', connectTimeoutMs]] as const) {

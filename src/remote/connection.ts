@@ -1,12 +1,28 @@
 /** How the backend's processes reach Redis. */
-import type { ConnectionOptions } from 'bullmq';
 import { show } from '../options';
+
+/**
+ * ioredis connection options (ioredis's `RedisOptions`), passed on as given. Typed here
+ * rather than imported from ioredis, so that the package's types need neither bullmq
+ * nor ioredis installed.
+ */
+export interface RedisConnectionOptions {
+  readonly host?: string;
+  readonly port?: number;
+  readonly db?: number;
+  readonly username?: string;
+  readonly password?: string;
+  readonly tls?: object;
+  /** Any other option of ioredis. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- an ioredis RedisOptions (an interface) must fit
+  readonly [option: string]: any;
+}
 
 /**
  * ioredis options from a URL (`redis://`, or `rediss://` for TLS) or as given; BullMQ
  * needs `maxRetriesPerRequest: null`.
  */
-export function connectionOptions(connection: string | ConnectionOptions): ConnectionOptions {
+export function connectionOptions(connection: string | RedisConnectionOptions): RedisConnectionOptions {
   if (typeof connection !== 'string') return connection;
   let url: URL;
   try {

@@ -17,7 +17,7 @@
  *   code with `prefetch` segments per thread waiting: the others wait in Redis for
  *   whichever process is free first.
  */
-import type { ConnectionOptions, Job, Worker } from 'bullmq';
+import type { Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ResourceLimits } from 'node:worker_threads';
 import { Stop, type StopCode } from '../shared/board';
@@ -27,7 +27,8 @@ import type { Settlement } from '../pool/dispatcher';
 import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
 import { sendSettlement, type SentSettlement } from '../shared/settlement';
 import { serializeThrown } from '../shared/thrown';
-import { connectionOptions } from './connection';
+import { connectionOptions, type RedisConnectionOptions } from './connection';
+import { loadPeers } from './peers';
 import { Backlog, JobReporter, NodeLists, type Running } from './jobs';
 import {
   decode,
@@ -42,7 +43,7 @@ import {
 
 export interface WorkerProcessOptions {
   /** Redis: a URL or ioredis connection options. */
-  readonly connection: string | ConnectionOptions;
+  readonly connection: string | RedisConnectionOptions;
   /** @default 'lukhas' */
   readonly queue?: string;
   /** @default 'bull' */
@@ -118,11 +119,16 @@ function checkWorkerOptions(options: WorkerProcessOptions): void {
   }
 }
 
-/** Starts taking segment jobs from the queue. */
+/**
+ * Starts taking segment jobs from the queue.
+ * @throws {MissingPackageError} when bullmq or ioredis is not installed (optional peer
+ * dependencies: `npm install bullmq ioredis`).
+ */
 export async function startWorker(options: WorkerProcessOptions): Promise<RemoteWorker> {
   checkWorkerOptions(options);
-  const { Worker: BullWorker } = require('bullmq') as typeof import('bullmq');
-  const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
+  const { bullmq, ioredis } = loadPeers('A worker process of the BullMQ backend');
+  const { Worker: BullWorker } = bullmq;
+  const { Redis: RedisClient } = ioredis;
   const connection = connectionOptions(options.connection);
   const queueName = options.queue ?? 'lukhas';
   const prefix = options.prefix ?? 'bull';
