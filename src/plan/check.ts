@@ -7,6 +7,7 @@ import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expectDuration, expectPlainObject, rejectUnknownKeys, show } from '../options';
 import { PipelineDefinitionError } from '../errors';
+import type { ModuleRoots } from './module-roots';
 import type { NodeDefinition, PipelineRequest } from './definition';
 import { NO_RETRY, type RetryPolicy } from './retry';
 
@@ -64,8 +65,11 @@ export interface CheckedNode {
   readonly dependsOn: readonly string[] | undefined;
 }
 
-/** Checks `nodes[index]` on its own (not its edges). */
-export function checkNode(def: NodeDefinition, index: number, fail: Fail, modulesAreLocal: boolean): CheckedNode {
+/**
+ * Checks `nodes[index]` on its own (not its edges). `roots`: the executor's `moduleRoots`,
+ * when its own threads load the modules.
+ */
+export function checkNode(def: NodeDefinition, index: number, fail: Fail, modulesAreLocal: boolean, roots?: ModuleRoots): CheckedNode {
   const where = `nodes[${index}]`;
   if (def === null || typeof def !== 'object' || Array.isArray(def)) {
     fail(`Expected \`${where}\` to be a node definition object, got ${show(def)}`);
@@ -75,7 +79,7 @@ export function checkNode(def: NodeDefinition, index: number, fail: Fail, module
   for (const key of Object.keys(def)) {
     if (!NODE_KEYS.includes(key)) fail(`Node "${id}" has an unknown key \`${key}\`; known keys are: ${NODE_KEYS.join(', ')}`, id);
   }
-  checkModule(def.module, id, fail, modulesAreLocal);
+  checkModule(def.module, id, fail, modulesAreLocal, roots);
   if (def.export !== undefined && (typeof def.export !== 'string' || def.export === '')) {
     fail(`Expected \`export\` of node "${id}" to be a non-empty string, got ${show(def.export)}`, id);
   }
@@ -121,13 +125,18 @@ function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {
   return { retries: retries ?? 0, baseMs, maxMs, retryOn, retryTimeouts: retryTimeouts ?? false };
 }
 
+/**
+ * Modules found to be files, keyed by the module roots they were checked against too:
+ * one allowed under one set of roots is not thereby allowed under another.
+ */
 const knownModules = new Set<string>();
 
-function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): void {
+function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean, roots: ModuleRoots | undefined): void {
   if (typeof module !== 'string' || module === '') {
     fail(`Expected \`module\` of node "${id}" to be an absolute path or a file: URL, got ${show(module)}`, id);
   }
-  if (knownModules.has(module)) return;
+  const key = roots === undefined ? module : `${roots.key}\n${module}`;
+  if (knownModules.has(key)) return;
   let path: string;
   if (module.startsWith('file:')) {
     try {
@@ -141,6 +150,10 @@ function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): 
     return fail(`Node "${id}" names its module by a relative path or a package name ("${module}"); give an absolute path or a file: URL`, id);
   }
   if (!isHere) return;
+  if (roots !== undefined) {
+    const refusal = roots.refusal(module);
+    if (refusal !== undefined) fail(`Module of node "${id}" (${module}) is refused: ${refusal}`, id);
+  }
   let isFile: boolean;
   try {
     isFile = statSync(path).isFile();
@@ -148,7 +161,7 @@ function checkModule(module: unknown, id: string, fail: Fail, isHere: boolean): 
     return fail(`Module of node "${id}" does not exist: ${path}`, id, error);
   }
   if (!isFile) fail(`Module of node "${id}" is not a file: ${path}`, id);
-  knownModules.add(module);
+  knownModules.add(key);
 }
 
 const cloneableParams = new WeakSet<object>();
