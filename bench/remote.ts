@@ -3,6 +3,7 @@
  * loopback and two local worker processes (`lukhas-orchestrator worker`) sharing the
  * cores, against the same raw piscina baseline and floor as the embedded pool.
  */
+import { join } from 'node:path';
 import { RedisServer, WorkerProcess, redisServerMissing } from '../test/remote-env';
 import { countAsOwn } from './machine';
 import { bullmqBackend, type ExecutorOptions } from './orchestrator';
@@ -32,7 +33,7 @@ export async function startCluster(base: ExecutorOptions, cores: number, queue: 
   let workers: WorkerProcess[] = [];
   try {
     workers = await Promise.all(
-      Array.from({ length: WORKER_PROCESSES }, () => WorkerProcess.start(redis.url, ['--queue', queue, '--threads', String(threads)])),
+      Array.from({ length: WORKER_PROCESSES }, () => WorkerProcess.start(redis.url, ['--queue', queue, '--threads', String(threads), '--module-root', join(__dirname, 'fixtures')])),
     );
   } catch (error) {
     await Promise.all(workers.map((worker) => worker.stop()));

@@ -97,7 +97,7 @@ describe('module roots (embedded executor)', () => {
     const file = module(root, 'a-file.js');
     expect(() => new PipelineExecutor({ moduleRoots: [file] })).to.throw(TypeError, /is not a directory/);
     expect(() => new PipelineExecutor({ moduleRoots: [] })).to.throw(TypeError, /non-empty array/);
-    const backend = bullmqBackend({ connection: 'redis://127.0.0.1:1' });
+    const backend = bullmqBackend({ connection: 'redis://127.0.0.1:1', secret: 'a-secret-of-16-bytes-or-more', log: () => {} });
     expect(() => new PipelineExecutor({ backend, moduleRoots: [root] })).to.throw(TypeError, /--module-root/);
   });
 });
