@@ -192,6 +192,19 @@ describe('BullMQ backend: the trust boundary (redis-server, worker processes, an
       expect(await handle.result).to.equal(11);
     });
 
+    it('a signed job copied into another queue, or under another id, is refused there', async () => {
+      const { worker: here, queue } = await worker();
+      const { worker: elsewhere, queue: other } = await worker();
+      const { executor: trusted } = await executor(queue);
+      const { handle, jobId } = await runUnderWay(trusted, queue, 5);
+      const data = (await outsider(queue).getJob(jobId))!.data as object;
+      await outsider(other).add('segments', data as never, { jobId });
+      await elsewhere.printed(new RegExp(`refused job "${jobId}" .*: its signature does not match`));
+      await outsider(queue).add('segments', data as never, { jobId: `${jobId}-again` });
+      await here.printed(new RegExp(`refused job "${jobId}-again" .*: its signature does not match`));
+      expect(await handle.result).to.equal(6);
+    });
+
     it('without a secret the backend works as before, with a warning at start on both sides', async () => {
       const { worker: open, queue } = await worker({ secret: false });
       const { executor: unsigned, lines } = await executor(queue, { secret: false });

@@ -307,7 +307,7 @@ export class BullmqDispatcher implements Dispatcher {
     if (ticket.settled) return;
     let result: RemoteEndReport;
     try {
-      result = checkEndReport(encoded, ticket.job.nodes.length);
+      result = checkEndReport(encoded, ticket.job.first, ticket.job.nodes.length);
     } catch (error) {
       // Signed, or no secret is in use: it fails its run, and no other.
       this.settings.log(`refused the end of segment ${ticket.id} (job ${ticket.jobId}): ${(error as Error).message}`);

@@ -110,17 +110,18 @@ export function checkUpdate(update: unknown, count: number, nodes: (index: numbe
   throw new Refused('an update is malformed');
 }
 
-/** A segment's end, decoded and checked against its `count` nodes. @throws {Refused} */
-export function checkEndReport(encoded: unknown, count: number): RemoteEndReport {
+/** A segment's end, decoded and checked against its nodes `first` to `count - 1`. @throws {Refused} */
+export function checkEndReport(encoded: unknown, first: number, count: number): RemoteEndReport {
   if (typeof encoded !== 'string') throw new Refused("a segment's end is not encoded");
   const value = decoded(encoded, "a segment's end");
   if (!isRecord(value) || !isRecord(value.settlement) || !SETTLEMENT_KINDS.has(value.settlement.kind as string)) {
     throw new Refused("a segment's end has no settlement");
   }
   const { settlement, outputs, endedNodeStartedMs } = value;
-  if ('position' in settlement && !isIndex(settlement.position, count)) throw new Refused("a segment's end names no node of it");
+  const isNode = (node: unknown): boolean => isIndex(node, count) && (node as number) >= first;
+  if ('position' in settlement && !isNode(settlement.position)) throw new Refused("a segment's end names no node of it");
   const isTime = (ms: unknown): boolean => typeof ms === 'number' && Number.isFinite(ms);
-  if (!Array.isArray(outputs) || !outputs.every((entry) => Array.isArray(entry) && entry.length === 4 && isIndex(entry[0], count) && isTime(entry[2]) && isTime(entry[3]))) {
+  if (!Array.isArray(outputs) || !outputs.every((entry) => Array.isArray(entry) && entry.length === 4 && isNode(entry[0]) && isTime(entry[2]) && isTime(entry[3]))) {
     throw new Refused("a segment's end has malformed outputs");
   }
   if (endedNodeStartedMs !== undefined && !isTime(endedNodeStartedMs)) throw new Refused("a segment's end has a bad start time");
