@@ -110,7 +110,14 @@ export class BullmqDispatcher implements Dispatcher {
     this.queue.on('error', remember);
     for (const redis of [...this.clients, reader]) redis.on('error', remember);
     // Its own reader of the queue's events, which nothing written there can stop (see events.ts).
-    this.events = new EventReader(reader, `${prefix}:${queueName}:events`, (event) => this.onEvent(event), remember);
+    const onEvent = (event: StreamEvent): void => {
+      try {
+        this.onEvent(event);
+      } catch (error) {
+        this.settings.log(`could not handle an event of job ${quoted(event.jobId)}: ${(error as Error).message}`);
+      }
+    };
+    this.events = new EventReader(reader, `${prefix}:${queueName}:events`, onEvent, remember);
     this.where = where(connection);
     this.connected = Promise.all([this.queue.waitUntilReady(), this.events.ready]).then(() => undefined);
     this.connected.catch(() => {});

@@ -33,8 +33,6 @@ import { checkJob, checkPayload, fits, Refused } from './checks';
 import { Backlog, JobReporter, NodeLists, openSaved, type Running } from './jobs';
 import { NO_SECRET_WARNING, quoted } from './trust';
 import { checkWorkerOptions, type WorkerProcessOptions } from './worker-options';
-
-export type { WorkerProcessOptions } from './worker-options';
 import {
   decode,
   encode,
@@ -43,6 +41,8 @@ import {
   type RemoteEndReport,
   type StopMessage,
 } from './wire';
+
+export type { WorkerProcessOptions } from './worker-options';
 
 /** A running worker process's handle. */
 export interface RemoteWorker {
