@@ -232,6 +232,11 @@ describe('BullMQ backend: the trust boundary (redis-server, worker processes, an
         const job = await q.add('segments', data as never);
         await open.printed(new RegExp(`refused job "${job.id}"[^\\n]*${reason.source}`));
       }
+      // Garbage on the stop channel, and stop marks with unknown codes, are ignored too.
+      const client = rawRedis();
+      for (const message of ['{', 'null', '[]', JSON.stringify({ id: 42 }), JSON.stringify({ id: 'x', code: 99, graceMs: -1 })]) {
+        await client.publish(`bull:${queue}:lukhas:stop`, message);
+      }
       const { executor: unsigned } = await executor(queue, { secret: false });
       expect(await unsigned.executePipeline({ nodes: [{ id: 'add', module: announceAdd }], initialInput: 1 })).to.equal(2);
     });
