@@ -123,7 +123,8 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     clearTimeout(waiting);
   }
-  process.stdout.write(`lukhas-orchestrator worker ready: queue "${values.queue ?? 'lukhas'}" on ${shown}\n`);
+  const signed = options.secret !== undefined || (process.env[SECRET_ENV] ?? '') !== '' ? 'signed jobs only' : 'unsigned jobs (no secret)';
+  process.stdout.write(`lukhas-orchestrator worker ready: queue "${values.queue ?? 'lukhas'}" on ${shown}; modules from ${options.moduleRoots.join(', ')}; ${signed}\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve();
     process.once('SIGTERM', stop);

@@ -408,7 +408,7 @@ describe('BullMQ backend: set-up errors, with no Redis', () => {
 
   it('ready() rejects with BackendUnavailableException when Redis does not answer, and close() still ends', async () => {
     // Port 1: connections are refused, and the backend keeps trying.
-    const executor = new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:1', connectTimeoutMs: 300 }) });
+    const executor = new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:1', connectTimeoutMs: 300, secret: SECRET }) });
     try {
       const error = await rejection(executor.ready());
       expect(error).to.be.instanceOf(BackendUnavailableException);
