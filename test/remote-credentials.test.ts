@@ -152,7 +152,7 @@ describe('BullMQ backend: credentials (redis-server with an ACL user, and with T
   });
 });
 
-describe('BullMQ backend: refusals at start, with no Redis', () => {
+describe('BullMQ backend: the command line and refusals at start, with no Redis', () => {
   it('a worker process without --module-root refuses to start, exits with 2 and says why', () => {
     const result = spawnSync(process.execPath, [CLI, 'worker', '--redis', 'redis://127.0.0.1:1'], { encoding: 'utf8' });
     expect(result.status).to.equal(2);
@@ -188,5 +188,23 @@ describe('BullMQ backend: refusals at start, with no Redis', () => {
       expect(cli.status).to.equal(1);
       expect(cli.stderr).to.include('***').and.not.include('hunter2');
     }
+  });
+
+  it('the command line names a bad option and exits with 1, before it connects', () => {
+    const result = spawnSync(process.execPath, [CLI, 'worker', '--redis', 'redis://127.0.0.1:6379', '--module-root', FIXTURES, '--threads', 'two'], { encoding: 'utf8' });
+    expect(result.status).to.equal(1);
+    expect(result.stderr).to.match(/--threads must be a positive integer, got "two"/);
+  });
+
+  it('the command line names a missing --redis, and exits with 2', () => {
+    const result = spawnSync(process.execPath, [CLI, 'worker'], { encoding: 'utf8' });
+    expect(result.status).to.equal(2);
+    expect(result.stderr).to.match(/--redis <url> is required/);
+  });
+
+  it('the command line names an unknown command, and exits with 2', () => {
+    const result = spawnSync(process.execPath, [CLI, 'wrker'], { encoding: 'utf8' });
+    expect(result.status).to.equal(2);
+    expect(result.stderr).to.match(/unknown command "wrker"/);
   });
 });

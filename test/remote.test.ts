@@ -8,7 +8,6 @@
  */
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +26,7 @@ import {
   type ProgressEvent,
 } from '../src/index';
 import { ABORTED, CLEANUP, COMPLETED, STARTED, fixture, rejection, useExecutors } from './helpers';
-import { CLI, FIXTURES, RedisServer, SECRET, WorkerProcess, redisServerMissing } from './remote-env';
+import { FIXTURES, RedisServer, SECRET, WorkerProcess, redisServerMissing } from './remote-env';
 import {
   SEED_TIMEOUTS,
   errorRequest,
@@ -435,23 +434,5 @@ describe('BullMQ backend: set-up errors, with no Redis', () => {
     expect(await rejection(startWorker({ connection, moduleRoots, prefetch: 0 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`prefetch` to be a positive integer, got `0`/);
     expect(await rejection(startWorker({ connection, moduleRoots, concurrency: 2.5 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`concurrency`/);
     expect(await rejection(startWorker({ connection, moduleRoots, threadz: 2 } as never))).to.be.instanceOf(TypeError).with.property('message').that.matches(/Unknown worker process option `threadz`/);
-  });
-
-  it('the command line names a bad option and exits with 1, before it connects', () => {
-    const result = spawnSync(process.execPath, [CLI, 'worker', '--redis', 'redis://127.0.0.1:6379', '--module-root', FIXTURES, '--threads', 'two'], { encoding: 'utf8' });
-    expect(result.status).to.equal(1);
-    expect(result.stderr).to.match(/--threads must be a positive integer, got "two"/);
-  });
-
-  it('the command line names a missing --redis, and exits with 2', () => {
-    const result = spawnSync(process.execPath, [CLI, 'worker'], { encoding: 'utf8' });
-    expect(result.status).to.equal(2);
-    expect(result.stderr).to.match(/--redis <url> is required/);
-  });
-
-  it('the command line names an unknown command, and exits with 2', () => {
-    const result = spawnSync(process.execPath, [CLI, 'wrker'], { encoding: 'utf8' });
-    expect(result.status).to.equal(2);
-    expect(result.stderr).to.match(/unknown command "wrker"/);
   });
 });
