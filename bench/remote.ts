@@ -3,7 +3,8 @@
  * loopback and two local worker processes (`lukhas-orchestrator worker`) sharing the
  * cores, against the same raw piscina baseline and floor as the embedded pool.
  */
-import { RedisServer, WorkerProcess, redisServerMissing } from '../test/remote-env';
+import { join } from 'node:path';
+import { RedisServer, SECRET, WorkerProcess, redisServerMissing } from '../test/remote-env';
 import { countAsOwn } from './machine';
 import { bullmqBackend, type ExecutorOptions } from './orchestrator';
 
@@ -32,7 +33,7 @@ export async function startCluster(base: ExecutorOptions, cores: number, queue: 
   let workers: WorkerProcess[] = [];
   try {
     workers = await Promise.all(
-      Array.from({ length: WORKER_PROCESSES }, () => WorkerProcess.start(redis.url, ['--queue', queue, '--threads', String(threads)])),
+      Array.from({ length: WORKER_PROCESSES }, () => WorkerProcess.start(redis.url, ['--queue', queue, '--threads', String(threads), '--module-root', join(__dirname, 'fixtures')], { LUKHAS_SECRET: SECRET })),
     );
   } catch (error) {
     await Promise.all(workers.map((worker) => worker.stop()));
@@ -44,7 +45,7 @@ export async function startCluster(base: ExecutorOptions, cores: number, queue: 
   // The executor's own `threads` would size a pool it does not start.
   const { threads: _unused, ...rest } = base;
   return {
-    options: { ...rest, backend: bullmqBackend({ connection: redis.url, queue }) },
+    options: { ...rest, backend: bullmqBackend({ connection: redis.url, queue, secret: SECRET }) },
     description: `over BullMQ: ${WORKER_PROCESSES} worker processes x ${threads} thread${threads === 1 ? '' : 's'}, redis-server on loopback`,
     async close() {
       for (const undo of forget) undo();

@@ -1,20 +1,31 @@
 #!/usr/bin/env node
 /**
- * The command line: `lukhas-orchestrator worker --redis <url>` runs a worker process of
- * the BullMQ backend. It stops taking jobs on SIGTERM or SIGINT, lets the running ones
- * finish, and exits.
+ * The command line: `lukhas-orchestrator worker --redis <url> --module-root <dir>` runs a
+ * worker process of the BullMQ backend. It stops taking jobs on SIGTERM or SIGINT, lets
+ * the running ones finish, and exits.
  */
 import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { describe } from './shared/thrown';
+import { connectionOptions, where } from './remote/connection';
+import { readTextFile, REDIS_URL_ENV, SECRET_ENV } from './remote/trust';
 import { startWorker, type RemoteWorker, type WorkerProcessOptions } from './remote/worker';
 
-const USAGE = `Usage: lukhas-orchestrator worker --redis <url> [options]
+const USAGE = `Usage: lukhas-orchestrator worker --redis-file <path> --module-root <dir> [options]
 
 Runs pipeline nodes for executors created with bullmqBackend({ connection, queue }).
 
 Options:
-  --redis <url>            Redis to take jobs from (redis://host:6379/0)          [required]
+  --redis-file <path>      a file holding the URL of Redis to take jobs from      [or --redis]
+                           (redis://[user:password@]host:6379/0, rediss:// for TLS)
+  --redis <url>            the same on the command line (a password there shows  [or ${REDIS_URL_ENV}]
+                           in \`ps\`: prefer --redis-file or ${REDIS_URL_ENV})
+  --module-root <dir>      a directory whose modules nodes may name; repeat for    [required]
+                           more. Any other module is refused before it is loaded
+  --secret-file <path>     a file holding the secret shared with the executors:   [or ${SECRET_ENV}]
+                           jobs not signed with it are dropped unread
+  --max-job-bytes <n>      larger jobs are refused, larger outputs fail their node [67108864]
   --queue <name>           the queue's name, as the executors give it            [lukhas]
   --prefix <prefix>        BullMQ's key prefix                                   [bull]
   --threads <n>            worker threads of this process's pool                 [cores: ${availableParallelism()}]
@@ -35,13 +46,10 @@ function count(value: string | undefined, name: string): number | undefined {
   return number;
 }
 
-/** Host and port of a Redis URL, without its password. */
-function where(url: string): string {
-  try {
-    return new URL(url).host || url;
-  } catch {
-    return url;
-  }
+/** Says what is wrong with the command line, and how to use it; exit code 2. */
+function usage(problem: string): number {
+  process.stderr.write(`lukhas-orchestrator: ${problem}\n\n${USAGE}`);
+  return 2;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -56,6 +64,10 @@ async function main(argv: string[]): Promise<number> {
     args: rest,
     options: {
       redis: { type: 'string' },
+      'redis-file': { type: 'string' },
+      'module-root': { type: 'string', multiple: true },
+      'secret-file': { type: 'string' },
+      'max-job-bytes': { type: 'string' },
       queue: { type: 'string' },
       prefix: { type: 'string' },
       threads: { type: 'string' },
@@ -68,14 +80,29 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help === true || values.redis === undefined) {
-    if (values.help !== true) process.stderr.write('lukhas-orchestrator: --redis <url> is required\n\n');
+  if (values.help === true) {
     process.stderr.write(USAGE);
-    return values.help === true ? 0 : 2;
+    return 0;
+  }
+  if (values.redis !== undefined && values['redis-file'] !== undefined) return usage('give either --redis or --redis-file, not both');
+  const envUrl = process.env[REDIS_URL_ENV];
+  const url = values.redis ?? (values['redis-file'] === undefined ? undefined : readTextFile(values['redis-file'], 'Redis URL').trim()) ?? (envUrl === '' ? undefined : envUrl);
+  if (url === undefined) return usage(`--redis <url> is required (or --redis-file <path>, or the environment variable ${REDIS_URL_ENV})`);
+  const roots = values['module-root'] ?? [];
+  if (roots.length === 0) {
+    return usage('--module-root <dir> is required: a worker process runs only the node modules inside the directories it is given, so that no one who can write to Redis can make it load anything else');
+  }
+  const shown = where(connectionOptions(url));
+  if (values.redis !== undefined && new URL(values.redis).password !== '') {
+    process.stderr.write(`lukhas-orchestrator worker: warning: the password in --redis shows in \`ps\`; give the URL in --redis-file or ${REDIS_URL_ENV} instead\n`);
   }
   const heap = count(values['max-old-space-mb'], 'max-old-space-mb');
+  const maxJobBytes = count(values['max-job-bytes'], 'max-job-bytes');
   const options: WorkerProcessOptions = {
-    connection: values.redis,
+    connection: url,
+    moduleRoots: roots.map((root) => resolve(root)),
+    ...(values['secret-file'] === undefined ? {} : { secret: readTextFile(values['secret-file'], 'secret') }),
+    ...(maxJobBytes === undefined ? {} : { maxJobBytes }),
     queue: values.queue,
     prefix: values.prefix,
     threads: count(values.threads, 'threads'),
@@ -88,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
   };
   // Redis may be down or the address wrong: say so rather than wait in silence.
   const waiting = setTimeout(() => {
-    process.stderr.write(`lukhas-orchestrator worker: still waiting for Redis at ${where(values.redis!)}\n`);
+    process.stderr.write(`lukhas-orchestrator worker: still waiting for Redis at ${shown}\n`);
   }, 5_000);
   let worker: RemoteWorker;
   try {
@@ -96,7 +123,8 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     clearTimeout(waiting);
   }
-  process.stdout.write(`lukhas-orchestrator worker ready: queue "${values.queue ?? 'lukhas'}" on ${where(values.redis)}\n`);
+  const signed = options.secret !== undefined || (process.env[SECRET_ENV] ?? '') !== '' ? 'signed jobs only' : 'unsigned jobs (no secret)';
+  process.stdout.write(`lukhas-orchestrator worker ready: queue "${values.queue ?? 'lukhas'}" on ${shown}; modules from ${options.moduleRoots.join(', ')}; ${signed}\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve();
     process.once('SIGTERM', stop);

@@ -168,7 +168,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   /** Checks and plans a request, then starts its run, or queues it for admission. */
   private launch(request: PipelineRequest): PipelineRun {
     if (this.closing !== undefined) throw new ExecutorClosedException();
-    const { plan, params } = planPipeline(request, this.dispatcher.modulesAreLocal);
+    const { plan, params } = planPipeline(request, this.dispatcher.modulesAreLocal, this.options.moduleRoots);
     const timeouts = requestTimeouts(this.options.timeouts, request.timeouts, plan.pipelineId);
     const { maxConcurrentPipelines, maxQueuedPipelines } = this.options;
     const admitNow = this.admitted < maxConcurrentPipelines;

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import type { ResourceLimits } from 'node:worker_threads';
+import { ModuleRoots } from './plan/module-roots';
 import type { Backend, DispatcherOptions } from './pool/dispatcher';
 import { MAX_TIMER_MS } from './shared/timers';
 
@@ -74,6 +75,16 @@ export interface ExecutorOptions {
    * @default the embedded piscina pool
    */
   readonly backend?: Backend;
+  /**
+   * Directories whose modules the nodes may name: a node whose module is not a file
+   * inside one of them (after resolving `..` and symbolic links), or is a package name
+   * or a `node:` built-in, fails its run's definition check with a
+   * `PipelineDefinitionError` before anything is loaded. For services that run
+   * definitions from callers they do not fully trust. With a `backend`, the worker
+   * processes take theirs on their command line (`--module-root`) instead.
+   * @default undefined (any absolute path)
+   */
+  readonly moduleRoots?: readonly string[];
 }
 
 /** Timeouts after defaults and overrides are applied. */
@@ -89,6 +100,7 @@ export interface ResolvedOptions extends DispatcherOptions {
   readonly maxConcurrentPipelines: number;
   readonly maxQueuedPipelines: number;
   readonly backend: Backend | undefined;
+  readonly moduleRoots: ModuleRoots | undefined;
 }
 
 export const DEFAULT_TIMEOUTS: ResolvedTimeouts = Object.freeze({
@@ -117,6 +129,7 @@ const OPTION_KEYS = [
   'maxQueuedPipelines',
   'progressIntervalMs',
   'backend',
+  'moduleRoots',
 ] as const;
 const RESOURCE_LIMIT_KEYS = ['maxOldGenerationSizeMb', 'maxYoungGenerationSizeMb', 'codeRangeSizeMb', 'stackSizeMb'] as const;
 
@@ -154,7 +167,11 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
         throw new TypeError(`\`${key}\` sizes the embedded pool and has no effect with a \`backend\`: the worker processes take it on their command line`);
       }
     }
+    if (opts.moduleRoots !== undefined) {
+      throw new TypeError('`moduleRoots` applies where the nodes run: with a `backend`, give the worker processes theirs (--module-root <dir>)');
+    }
   }
+  const moduleRoots = opts.moduleRoots === undefined ? undefined : ModuleRoots.of(opts.moduleRoots, 'moduleRoots');
 
   let resourceLimits: ResourceLimits | undefined;
   if (opts.resourceLimits !== undefined) {
@@ -177,6 +194,7 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
     maxQueuedPipelines,
     progressIntervalMs,
     backend,
+    moduleRoots,
   };
 }
 

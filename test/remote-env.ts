@@ -11,6 +11,10 @@ import { join, resolve } from 'node:path';
 
 /** The built command line the worker processes run. */
 export const CLI = resolve(__dirname, '..', 'dist', 'src', 'cli.js');
+/** The tests' node modules: the worker processes' module root. */
+export const FIXTURES = resolve(__dirname, 'fixtures');
+/** The secret the tests' executors and worker processes share. */
+export const SECRET = 'lukhas-test-secret-0123456789';
 
 /** Whether `redis-server` can be started here, and if not, why. */
 export function redisServerMissing(): string | undefined {
@@ -76,19 +80,26 @@ export class RedisServer {
     return this.child.pid!;
   }
 
-  /** Starts a server with no persistence on a free loopback port. */
-  static async start(): Promise<RedisServer> {
+  /**
+   * Starts a server with no persistence on a free loopback port; with `tls`, one that
+   * takes only TLS connections, with that certificate (clients need not show one).
+   */
+  static async start(tls?: { readonly cert: string; readonly key: string }): Promise<RedisServer> {
     let lastError: unknown;
     // The port is free when chosen; another process may take it before the server does.
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freePort();
       const dir = mkdtempSync(join(tmpdir(), 'lukhas-redis-'));
-      const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+      const listen =
+        tls === undefined
+          ? ['--port', String(port)]
+          : ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.cert, '--tls-auth-clients', 'no'];
+      const child = spawn('redis-server', [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       try {
         await untilReady(child, /Ready to accept connections/, 'redis-server');
-        return new RedisServer(child, dir, `redis://127.0.0.1:${port}`);
+        return new RedisServer(child, dir, `${tls === undefined ? 'redis' : 'rediss'}://127.0.0.1:${port}`);
       } catch (error) {
         lastError = error;
         rmSync(dir, { recursive: true, force: true });
@@ -108,21 +119,50 @@ export class RedisServer {
 export class WorkerProcess {
   /** Its exit code, once it has exited. */
   readonly exited: Promise<number | null>;
+  /** What it has printed so far, stdout and stderr. */
+  output = '';
+  private readonly waiters: { readonly pattern: RegExp; readonly found: () => void }[] = [];
 
   private constructor(private readonly child: ChildProcess) {
     this.exited = exited(child);
+    const onData = (chunk: Buffer): void => {
+      this.output += chunk.toString();
+      for (const waiter of [...this.waiters]) {
+        if (!waiter.pattern.test(this.output)) continue;
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        waiter.found();
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
   }
 
   get pid(): number {
     return this.child.pid!;
   }
 
-  /** Starts `lukhas-orchestrator worker --redis <url> ...args` and waits until it takes jobs. */
-  static async start(url: string, args: readonly string[] = []): Promise<WorkerProcess> {
+  /**
+   * Starts `lukhas-orchestrator worker --redis <url> ...args` (no --redis when `url` is
+   * undefined) with `env` added to the environment, and waits until it takes jobs.
+   */
+  static async start(url: string | undefined, args: readonly string[] = [], env: Record<string, string> = {}): Promise<WorkerProcess> {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm test does)`);
-    const child = spawn(process.execPath, [CLI, 'worker', '--redis', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const redis = url === undefined ? [] : ['--redis', url];
+    const child = spawn(process.execPath, [CLI, 'worker', ...redis, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const worker = new WorkerProcess(child);
     await untilReady(child, /worker ready/, 'the worker process');
-    return new WorkerProcess(child);
+    return worker;
+  }
+
+  /** Resolves once what it printed matches `pattern`; rejects if it exits first. */
+  printed(pattern: RegExp): Promise<void> {
+    if (pattern.test(this.output)) return Promise.resolve();
+    return new Promise((resolveFound, reject) => {
+      this.waiters.push({ pattern, found: resolveFound });
+      void this.exited.then(() => {
+        if (!pattern.test(this.output)) reject(new Error(`the worker process exited without printing ${pattern}:\n${this.output}`));
+      });
+    });
   }
 
   kill(signal: NodeJS.Signals): void {

@@ -8,7 +8,6 @@
  */
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +26,7 @@ import {
   type ProgressEvent,
 } from '../src/index';
 import { ABORTED, CLEANUP, COMPLETED, STARTED, fixture, rejection, useExecutors } from './helpers';
-import { CLI, RedisServer, WorkerProcess, redisServerMissing } from './remote-env';
+import { FIXTURES, RedisServer, SECRET, WorkerProcess, redisServerMissing } from './remote-env';
 import {
   SEED_TIMEOUTS,
   errorRequest,
@@ -42,7 +41,9 @@ import {
 } from './seed';
 
 /** A dead process's jobs move on after at most lock + stalled interval: 3 s here. */
-const RECOVERY = ['--lock-ms', '2000', '--stalled-ms', '1000'];
+const RECOVERY = ['--lock-ms', '2000', '--stalled-ms', '1000', '--module-root', FIXTURES];
+/** Every job signed with the tests' secret. */
+const SIGNED = { LUKHAS_SECRET: SECRET };
 const announceAdd = fixture('announce-add.js');
 
 /** A probe a node in another process writes to: a file, one line per mark. */
@@ -83,10 +84,10 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
   async function cluster(count: number, options: ExecutorOptions = {}, backend: Partial<BullmqBackendOptions> = {}, threads = 2) {
     const name = `test-${process.pid}-${++queue}`;
     const started = await Promise.all(
-      Array.from({ length: count }, () => WorkerProcess.start(redis!.url, ['--queue', name, '--threads', String(threads), ...RECOVERY])),
+      Array.from({ length: count }, () => WorkerProcess.start(redis!.url, ['--queue', name, '--threads', String(threads), ...RECOVERY], SIGNED)),
     );
     workers.push(...started);
-    const executor = newExecutor({ ...options, backend: bullmqBackend({ connection: redis!.url, queue: name, ...backend }) });
+    const executor = newExecutor({ ...options, backend: bullmqBackend({ connection: redis!.url, queue: name, secret: SECRET, ...backend }) });
     await executor.ready();
     return { executor, workers: started, queue: name };
   }
@@ -280,7 +281,7 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
 
     it('a module is looked for where the nodes run: missing there, the run fails naming the node', async () => {
       const { executor } = await cluster(1);
-      const missing = join(dir, 'not-deployed.js');
+      const missing = join(FIXTURES, 'not-deployed.js');
       const error = await rejection(executor.executePipeline({ nodes: [{ id: 'first', module: sleepAdd }, { id: 'elsewhere', module: missing }], initialInput: 0 }));
       expect(error).to.be.instanceOf(PipelineDefinitionError);
       expect((error as PipelineDefinitionError).nodeId).to.equal('elsewhere');
@@ -289,7 +290,7 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
 
     it('two executors on one queue each get their own runs\' results', async () => {
       const { executor: first, queue } = await cluster(1);
-      const second = newExecutor({ backend: bullmqBackend({ connection: redis!.url, queue }) });
+      const second = newExecutor({ backend: bullmqBackend({ connection: redis!.url, queue, secret: SECRET }) });
       await second.ready();
       const runs = (executor: PipelineExecutor, base: number): Promise<unknown>[] =>
         Array.from({ length: 50 }, (_, i) => executor.executePipeline({ nodes: [{ id: 'add', module: sleepAdd }], initialInput: base + i }));
@@ -350,7 +351,7 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
       const holders = [hold(0), hold(1)];
       await held;
       expect(pids).to.deep.equal([busy!.pid, busy!.pid]);
-      const idle = await WorkerProcess.start(redis!.url, ['--queue', queue, '--threads', '2', ...RECOVERY]);
+      const idle = await WorkerProcess.start(redis!.url, ['--queue', queue, '--threads', '2', ...RECOVERY], SIGNED);
       workers.push(idle);
       const burst = await Promise.all(
         Array.from({ length: 400 }, (_, i) =>
@@ -406,7 +407,7 @@ describe('BullMQ backend: set-up errors, with no Redis', () => {
 
   it('ready() rejects with BackendUnavailableException when Redis does not answer, and close() still ends', async () => {
     // Port 1: connections are refused, and the backend keeps trying.
-    const executor = new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:1', connectTimeoutMs: 300 }) });
+    const executor = new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:1', connectTimeoutMs: 300, secret: SECRET }) });
     try {
       const error = await rejection(executor.ready());
       expect(error).to.be.instanceOf(BackendUnavailableException);
@@ -429,26 +430,9 @@ describe('BullMQ backend: set-up errors, with no Redis', () => {
   it('startWorker() names an unknown option and a bad count, before it connects', async () => {
     // Port 1: nothing listens there; the checks come first.
     const connection = 'redis://127.0.0.1:1';
-    expect(await rejection(startWorker({ connection, prefetch: 0 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`prefetch` to be a positive integer, got `0`/);
-    expect(await rejection(startWorker({ connection, concurrency: 2.5 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`concurrency`/);
-    expect(await rejection(startWorker({ connection, threadz: 2 } as never))).to.be.instanceOf(TypeError).with.property('message').that.matches(/Unknown worker process option `threadz`/);
-  });
-
-  it('the command line names a bad option and exits with 1, before it connects', () => {
-    const result = spawnSync(process.execPath, [CLI, 'worker', '--redis', 'redis://127.0.0.1:6379', '--threads', 'two'], { encoding: 'utf8' });
-    expect(result.status).to.equal(1);
-    expect(result.stderr).to.match(/--threads must be a positive integer, got "two"/);
-  });
-
-  it('the command line names a missing --redis, and exits with 2', () => {
-    const result = spawnSync(process.execPath, [CLI, 'worker'], { encoding: 'utf8' });
-    expect(result.status).to.equal(2);
-    expect(result.stderr).to.match(/--redis <url> is required/);
-  });
-
-  it('the command line names an unknown command, and exits with 2', () => {
-    const result = spawnSync(process.execPath, [CLI, 'wrker'], { encoding: 'utf8' });
-    expect(result.status).to.equal(2);
-    expect(result.stderr).to.match(/unknown command "wrker"/);
+    const moduleRoots = [FIXTURES];
+    expect(await rejection(startWorker({ connection, moduleRoots, prefetch: 0 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`prefetch` to be a positive integer, got `0`/);
+    expect(await rejection(startWorker({ connection, moduleRoots, concurrency: 2.5 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`concurrency`/);
+    expect(await rejection(startWorker({ connection, moduleRoots, threadz: 2 } as never))).to.be.instanceOf(TypeError).with.property('message').that.matches(/Unknown worker process option `threadz`/);
   });
 });

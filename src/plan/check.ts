@@ -7,6 +7,7 @@ import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expectDuration, expectPlainObject, rejectUnknownKeys, show } from '../options';
 import { PipelineDefinitionError } from '../errors';
+import type { ModuleRoots } from './module-roots';
 import type { NodeDefinition, PipelineRequest } from './definition';
 import { NO_RETRY, type RetryPolicy } from './retry';
 
@@ -65,8 +66,11 @@ export interface CheckedNode {
   readonly dependsOn: readonly string[] | undefined;
 }
 
-/** Checks `nodes[index]` on its own (not its edges). */
-export function checkNode(def: NodeDefinition, index: number, fail: Fail, modulesAreLocal: boolean): CheckedNode {
+/**
+ * Checks `nodes[index]` on its own (not its edges). `roots`: the executor's `moduleRoots`,
+ * when its own threads load the modules.
+ */
+export function checkNode(def: NodeDefinition, index: number, fail: Fail, modulesAreLocal: boolean, roots?: ModuleRoots): CheckedNode {
   if (def === null || typeof def !== 'object' || Array.isArray(def)) {
     fail(`Expected \`nodes[${index}]\` to be a node definition object, got ${show(def)}`);
   }
@@ -77,7 +81,7 @@ export function checkNode(def: NodeDefinition, index: number, fail: Fail, module
       fail(`Node "${id}" has an unknown key \`${key}\`; known keys are: ${NODE_KEYS.join(', ')}`, id);
     }
   }
-  const module = checkModule(def.module, id, fail, modulesAreLocal);
+  const module = checkModule(def.module, id, fail, modulesAreLocal, roots);
   if (def.export !== undefined && (typeof def.export !== 'string' || def.export === '')) {
     fail(`Expected \`export\` of node "${id}" to be a non-empty string, got ${show(def.export)}`, id);
   }
@@ -123,6 +127,10 @@ function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {
   return { retries: retries ?? 0, baseMs, maxMs, retryOn, retryTimeouts: retryTimeouts ?? false };
 }
 
+/**
+ * Modules found to be files, keyed by the module roots they were checked against too:
+ * one allowed under one set of roots is not thereby allowed under another.
+ */
 const knownModules = new Set<string>();
 
 /** The module as the threads get it: a string, a `URL` by its `href`. */
@@ -130,12 +138,13 @@ export function moduleName(module: unknown): unknown {
   return module instanceof URL ? module.href : module;
 }
 
-function checkModule(given: unknown, id: string, fail: Fail, isHere: boolean): string {
+function checkModule(given: unknown, id: string, fail: Fail, isHere: boolean, roots: ModuleRoots | undefined): string {
   const module = moduleName(given);
   if (typeof module !== 'string' || module === '') {
     fail(`Expected \`module\` of node "${id}" to be an absolute path or a file: URL, got ${show(given)}`, id);
   }
-  if (knownModules.has(module)) return module;
+  const key = roots === undefined ? module : `${roots.key}\n${module}`;
+  if (knownModules.has(key)) return module;
   let path: string;
   if (module.startsWith('file:')) {
     try {
@@ -151,6 +160,10 @@ function checkModule(given: unknown, id: string, fail: Fail, isHere: boolean): s
     return fail(`Node "${id}" names its module by a relative path or a package name ("${module}"); give an absolute path or a file: URL`, id);
   }
   if (!isHere) return module;
+  if (roots !== undefined) {
+    const refusal = roots.refusal(module);
+    if (refusal !== undefined) fail(`Module of node "${id}" (${module}) is refused: ${refusal}`, id);
+  }
   let isFile: boolean;
   try {
     isFile = statSync(path).isFile();
@@ -160,7 +173,7 @@ function checkModule(given: unknown, id: string, fail: Fail, isHere: boolean): s
   if (!isFile) fail(`Module of node "${id}" is not a file: ${path}`, id);
   // Bounded: definitions built at run time may name ever new files.
   if (knownModules.size >= 4096) knownModules.clear();
-  knownModules.add(module);
+  knownModules.add(key);
   return module;
 }
 

@@ -7,6 +7,7 @@ import { uncrossable } from '../shared/crossing';
 import type { TaskNode } from '../shared/protocol';
 import { checkNode, checkParams, checkRequest, failer, moduleName } from './check';
 import type { NodeDefinition, PipelineRequest } from './definition';
+import type { ModuleRoots } from './module-roots';
 import type { RetryPolicy } from './retry';
 
 export interface PlannedNode {
@@ -62,17 +63,19 @@ const MAX_PLANS = 512;
  * Checks a pipeline request and plans its execution. `modulesAreLocal`: this process's
  * threads load the node modules, so their files must exist here (another process may
  * load them elsewhere, as with a remote backend: then only their form is checked).
+ * `roots`: the executor's `moduleRoots`, which every module must lie inside.
  * @throws {PipelineDefinitionError} naming the culprit, before any node runs.
  */
-export function planPipeline(request: PipelineRequest, modulesAreLocal = true): PlannedRequest {
+export function planPipeline(request: PipelineRequest, modulesAreLocal = true, roots?: ModuleRoots): PlannedRequest {
   const pipelineId = checkRequest(request);
   const defs = request.nodes;
   const shape = shapeKey(pipelineId, defs);
-  // A plan whose module files were not looked for is not one whose files were.
-  const key = shape === undefined ? undefined : modulesAreLocal ? shape : `remote:${shape}`;
+  // A plan whose module files were not looked for is not one whose files were, nor is
+  // one checked against other module roots (or none).
+  const key = shape === undefined ? undefined : `${modulesAreLocal ? 'local' : 'remote'}:${roots?.key ?? ''}\u0001${shape}`;
   let plan = key === undefined ? undefined : plans.get(key);
   if (plan === undefined) {
-    plan = buildPlan(pipelineId, defs, modulesAreLocal);
+    plan = buildPlan(pipelineId, defs, modulesAreLocal, roots);
     if (key !== undefined) {
       if (plans.size >= MAX_PLANS) plans.delete(plans.keys().next().value!);
       plans.set(key, plan);
@@ -134,14 +137,14 @@ function shapeKey(pipelineId: string, defs: readonly NodeDefinition[]): string |
  * Checks the nodes of a definition and plans them, in time linear in nodes and edges,
  * with no recursion (a definition of 100,000 nodes takes milliseconds).
  */
-function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesAreLocal: boolean): Plan {
+function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesAreLocal: boolean, moduleRoots: ModuleRoots | undefined): Plan {
   const fail = failer(pipelineId);
   const byId = new Map<string, number>();
   const nodes: PlannedNode[] = [];
   const dependsOn: (readonly string[] | undefined)[] = [];
   let isDag = false;
   for (let index = 0; index < defs.length; index++) {
-    const checked = checkNode(defs[index]!, index, fail, modulesAreLocal);
+    const checked = checkNode(defs[index]!, index, fail, modulesAreLocal, moduleRoots);
     const { id } = checked;
     const twin = byId.get(id);
     if (twin !== undefined) fail(`Pipeline "${pipelineId}" has two nodes with the id "${id}" (nodes[${twin}] and nodes[${index}])`, id);

@@ -13,72 +13,52 @@
  *
  * bullmq is loaded only when this backend is used: an executor without it needs no Redis.
  */
-import type { Queue, QueueEvents } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { TaskProgress } from '../shared/board';
 import { MAX_TIMER_MS } from '../shared/timers';
 import { receiveSettlement } from '../shared/settlement';
 import { BackendUnavailableException } from '../errors';
 import { randomUUID } from 'node:crypto';
 import type { Dispatcher, DispatcherEvents, DispatcherOptions, DispatcherStats, SegmentJob, SegmentTicket, Settlement, ThreadHealth } from '../pool/dispatcher';
 import type { TaskNode } from '../shared/protocol';
-import { decode, encode, names, type JobData, type JobResult, type RemoteEndReport, type SegmentPayload, type StopMessage, type Update } from './wire';
-import type { RedisConnectionOptions } from './connection';
+import { checkEndReport, checkOutcome, checkUpdate, Refused } from './checks';
+import { where, type RedisConnectionOptions } from './connection';
 import { loadPeers } from './peers';
+import { EventReader, type StreamEvent } from './events';
+import { RemoteTicket } from './remote-ticket';
+import { MAX_SEGMENTS_PER_JOB, quoted, type Signer } from './trust';
+import { decode, encode, names, type JobData, type RemoteEndReport, type SegmentPayload, type StopMessage } from './wire';
+
+/** What the backend was given besides its connection and queue. */
+export interface BullmqSettings {
+  readonly stopTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  readonly signer: Signer;
+  /** Jobs sent and outcomes read weigh at most this. */
+  readonly maxJobBytes: number;
+  readonly log: (line: string) => void;
+}
 
 /** How long closing waits for Redis to acknowledge before it drops the connections. */
 const CLOSE_WAIT_MS = 2_000;
-
-const NOT_STARTED: TaskProgress = Object.freeze({ started: false });
 
 /** How often segments waiting long for their end are looked up, in case an event was lost. */
 const SWEEP_MS = 5_000;
 /** A turn's segments are spread over about this many jobs, for the worker processes to share... */
 const JOBS_PER_TURN = 32;
-/** ...of at most this many segments each. */
-const MAX_SEGMENTS_PER_JOB = 64;
+/** The name of every job: signed with its data. */
+const JOB_NAME = 'segments';
 /** Job states in which no process has taken the job up yet. */
 const NOT_TAKEN = new Set(['waiting', 'prioritized', 'delayed', 'waiting-children', 'unknown']);
-class RemoteTicket implements SegmentTicket {
-  settled = false;
-  stopCode = 0;
-  /** Ends the segment if its stop goes unanswered. */
-  stopTimer: NodeJS.Timeout | undefined;
-  /** Its job, once sent, and its place in it. */
-  jobId: string | undefined;
-  index = 0;
-  /** For the sweep. */
-  readonly sentAt = Date.now();
-  /** In the scheduler's clock: what the worker process's times are added to. */
-  readonly submittedAt = performance.now();
-
-  constructor(
-    private readonly dispatcher: BullmqDispatcher,
-    readonly id: string,
-    readonly job: SegmentJob,
-    readonly payload: string | undefined,
-  ) {}
-
-  progress(): TaskProgress {
-    return NOT_STARTED;
-  }
-
-  refresh(): void {}
-
-  stop(code: number, graceMs: number): void {
-    this.dispatcher.stop(this, code, graceMs);
-  }
-}
-
 export class BullmqDispatcher implements Dispatcher {
   readonly enforcesNodeTimeouts = true;
   /** The worker processes load the node modules, wherever they run. */
   readonly modulesAreLocal = false;
   private readonly queue: Queue<JobData>;
-  private readonly events: QueueEvents;
+  private readonly events: EventReader;
   /** For stop requests: a mark and a message. */
   private readonly redis: Redis;
-  /** The connections this dispatcher opened: this one, the queue's, the event reader's. */
+  /** The connections this dispatcher opened: this one, the queue's, the event reader's (which closes its own). */
   private readonly clients: Redis[];
   /** Segments in flight, and the jobs that carry them. */
   private readonly tickets = new Map<string, RemoteTicket>();
@@ -104,12 +84,12 @@ export class BullmqDispatcher implements Dispatcher {
     connection: RedisConnectionOptions,
     queueName: string,
     prefix: string,
-    private readonly timeouts: { readonly stopTimeoutMs: number; readonly connectTimeoutMs: number },
+    private readonly settings: BullmqSettings,
     _options: DispatcherOptions,
     _events: DispatcherEvents,
   ) {
     const { bullmq, ioredis } = loadPeers('The BullMQ backend');
-    const { Queue, QueueEvents } = bullmq;
+    const { Queue } = bullmq;
     const { Redis: RedisClient } = ioredis;
     this.names = names(prefix, queueName);
     // Connections of our own, given to BullMQ as shared ones: closing can then drop them
@@ -124,28 +104,24 @@ export class BullmqDispatcher implements Dispatcher {
       streams: { events: { maxLen: 100_000 } },
       defaultJobOptions: { removeOnComplete: { age: 60 }, removeOnFail: { age: 60 } },
     });
-    // The event reader copies the connection it is given: the copy is kept here too.
-    const template = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null, lazyConnect: true });
-    const duplicate = template.duplicate.bind(template);
-    template.duplicate = ((override?: object) => {
-      const copy = duplicate({ lazyConnect: false, ...override });
-      this.clients.push(copy);
-      return copy;
-    }) as typeof template.duplicate;
-    this.events = new QueueEvents(queueName, { connection: template, prefix });
     // Connection trouble is reported on these; without listeners it would crash the process.
     const remember = (error: Error): void => {
       this.lastError = error;
     };
+    const reader = client();
     this.queue.on('error', remember);
-    this.events.on('error', remember);
-    for (const redis of this.clients) redis.on('error', remember);
-    const { host = 'localhost', port = 6379 } = connection as { host?: string; port?: number };
-    this.where = `${host}:${port}`;
-    this.events.on('progress', ({ jobId, data }) => this.onProgress(jobId, data as unknown as { u: Update[] }));
-    this.events.on('completed', ({ jobId, returnvalue }) => this.onCompleted(jobId, returnvalue as unknown as JobResult | string));
-    this.events.on('failed', ({ jobId, failedReason }) => this.onFailed(jobId, failedReason));
-    this.connected = Promise.all([this.queue.waitUntilReady(), this.events.waitUntilReady()]).then(() => undefined);
+    for (const redis of [...this.clients, reader]) redis.on('error', remember);
+    // Its own reader of the queue's events, which nothing written there can stop (see events.ts).
+    const onEvent = (event: StreamEvent): void => {
+      try {
+        this.onEvent(event);
+      } catch (error) {
+        this.settings.log(`could not handle an event of job ${quoted(event.jobId)}: ${(error as Error).message}`);
+      }
+    };
+    this.events = new EventReader(reader, `${prefix}:${queueName}:events`, onEvent, remember);
+    this.where = where(connection);
+    this.connected = Promise.all([this.queue.waitUntilReady(), this.events.ready]).then(() => undefined);
     this.connected.catch(() => {});
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweeper.unref();
@@ -161,9 +137,9 @@ export class BullmqDispatcher implements Dispatcher {
       const timer = setTimeout(() => {
         const cause = this.lastError;
         const why = cause === undefined ? '' : `: ${cause.message}`;
-        const message = `The BullMQ backend could not reach Redis at ${this.where} within ${this.timeouts.connectTimeoutMs} ms${why}`;
+        const message = `The BullMQ backend could not reach Redis at ${this.where} within ${this.settings.connectTimeoutMs} ms${why}`;
         reject(new BackendUnavailableException(message, { backend: 'bullmq', cause }));
-      }, this.timeouts.connectTimeoutMs);
+      }, this.settings.connectTimeoutMs);
       this.connected.then(
         () => {
           clearTimeout(timer);
@@ -196,7 +172,11 @@ export class BullmqDispatcher implements Dispatcher {
     } catch (cause) {
       unclonable = cause;
     }
-    const ticket = new RemoteTicket(this, `${this.idPrefix}-${++this.seq}`, job, encoded);
+    if (encoded !== undefined && encoded.length > this.settings.maxJobBytes) {
+      unclonable = new RangeError(`it takes ${encoded.length} bytes encoded, above the BullMQ backend's maxJobBytes (${this.settings.maxJobBytes})`);
+      encoded = undefined;
+    }
+    const ticket = new RemoteTicket((ticket, code, graceMs) => this.stop(ticket, code, graceMs), `${this.idPrefix}-${++this.seq}`, job, encoded);
     this.tickets.set(ticket.id, ticket);
     if (encoded === undefined) {
       queueMicrotask(() => this.settle(ticket, { kind: 'input-unclonable', cause: unclonable }));
@@ -224,16 +204,30 @@ export class BullmqDispatcher implements Dispatcher {
     if (ready.length === 0) return;
     const size = Math.min(MAX_SEGMENTS_PER_JOB, Math.ceil(ready.length / JOBS_PER_TURN));
     const jobs: { name: string; data: JobData; opts: { jobId: string } }[] = [];
-    for (let start = 0; start < ready.length; start += size) {
-      const tickets = ready.slice(start, start + size);
+    // Up to `size` segments a job, and fewer where their payloads would weigh more than a
+    // worker process takes (each one alone is within the limit: see `submit`).
+    let tickets: RemoteTicket[] = [];
+    let bytes = 0;
+    const pack = (): void => {
       const jobId = `${this.idPrefix}-j${++this.jobSeq}`;
       tickets.forEach((ticket, index) => {
         ticket.jobId = jobId;
         ticket.index = index;
       });
       this.jobs.set(jobId, tickets);
-      jobs.push({ name: 'segments', data: { s: tickets.map((ticket) => [ticket.id, ticket.payload!] as const) }, opts: { jobId } });
+      const s = tickets.map((ticket) => [ticket.id, ticket.payload!] as const);
+      const m = this.settings.signer.sign('job', jobId, JOB_NAME, JSON.stringify(s));
+      jobs.push({ name: JOB_NAME, data: m === undefined ? { s } : { s, m }, opts: { jobId } });
+      tickets = [];
+      bytes = 0;
+    };
+    for (const ticket of ready) {
+      const weight = ticket.id.length + ticket.payload!.length + 8;
+      if (tickets.length > 0 && (tickets.length >= size || bytes + weight > this.settings.maxJobBytes - 1024)) pack();
+      tickets.push(ticket);
+      bytes += weight;
     }
+    pack();
     this.connected
       .then(() => this.queue.addBulk(jobs))
       .catch((cause: unknown) => {
@@ -249,7 +243,7 @@ export class BullmqDispatcher implements Dispatcher {
     const jobId = ticket.jobId;
     const message: StopMessage = { id: ticket.id, code, graceMs };
     // The process that has it may be dead: the run does not wait for ever.
-    const wait = Math.min(MAX_TIMER_MS, graceMs + this.timeouts.stopTimeoutMs);
+    const wait = Math.min(MAX_TIMER_MS, graceMs + this.settings.stopTimeoutMs);
     ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', position: ticket.job.first }), wait);
     void (async () => {
       try {
@@ -318,9 +312,16 @@ export class BullmqDispatcher implements Dispatcher {
   }
 
   /** A segment ended: its nodes' outputs, then its end. */
-  private ended(ticket: RemoteTicket, encoded: string): void {
+  private ended(ticket: RemoteTicket, encoded: unknown): void {
     if (ticket.settled) return;
-    const result = decode(encoded) as RemoteEndReport;
+    let result: RemoteEndReport;
+    try {
+      result = checkEndReport(encoded, ticket.job.first, ticket.job.nodes.length);
+    } catch (error) {
+      // Signed, or no secret is in use: it fails its run, and no other.
+      this.settings.log(`refused the end of segment ${ticket.id} (job ${ticket.jobId}): ${(error as Error).message}`);
+      return this.settle(ticket, { kind: 'crashed', position: ticket.job.first, exitCode: undefined, cause: error });
+    }
     // Times since the job was taken up: it cannot have been before it was sent, nor
     // can anything have ended after now.
     const now = this.now();
@@ -332,35 +333,70 @@ export class BullmqDispatcher implements Dispatcher {
     this.settle(ticket, receiveSettlement(result.settlement), endedNodeStartedMs === undefined ? undefined : at(endedNodeStartedMs));
   }
 
-  private onProgress(jobId: string, data: { u: Update[] }): void {
+  /** An event of the queue's stream, as text: only those of this executor's jobs are read further. */
+  private onEvent(event: StreamEvent): void {
+    const { jobId } = event;
+    if (jobId === undefined || !this.jobs.has(jobId)) return;
+    if (event.event === 'progress') this.onOutcome(jobId, 'progress', event.data);
+    else if (event.event === 'completed') this.onOutcome(jobId, 'result', event.returnvalue);
+    else if (event.event === 'failed') this.onFailed(jobId, event.failedReason ?? 'unknown');
+  }
+
+  /**
+   * A job's progress update or return value: checked for size and signature before
+   * anything of it is decoded. One that fails is ignored; one that is authentic (or
+   * unsigned, with no secret in use) but malformed fails the job's runs, and no others.
+   */
+  private onOutcome(jobId: string, domain: 'progress' | 'result', raw: unknown): void {
     const tickets = this.jobs.get(jobId);
-    if (tickets === undefined || !Array.isArray(data?.u)) return;
-    for (const update of data.u) {
-      const ticket = tickets[update.i];
-      if (ticket === undefined || ticket.settled) continue;
+    if (tickets === undefined) return;
+    let body: unknown[];
+    try {
+      body = checkOutcome(raw, domain, jobId, this.settings.signer, this.settings.maxJobBytes);
+    } catch (error) {
+      this.settings.log(`ignored a ${domain === 'progress' ? 'progress update' : 'return value'} of job ${quoted(jobId)}: ${(error as Error).message}`);
+      return;
+    }
+    if (domain === 'result') {
+      tickets.forEach((ticket, index) => {
+        // null: an end sent as a progress update, left out of a return value that would weigh too much.
+        if (!ticket.settled && body[index] !== null) deliver(() => this.ended(ticket, body[index]));
+      });
+      return;
+    }
+    for (const item of body) {
+      let update;
+      try {
+        update = checkUpdate(item, tickets.length, (index) => tickets[index]!.job.nodes.length);
+      } catch (error) {
+        return this.onFailed(jobId, `a progress update of the job was refused: ${(error as Refused).message}`);
+      }
+      const ticket = tickets[update.i]!;
+      if (ticket.settled) continue;
       const { listener } = ticket.job;
       deliver(() => {
         if (update.k === 's') listener.nodeStarted(update.n, this.now());
-        else if (update.k === 'p') listener.progress(update.n, decode(update.b));
+        else if (update.k === 'p') this.progressed(ticket, update.n, update.b);
         else this.ended(ticket, update.b);
       });
     }
   }
 
-  private onCompleted(jobId: string, returnvalue: JobResult | string): void {
-    const tickets = this.jobs.get(jobId);
-    if (tickets === undefined) return;
-    const value = typeof returnvalue === 'string' ? (JSON.parse(returnvalue) as JobResult) : returnvalue;
-    tickets.forEach((ticket, index) => {
-      const encoded = value.e[index];
-      if (encoded !== undefined) deliver(() => this.ended(ticket, encoded));
-    });
+  private progressed(ticket: RemoteTicket, node: number, encoded: string): void {
+    let value: unknown;
+    try {
+      value = decode(encoded);
+    } catch (error) {
+      this.settings.log(`ignored a progress value of segment ${ticket.id}: ${(error as Error).message}`);
+      return;
+    }
+    ticket.job.listener.progress(node, value);
   }
 
   private onFailed(jobId: string, reason: string): void {
     const tickets = this.jobs.get(jobId);
     if (tickets === undefined) return;
-    const cause = new Error(`the BullMQ job of the segment failed: ${reason}`);
+    const cause = new Error(`the BullMQ job of the segment failed: ${reason.length > 1_000 ? `${reason.slice(0, 1_000)}...` : reason}`);
     for (const ticket of tickets) deliver(() => this.settle(ticket, { kind: 'crashed', position: ticket.job.first, exitCode: undefined, cause }));
   }
 
@@ -372,10 +408,10 @@ export class BullmqDispatcher implements Dispatcher {
         const state = await this.queue.getJobState(jobId);
         if (state !== 'completed' && state !== 'failed') continue;
         const job = await this.queue.getJob(jobId);
-        if (state === 'completed' && job?.returnvalue !== undefined) this.onCompleted(jobId, job.returnvalue as unknown as JobResult);
+        if (state === 'completed' && job?.returnvalue !== undefined) this.onOutcome(jobId, 'result', JSON.stringify(job.returnvalue));
         else if (state === 'failed') this.onFailed(jobId, job?.failedReason ?? 'unknown');
       } catch {
-        // Redis unreachable: try again next time.
+        // Redis unreachable, or the job unreadable: try again next time.
       }
     }
   }

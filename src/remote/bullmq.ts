@@ -7,13 +7,41 @@ import { show } from '../options';
 import type { Backend, DispatcherEvents, DispatcherOptions } from '../pool/dispatcher';
 import { MAX_TIMER_MS } from '../shared/timers';
 import { BullmqDispatcher } from './bullmq-dispatcher';
-import { connectionOptions, type RedisConnectionOptions } from './connection';
+import { connectionOptions, pickConnection, type RedisConnectionOptions } from './connection';
 import { loadPeers } from './peers';
+import { logToStderr, maxBytesOf, NO_SECRET_WARNING, secretOf, SECRET_ENV, Signer } from './trust';
 
 /** Options of {@link bullmqBackend}. */
 export interface BullmqBackendOptions {
-  /** Redis: a URL (`redis://host:6379/0`) or ioredis connection options. */
-  readonly connection: string | RedisConnectionOptions;
+  /**
+   * Redis: a URL (`redis://[user:password@]host:6379/0`, `rediss://` for TLS) or ioredis
+   * connection options. Without it, the URL is read from `connectionFile`, else from the
+   * environment variable `LUKHAS_REDIS_URL`. Messages show it without its password.
+   */
+  readonly connection?: string | RedisConnectionOptions;
+  /** A file holding the Redis URL (instead of `connection`). */
+  readonly connectionFile?: string;
+  /**
+   * The secret shared with the worker processes (a string or bytes, at least 16; the
+   * same as their `--secret-file` or `LUKHAS_SECRET`): every job is signed with it
+   * (HMAC-SHA256), and a progress update or return value that is not signed with it is
+   * ignored. Without it, the environment variable `LUKHAS_SECRET` is read; without
+   * either, nothing is signed and a warning is logged.
+   */
+  readonly secret?: string | Uint8Array;
+  /**
+   * The most a job or an outcome read back may weigh, in bytes (their JSON); larger
+   * outcomes are ignored, and a segment whose payload alone is larger fails its run
+   * with a `PipelineDefinitionError`. Give the worker processes the same
+   * (`--max-job-bytes`).
+   * @default 67108864 (64 MiB)
+   */
+  readonly maxJobBytes?: number;
+  /**
+   * Where the backend's warnings and refusals go, a line at a time.
+   * @default a line on stderr
+   */
+  readonly log?: (line: string) => void;
   /**
    * The queue's name; the worker processes must use the same.
    * @default 'lukhas'
@@ -41,7 +69,7 @@ export interface BullmqBackendOptions {
   readonly connectTimeoutMs?: number;
 }
 
-const OPTION_KEYS = ['connection', 'queue', 'prefix', 'stopTimeoutMs', 'connectTimeoutMs'];
+const OPTION_KEYS = ['connection', 'connectionFile', 'queue', 'prefix', 'stopTimeoutMs', 'connectTimeoutMs', 'secret', 'maxJobBytes', 'log'];
 
 /**
  * Runs the executor's nodes on BullMQ worker processes.
@@ -59,11 +87,19 @@ export function bullmqBackend(options: BullmqBackendOptions): Backend {
   for (const key of Object.keys(options)) {
     if (!OPTION_KEYS.includes(key)) throw new TypeError(`Unknown BullMQ backend option \`${key}\`; known options are: ${OPTION_KEYS.join(', ')}`);
   }
-  const { connection, queue = 'lukhas', prefix = 'bull', stopTimeoutMs = 20_000, connectTimeoutMs = 10_000 } = options;
+  const { queue = 'lukhas', prefix = 'bull', stopTimeoutMs = 20_000, connectTimeoutMs = 10_000, log = logToStderr } = options;
+  if (options.connectionFile !== undefined && typeof options.connectionFile !== 'string') {
+    throw new TypeError(`Expected \`connectionFile\` to be a path, got ${show(options.connectionFile)}`);
+  }
+  const connection = pickConnection(options.connection, options.connectionFile, 'connectionFile');
   if (typeof connection !== 'string' && (connection === null || typeof connection !== 'object')) {
     throw new TypeError(`Expected \`connection\` to be a Redis URL or connection options, got ${show(connection)}`);
   }
   const resolvedConnection = connectionOptions(connection);
+  if (typeof log !== 'function') throw new TypeError(`Expected \`log\` to be a function, got ${show(log)}`);
+  const maxJobBytes = maxBytesOf(options.maxJobBytes, 'maxJobBytes');
+  const envSecret = process.env[SECRET_ENV];
+  const secret = secretOf(options.secret ?? (envSecret === '' ? undefined : envSecret), options.secret === undefined ? SECRET_ENV : 'secret');
   // At once, rather than when the executor starts.
   loadPeers('The BullMQ backend');
   if (typeof queue !== 'string' || queue === '') throw new TypeError(`Expected \`queue\` to be a non-empty string, got ${show(queue)}`);
@@ -73,9 +109,12 @@ export function bullmqBackend(options: BullmqBackendOptions): Backend {
       throw new RangeError(`Expected \`${name}\` to be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${show(value)}`);
     }
   }
+  const signer = new Signer(secret, prefix, queue);
   return {
     name: 'bullmq',
-    createDispatcher: (resolved: DispatcherOptions, events: DispatcherEvents) =>
-      new BullmqDispatcher(resolvedConnection, queue, prefix, { stopTimeoutMs, connectTimeoutMs }, resolved, events),
+    createDispatcher: (resolved: DispatcherOptions, events: DispatcherEvents) => {
+      if (!signer.signs) log(`warning: BullMQ backend on queue "${queue}" with ${NO_SECRET_WARNING}`);
+      return new BullmqDispatcher(resolvedConnection, queue, prefix, { stopTimeoutMs, connectTimeoutMs, signer, maxJobBytes, log }, resolved, events);
+    },
   };
 }

@@ -1,5 +1,9 @@
-/** How the backend's processes reach Redis. */
+/**
+ * How the backend's processes reach Redis, and how a connection is shown in messages:
+ * never with its password.
+ */
 import { show } from '../options';
+import { readTextFile, REDIS_URL_ENV } from './trust';
 
 /**
  * ioredis connection options (ioredis's `RedisOptions`), passed on as given. Typed here
@@ -19,8 +23,9 @@ export interface RedisConnectionOptions {
 }
 
 /**
- * ioredis options from a URL (`redis://`, or `rediss://` for TLS) or as given; BullMQ
- * needs `maxRetriesPerRequest: null`.
+ * ioredis options from a URL (`redis://`, or `rediss://` for TLS; `user:password@` for
+ * an ACL user) or as given; BullMQ needs `maxRetriesPerRequest: null`.
+ * @throws {TypeError} showing the URL without its password.
  */
 export function connectionOptions(connection: string | RedisConnectionOptions): RedisConnectionOptions {
   if (typeof connection !== 'string') return connection;
@@ -28,13 +33,13 @@ export function connectionOptions(connection: string | RedisConnectionOptions): 
   try {
     url = new URL(connection);
   } catch {
-    throw new TypeError(`Expected a Redis URL such as redis://127.0.0.1:6379/0, got ${show(connection)}`);
+    throw new TypeError(`Expected a Redis URL such as redis://127.0.0.1:6379/0, got ${show(redactUrl(connection))}`);
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    throw new TypeError(`Expected a Redis URL (redis:// or rediss://), got ${show(connection)}`);
+    throw new TypeError(`Expected a Redis URL (redis:// or rediss://), got ${show(redactUrl(connection))}`);
   }
   const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0;
-  if (!Number.isInteger(db) || db < 0) throw new TypeError(`Expected the database of ${show(connection)} to be a number, got "${url.pathname.slice(1)}"`);
+  if (!Number.isInteger(db) || db < 0) throw new TypeError(`Expected the database of ${show(redactUrl(connection))} to be a number, got "${url.pathname.slice(1)}"`);
   return {
     host: url.hostname || '127.0.0.1',
     port: url.port === '' ? 6379 : Number(url.port),
@@ -44,4 +49,37 @@ export function connectionOptions(connection: string | RedisConnectionOptions): 
     ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
     maxRetriesPerRequest: null,
   };
+}
+
+/** A Redis URL with its password (if any) replaced by `***`, even when it does not parse. */
+export function redactUrl(text: string): string {
+  try {
+    const url = new URL(text);
+    if (url.password === '') return text;
+    url.password = '***';
+    return url.href;
+  } catch {
+    // Whatever stands between `//` and the last `@` of the authority may hold a password.
+    return text.replace(/\/\/[^/]*@/, '//***@');
+  }
+}
+
+/** Where a connection leads, for messages: user, host, port and TLS, never the password. */
+export function where(connection: RedisConnectionOptions): string {
+  const { host = 'localhost', port = 6379, username, tls } = connection as { host?: string; port?: number; username?: string; tls?: unknown };
+  return `${username === undefined ? '' : `${username}@`}${host}:${port}${tls === undefined ? '' : ' (TLS)'}`;
+}
+
+/**
+ * The connection given, else the URL in `file`, else the one in the environment variable
+ * LUKHAS_REDIS_URL: a password in a file or the environment stays out of `ps`.
+ * @throws {TypeError} when none is given, or more than one.
+ */
+export function pickConnection(given: string | RedisConnectionOptions | undefined, file: string | undefined, fileOption: string): string | RedisConnectionOptions {
+  if (given !== undefined && file !== undefined) throw new TypeError(`Give either a connection or \`${fileOption}\`, not both`);
+  if (given !== undefined) return given;
+  if (file !== undefined) return readTextFile(file, 'Redis URL').trim();
+  const env = process.env[REDIS_URL_ENV];
+  if (env !== undefined && env !== '') return env;
+  throw new TypeError(`Expected \`connection\` (a Redis URL or connection options), \`${fileOption}\`, or the environment variable ${REDIS_URL_ENV}`);
 }

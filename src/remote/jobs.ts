@@ -5,10 +5,13 @@
  */
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { ModuleRoots } from '../plan/module-roots';
 import type { SegmentTicket } from '../pool/dispatcher';
 import type { TaskNode } from '../shared/protocol';
 import type { SentSettlement } from '../shared/settlement';
-import { decode, type JobData, type SegmentPayload, type Update } from './wire';
+import { checkNodeList } from './checks';
+import { quoted, type Signer } from './trust';
+import type { JobData, JobResult, SegmentPayload, Update } from './wire';
 
 /** How long a job's saved outputs outlive its last save. */
 export const RESUME_TTL_MS = 24 * 3_600_000;
@@ -55,10 +58,14 @@ export class Backlog {
   }
 }
 
-/** A node list, decoded, and the id under which the pool's threads keep it, if they do. */
+/**
+ * A node list, decoded, the id under which the pool's threads keep it, if they do, and
+ * why each node's module may not run here (undefined where it may).
+ */
 export interface Nodes {
   readonly list: readonly TaskNode[];
   readonly segmentId: number | undefined;
+  readonly refusals: readonly (string | undefined)[];
 }
 
 /**
@@ -69,17 +76,37 @@ export class NodeLists {
   private readonly lists = new Map<string, Nodes>();
   private nextId = 1;
 
+  constructor(private readonly roots: ModuleRoots) {}
+
+  /** @throws {Refused} for a malformed list. */
   get(encoded: string): Nodes {
     const known = this.lists.get(encoded);
     if (known !== undefined) return known;
-    const list = decode(encoded) as TaskNode[];
-    if (list.some((node) => node.params !== undefined)) return { list, segmentId: undefined };
+    const list = checkNodeList(encoded);
+    const refusals = list.map((node) => this.roots.refusal(node.module));
+    if (list.some((node) => node.params !== undefined)) return { list, segmentId: undefined, refusals };
     // Bounded, against executors that make plans without end.
     if (this.lists.size >= 1024) this.lists.clear();
-    const nodes = { list, segmentId: this.nextId++ };
+    const nodes = { list, segmentId: this.nextId++, refusals };
     this.lists.set(encoded, nodes);
     return nodes;
   }
+}
+
+/**
+ * A job's saved outputs (`field -> value`), read back: with a secret, those whose MAC
+ * does not match are dropped (the segment then runs those nodes again).
+ */
+export function openSaved(raw: Record<string, string>, jobId: string, signer: Signer, log: (line: string) => void): Record<string, string> {
+  if (!signer.signs) return raw;
+  const saved: Record<string, string> = {};
+  for (const [field, stored] of Object.entries(raw)) {
+    const colon = stored.indexOf(':');
+    const value = stored.slice(colon + 1);
+    if (colon > 0 && signer.verify('saved', jobId, field, value, stored.slice(0, colon))) saved[field] = value;
+    else log(`ignored saved output ${quoted(field)} of job ${quoted(jobId)}: its signature does not match`);
+  }
+  return saved;
 }
 
 /**
@@ -93,27 +120,65 @@ export class JobReporter {
   private scheduled = false;
   private sending: Promise<unknown> = Promise.resolve();
 
+  /** Ends already sent as progress updates, by index. */
+  private readonly sentEnds = new Set<number>();
+
   constructor(
     private readonly job: Job<JobData>,
     private readonly redis: Redis,
     private readonly key: string,
+    private readonly signer: Signer,
+    private readonly maxJobBytes: number,
   ) {}
 
   update(update: Update): void {
+    if (update.k === 'e') this.sentEnds.add(update.i);
     this.updates.push(update);
     this.schedule();
   }
 
   save(field: string, value: string): void {
-    this.saves[field] = value;
+    const mac = this.signer.sign('saved', this.job.id!, field, value);
+    this.saves[field] = mac === undefined ? value : `${mac}:${value}`;
     this.saving = true;
     this.schedule();
+  }
+
+  /**
+   * The job's return value, signed: every end, but those already sent as progress
+   * updates (null) where all of them would weigh more than a report may.
+   */
+  result(ends: readonly string[]): JobResult {
+    let e: (string | null)[] = [...ends];
+    if (ends.reduce((sum, end) => sum + end.length + 3, 0) > this.maxJobBytes - 1024) {
+      e = ends.map((end, index) => (this.sentEnds.has(index) ? null : end));
+    }
+    const m = this.signer.sign('result', this.job.id!, '', JSON.stringify(e));
+    return (m === undefined ? { e } : { e, m }) as JobResult;
   }
 
   /** Resolves once everything reported so far has been sent (or failed to be). */
   async drained(): Promise<void> {
     while (this.scheduled) await new Promise<void>((resolve) => setImmediate(resolve));
     await this.sending;
+  }
+
+  private chunks(updates: Update[]): Update[][] {
+    const chunks: Update[][] = [];
+    let chunk: Update[] = [];
+    let bytes = 0;
+    for (const update of updates) {
+      const weight = ('b' in update ? update.b.length : 0) + 64;
+      if (chunk.length > 0 && bytes + weight > this.maxJobBytes - 1024) {
+        chunks.push(chunk);
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(update);
+      bytes += weight;
+    }
+    if (chunk.length > 0) chunks.push(chunk);
+    return chunks;
   }
 
   private schedule(): void {
@@ -129,7 +194,11 @@ export class JobReporter {
         .then(async () => {
           // Kept a day from the last save: a job that fails for good leaves nothing behind.
           if (saving) await this.redis.multi().hset(this.key, saves).pexpire(this.key, RESUME_TTL_MS).exec();
-          if (updates.length > 0) await this.job.updateProgress({ u: updates });
+          // In as many updates as keep each within what a report may weigh.
+          for (const u of this.chunks(updates)) {
+            const m = this.signer.sign('progress', this.job.id!, '', JSON.stringify(u));
+            await this.job.updateProgress(m === undefined ? { u } : { u, m });
+          }
         })
         // Redis unreachable: the job's return value still carries every end.
         .catch(() => {});

@@ -30,12 +30,15 @@ export interface SegmentPayload {
  */
 export interface JobData {
   readonly s: readonly (readonly [string, string])[];
+  /** With a shared secret: the MAC of `JSON.stringify(s)` (see `trust.ts`). */
+  readonly m?: string;
 }
 
 /**
  * What a worker process says of a job's segments as they run, as BullMQ progress
- * updates `{ u: Update[] }`, in order, a turn's worth at a time. `i` is the segment's
- * index in the job.
+ * updates `{ u: Update[], m? }` (`m`, with a shared secret: the MAC of
+ * `JSON.stringify(u)`), in order, a turn's worth at a time. `i` is the segment's index
+ * in the job.
  */
 export type Update =
   /** Node `n` started (only when the executor asks for starts). */
@@ -45,9 +48,14 @@ export type Update =
   /** The segment ended: `encode(RemoteEndReport)`. */
   | { readonly k: 'e'; readonly i: number; readonly b: string };
 
-/** A BullMQ job's return value: every segment's end, `encode(RemoteEndReport)`, by index. */
+/**
+ * A BullMQ job's return value: every segment's end, `encode(RemoteEndReport)`, by index;
+ * `m`, with a shared secret, the MAC of `JSON.stringify(e)`.
+ */
 export interface JobResult {
-  readonly e: readonly string[];
+  /** null: an end already sent as a progress update, left out to keep the return value within bounds. */
+  readonly e: readonly (string | null)[];
+  readonly m?: string;
 }
 
 /**

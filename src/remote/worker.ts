@@ -13,110 +13,42 @@
  *   bystander of a terminated thread).
  * - A stop request arrives on the queue's stop channel (or as a mark found when the job
  *   is taken up) and becomes the pool's two-phase stop.
+ * - Trust: a job is checked (size, shape, signature) before anything of it is decoded, and
+ *   a node whose module lies outside the module roots is refused before anything is
+ *   loaded (`checks.ts`, `trust.ts`, `plan/module-roots.ts`).
  * - Jobs are fetched one at a time, and not while every thread is held by synchronous
  *   code with `prefetch` segments per thread waiting: the others wait in Redis for
  *   whichever process is free first.
  */
 import type { Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { ResourceLimits } from 'node:worker_threads';
 import { Stop, type StopCode } from '../shared/board';
-import { resolveOptions, show } from '../options';
+import { resolveOptions } from '../options';
 import { NodeDeadlineWatch } from '../run/deadlines';
 import type { Settlement } from '../pool/dispatcher';
 import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
 import { sendSettlement, type SentSettlement } from '../shared/settlement';
 import { serializeThrown } from '../shared/thrown';
-import { connectionOptions, type RedisConnectionOptions } from './connection';
+import { checkJob, checkPayload, fits, Refused } from './checks';
+import { Backlog, JobReporter, NodeLists, openSaved, type Running } from './jobs';
+import { NO_SECRET_WARNING, quoted } from './trust';
+import { checkWorkerOptions, type WorkerProcessOptions } from './worker-options';
 import { loadPeers } from './peers';
-import { Backlog, JobReporter, NodeLists, type Running } from './jobs';
 import {
   decode,
   encode,
   names,
   type JobData,
-  type JobResult,
   type RemoteEndReport,
-  type SegmentPayload,
   type StopMessage,
 } from './wire';
 
-export interface WorkerProcessOptions {
-  /** Redis: a URL or ioredis connection options. */
-  readonly connection: string | RedisConnectionOptions;
-  /** @default 'lukhas' */
-  readonly queue?: string;
-  /** @default 'bull' */
-  readonly prefix?: string;
-  /** Threads of this process's pool. @default os.availableParallelism() */
-  readonly threads?: number;
-  /** @default 1024 */
-  readonly tasksPerThread?: number;
-  /** Jobs (each of up to 64 segments) this process runs at once, at most. @default threads * 64 */
-  readonly concurrency?: number;
-  /**
-   * Segments per thread this process may hold that have not started yet while every
-   * thread is held by synchronous code: it takes no other job then, so that jobs of
-   * CPU-bound nodes wait in Redis for whichever process frees a thread first instead of
-   * queueing behind a busy one. Nodes that wait (I/O, timers) leave their thread free,
-   * and their jobs are taken as they come.
-   * @default 32
-   */
-  readonly prefetch?: number;
-  readonly resourceLimits?: ResourceLimits;
-  /**
-   * How long a job's lock lasts without renewal: a process that dies loses its jobs to
-   * the others after at most `lockDurationMs + stalledIntervalMs`.
-   * @default 10000
-   */
-  readonly lockDurationMs?: number;
-  /** @default 5000 */
-  readonly stalledIntervalMs?: number;
-  /** How many times a job may be recovered from a dead process before it fails. @default 3 */
-  readonly maxStalledCount?: number;
-}
+export type { WorkerProcessOptions } from './worker-options';
 
 /** A running worker process's handle. */
 export interface RemoteWorker {
   /** Stops taking jobs, lets the running ones finish, and releases the pool and Redis. */
   close(): Promise<void>;
-}
-
-const WORKER_OPTION_KEYS = [
-  'connection',
-  'queue',
-  'prefix',
-  'threads',
-  'tasksPerThread',
-  'concurrency',
-  'prefetch',
-  'resourceLimits',
-  'lockDurationMs',
-  'stalledIntervalMs',
-  'maxStalledCount',
-];
-const COUNTS = ['concurrency', 'prefetch', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount'] as const;
-
-/** Bad options fail before anything connects, naming the option. */
-function checkWorkerOptions(options: WorkerProcessOptions): void {
-  if (options === null || typeof options !== 'object') throw new TypeError(`Expected worker process options, got ${show(options)}`);
-  for (const key of Object.keys(options)) {
-    if (!WORKER_OPTION_KEYS.includes(key)) {
-      throw new TypeError(`Unknown worker process option \`${key}\`; known options are: ${WORKER_OPTION_KEYS.join(', ')}`);
-    }
-  }
-  for (const key of COUNTS) {
-    const value = options[key];
-    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1)) {
-      throw new RangeError(`Expected \`${key}\` to be a positive integer, got ${show(value)}`);
-    }
-  }
-  for (const key of ['queue', 'prefix'] as const) {
-    const value = options[key];
-    if (value !== undefined && (typeof value !== 'string' || value === '')) {
-      throw new TypeError(`Expected \`${key}\` to be a non-empty string, got ${show(value)}`);
-    }
-  }
 }
 
 /**
@@ -125,21 +57,20 @@ function checkWorkerOptions(options: WorkerProcessOptions): void {
  * dependencies: `npm install bullmq ioredis`).
  */
 export async function startWorker(options: WorkerProcessOptions): Promise<RemoteWorker> {
-  checkWorkerOptions(options);
+  const settings = checkWorkerOptions(options);
+  const { connection, signer, maxJobBytes, log, roots, queue: queueName, prefix } = settings;
   const { bullmq, ioredis } = loadPeers('A worker process of the BullMQ backend');
   const { Worker: BullWorker } = bullmq;
   const { Redis: RedisClient } = ioredis;
-  const connection = connectionOptions(options.connection);
-  const queueName = options.queue ?? 'lukhas';
-  const prefix = options.prefix ?? 'bull';
   const keys = names(prefix, queueName);
+  if (!signer.signs) log(`warning: worker process on queue "${queueName}" with ${NO_SECRET_WARNING}`);
   const resolved = resolveOptions({
     threads: options.threads,
     tasksPerThread: options.tasksPerThread,
     resourceLimits: options.resourceLimits,
   });
   const running = new Map<string, Running>();
-  const nodeLists = new NodeLists();
+  const nodeLists = new NodeLists(roots);
   const dispatcher = new PiscinaDispatcher(resolved, {
     // A node took its thread down: its segment ends as crashed, not sent again.
     nodeCrashed: (runId, nodeId, exitCode, cause) => {
@@ -168,8 +99,11 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     } catch {
       return;
     }
+    // Only the stop of a segment running here, with a known code, is taken.
+    if (message === null || typeof message !== 'object' || typeof message.id !== 'string') return;
     const entry = running.get(message.id);
-    if (entry !== undefined) stop(entry, message.code as StopCode, message.graceMs ?? Infinity);
+    const graceMs = message.graceMs ?? Infinity;
+    if (entry !== undefined && isStopCode(message.code) && typeof graceMs === 'number' && graceMs >= 0) stop(entry, message.code, graceMs);
   });
   const stop = (entry: Running, code: StopCode, graceMs: number): void => {
     if (entry.stopped) return;
@@ -187,7 +121,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     const marks = await redis.mget(entries.map(([id]) => keys.stopKey(id)));
     entries.forEach(([, entry], index) => {
       const mark = marks[index];
-      if (mark !== null && mark !== undefined) stop(entry, Number(mark) as StopCode, entry.payload.graceMs);
+      if (mark !== null && mark !== undefined) stop(entry, isStopCode(Number(mark)) ? (Number(mark) as StopCode) : Stop.Cancel, entry.payload.graceMs);
     });
   };
 
@@ -205,10 +139,19 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     if (done !== undefined) return done;
     const outputs: [number, unknown, number, number][] = [];
     const end = (settlement: SentSettlement, endedNodeStartedMs?: number): string => {
-      const encoded = encode({ settlement, outputs, endedNodeStartedMs } satisfies RemoteEndReport);
+      const encoded = fitted(settlement, outputs, endedNodeStartedMs, maxJobBytes);
       reporter.save(`${index}:end`, encoded);
       return encoded;
     };
+    // Refused before anything is loaded: a module outside the roots, from the first node to run.
+    for (let position = payload.first; position < nodes.list.length; position++) {
+      const refusal = nodes.refusals[position];
+      if (refusal === undefined) continue;
+      const node = nodes.list[position]!;
+      log(`refused node ${quoted(node.id)} of run ${quoted(payload.runId)}: its module ${refusal}`);
+      const message = `Module of node "${node.id}" (${node.module}) is refused by the worker process: ${refusal}`;
+      return end({ kind: 'load-failed', position, message, cause: serializeThrown(new Error(refusal)) });
+    }
     if (marked || entry.stopBefore) return end({ kind: 'stopped', position: payload.first });
     // Taken over from a process that died: resume after the last node it completed.
     let first = payload.first;
@@ -216,9 +159,15 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     for (let node = payload.first; node < nodes.list.length; node++) {
       const output = saved[`${index}:${node}`];
       if (output === undefined) break;
-      outputs.push([node, decode(output), 0, 0]);
+      let value: unknown;
+      try {
+        value = decode(output);
+      } catch {
+        break;
+      }
+      outputs.push([node, value, 0, 0]);
       first = node + 1;
-      input = outputs[outputs.length - 1]![1];
+      input = value;
     }
     if (first >= nodes.list.length) return end({ kind: 'done' });
 
@@ -242,7 +191,11 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
             outputs.push([n, output, startedAt - takenAt, endedAt - takenAt]);
             if (n < last) reporter.save(`${index}:${n}`, encode(output));
           },
-          progress: (n, value) => reporter.update({ k: 'p', i: index, n, b: encode(value) }),
+          progress: (n, value) => {
+            const b = encode(value);
+            if (b.length <= maxJobBytes / 2) reporter.update({ k: 'p', i: index, n, b });
+            else log(`dropped a progress value of node ${quoted(nodes.list[n]?.id)}: ${b.length} bytes, above half the limit of ${maxJobBytes}`);
+          },
           settled: (ended, startedAt) => {
             watch.clear();
             endedNodeStartedAt = startedAt;
@@ -259,24 +212,31 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     return end(entry.ending ?? sendSettlement(settlement), endedNodeStartedAt === undefined ? undefined : endedNodeStartedAt - takenAt);
   };
 
-  const runJob = async (job: Job<JobData>): Promise<JobResult> => {
+  /** Runs a job whose data passed `checkJob`; resolves with its return value. */
+  const runJob = async (job: Job<JobData>, segments: readonly (readonly [string, string])[]): Promise<object> => {
     const takenAt = dispatcher.now();
     const resumeKey = keys.resumeKey(job.id!);
-    const reporter = new JobReporter(job, redis, resumeKey);
-    const segments = job.data.s;
+    const reporter = new JobReporter(job, redis, resumeKey, signer, maxJobBytes);
+    // Every payload decoded and checked before any segment runs: a malformed one fails the job.
+    const decoded = segments.map(([, encoded]) => {
+      const payload = checkPayload(encoded);
+      const nodes = nodeLists.get(payload.nodes);
+      if (!fits(payload, nodes.list)) throw new Refused('a segment payload does not fit its node list');
+      return { payload, nodes };
+    });
     // In `running` before the marks are read: a stop published meanwhile is not missed.
-    const entries = segments.map(([id, encoded]) => {
-      const payload = decode(encoded) as SegmentPayload;
-      const entry: Running = { payload, nodes: nodeLists.get(payload.nodes), ticket: undefined, stopBefore: false, stopped: false, ending: undefined, over: false };
-      running.set(id, entry);
+    const entries = decoded.map(({ payload, nodes }, index) => {
+      const entry: Running = { payload, nodes, ticket: undefined, stopBefore: false, stopped: false, ending: undefined, over: false };
+      running.set(segments[index]![0], entry);
       backlog.add(entry);
       return entry;
     });
     try {
-      const [marks, saved] = await Promise.all([
+      const [marks, raw] = await Promise.all([
         redis.mget(segments.map(([id]) => keys.stopKey(id))),
         redis.hgetall(resumeKey),
       ]);
+      const saved = openSaved(raw, job.id!, signer, log);
       let left = entries.length;
       const ends = await Promise.all(
         entries.map(async (entry, index) => {
@@ -290,7 +250,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         }),
       );
       await reporter.drained();
-      return { e: ends };
+      return reporter.result(ends);
     } finally {
       segments.forEach(([id], index) => {
         const entry = entries[index]!;
@@ -339,7 +299,26 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   renewer.unref();
 
   const take = (job: Job<JobData>, token: string): void => {
-    const done = runJob(job)
+    let segments: readonly (readonly [string, string])[];
+    try {
+      segments = checkJob(job.id!, job.name, job.data, signer, maxJobBytes);
+    } catch (error) {
+      // Dropped before anything of it is decoded or loaded; failed, so that an executor
+      // waiting for it (if any) fails the runs it names at once.
+      log(`refused job ${quoted(job.id)} (name ${quoted(job.name)}): ${(error as Error).message}; nothing of it was run`);
+      const done = job
+        .moveToFailed(new Error(`refused by a worker process: ${(error as Error).message}`), token, false)
+        .then(
+          () => {},
+          () => {},
+        )
+        .finally(() => {
+          if (active.get(job.id!)?.token === token) active.delete(job.id!);
+        });
+      active.set(job.id!, { token, done });
+      return;
+    }
+    const done = runJob(job, segments)
       .then(
         // Its saved outputs go once it is completed: not before, when another process
         // that took it over (this one's lock having lapsed) may still need them.
@@ -347,7 +326,10 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
           await job.moveToCompleted(result, token, false);
           await redis.del(keys.resumeKey(job.id!));
         },
-        (error: unknown) => job.moveToFailed(error instanceof Error ? error : new Error(String(error)), token, false),
+        (error: unknown) => {
+          if (error instanceof Refused) log(`refused job ${quoted(job.id)}: ${error.message}; nothing of it was run`);
+          return job.moveToFailed(error instanceof Error ? error : new Error(String(error)), token, false);
+        },
       )
       // The lock was lost (the job went to another process) or Redis is gone: the job's
       // fate is no longer this process's to report.
@@ -375,8 +357,10 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         const job = (await worker.getNextJob(token)) as Job<JobData> | undefined;
         // Taken, even while stopping: it runs to its end.
         if (job !== undefined) take(job, token);
-      } catch {
-        // Redis unreachable: try again shortly.
+      } catch (error) {
+        // Redis unreachable (try again shortly), or a job whose data is not even JSON:
+        // BullMQ fails it once its lock lapses too often.
+        if ((error as Error).name === 'SyntaxError') log(`refused a job that does not parse: ${(error as Error).message}`);
         if (!stopping) await pause(1_000);
       }
     }
@@ -398,4 +382,30 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
       return closing;
     },
   };
+}
+
+function isStopCode(code: unknown): code is StopCode {
+  return code === Stop.Cancel || code === Stop.NodeTimeout || code === Stop.PipelineTimeout || code === Stop.Failure;
+}
+
+/**
+ * A segment's end, encoded, within what a report may weigh: one whose outputs would make
+ * it larger ends instead on the node with the largest output, as an output that cannot
+ * cross (a `NodeOutputError` naming that node), with the outputs before it.
+ */
+function fitted(settlement: SentSettlement, outputs: [number, unknown, number, number][], endedNodeStartedMs: number | undefined, maxJobBytes: number): string {
+  const encoded = encode({ settlement, outputs, endedNodeStartedMs } satisfies RemoteEndReport);
+  if (encoded.length <= maxJobBytes / 2) return encoded;
+  const sizes = outputs.map(([, output]) => encode(output).length);
+  const largest = sizes.length === 0 ? -1 : sizes.indexOf(Math.max(...sizes));
+  if (largest < 0 || encoded.length - sizes[largest]! > maxJobBytes / 2) {
+    // The settlement itself (a node's error) is what weighs: the node fails with word of it.
+    const position = 'position' in settlement ? settlement.position : 0;
+    const error = new RangeError(`the node's error takes about ${encoded.length} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
+    return encode({ settlement: { kind: 'failed', position, error: serializeThrown(error) }, outputs: largest < 0 ? [] : outputs, endedNodeStartedMs } satisfies RemoteEndReport);
+  }
+  const [node] = outputs[largest]!;
+  const cause = new RangeError(`its output takes ${sizes[largest]} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
+  const kept = outputs.slice(0, largest);
+  return encode({ settlement: { kind: 'unclonable', position: node, cause: serializeThrown(cause) }, outputs: kept, endedNodeStartedMs: undefined } satisfies RemoteEndReport);
 }

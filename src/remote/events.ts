@@ -1,0 +1,83 @@
+/**
+ * The executor's reader of a BullMQ queue's event stream (`<prefix>:<queue>:events`),
+ * in place of BullMQ's `QueueEvents`, whose reader parses every event's JSON itself and
+ * stops for good at the first that does not parse: anyone able to add one entry to the
+ * stream would stop every run's results. This one hands each event's fields on as text,
+ * unparsed, and goes on whatever they hold or whatever its handler throws; when Redis is
+ * unreachable it tries again from the last event read, so none is missed (the stream
+ * keeps its latest 100,000).
+ */
+import type { Redis } from 'ioredis';
+
+/** An event's fields as they are in the stream: `event`, `jobId`, then its own. */
+export type StreamEvent = Readonly<Record<string, string>>;
+
+/** How long one read blocks for new events. */
+const BLOCK_MS = 5_000;
+/** Events read at most at once. */
+const COUNT = 1_000;
+
+export class EventReader {
+  /** Resolves once the reader knows where the stream ends: events from then on are read. */
+  readonly ready: Promise<void>;
+  private closing = false;
+  private lastId = '$';
+  private readonly reading: Promise<void>;
+
+  constructor(
+    private readonly client: Redis,
+    private readonly key: string,
+    private readonly onEvent: (event: StreamEvent) => void,
+    private readonly onError: (error: Error) => void,
+  ) {
+    let started!: () => void;
+    this.ready = new Promise<void>((resolve) => (started = resolve));
+    this.reading = this.run(started);
+  }
+
+  private async run(started: () => void): Promise<void> {
+    // The latest id now, rather than `$` at each read: nothing added meanwhile is missed.
+    while (!this.closing && this.lastId === '$') {
+      try {
+        const last = await this.client.xrevrange(this.key, '+', '-', 'COUNT', 1);
+        this.lastId = last[0]?.[0] ?? '0-0';
+      } catch (error) {
+        if (!this.closing) await this.failed(error);
+      }
+    }
+    started();
+    while (!this.closing) {
+      let read: [string, [string, string[]][]][] | null;
+      try {
+        read = (await this.client.xread('COUNT', COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', this.key, this.lastId)) as typeof read;
+      } catch (error) {
+        if (!this.closing) await this.failed(error);
+        continue;
+      }
+      for (const [, entries] of read ?? []) {
+        for (const [id, fields] of entries) {
+          this.lastId = id;
+          const event: Record<string, string> = {};
+          for (let i = 0; i + 1 < fields.length; i += 2) event[fields[i]!] = fields[i + 1]!;
+          try {
+            this.onEvent(event);
+          } catch (error) {
+            this.onError(error instanceof Error ? error : new Error(String(error)));
+          }
+        }
+      }
+    }
+  }
+
+  private async failed(error: unknown): Promise<void> {
+    this.onError(error instanceof Error ? error : new Error(String(error)));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+
+  /** Stops reading; the client is the caller's to close (closing it ends a read under way). */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.client.disconnect();
+    await this.reading;
+  }
+}
