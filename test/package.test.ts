@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixture } from './helpers';
 
@@ -118,14 +119,14 @@ describe('the built package', () => {
     it('startWorker()', () => {
       const script = `
         const { startWorker } = require('lukhas-orchestrator');
-        startWorker({ connection: 'redis://127.0.0.1:1' }).then(() => console.log('{}'), ${describeError});`;
+        startWorker({ connection: 'redis://127.0.0.1:1', moduleRoots: [require('node:os').tmpdir()] }).then(() => console.log('{}'), ${describeError});`;
       const child = runNode(['-e', script], ['bullmq']);
       expect(child.stderr).to.equal('');
       expect(JSON.parse(child.stdout)).to.include({ code: 'ERR_MISSING_PACKAGE' }).and.to.have.deep.property('packages', ['bullmq']);
     });
 
     it('the command line', () => {
-      const child = runNode([join(root, 'dist', 'src', 'cli.js'), 'worker', '--redis', 'redis://127.0.0.1:1'], ['bullmq', 'ioredis']);
+      const child = runNode([join(root, 'dist', 'src', 'cli.js'), 'worker', '--redis', 'redis://127.0.0.1:1', '--module-root', tmpdir()], ['bullmq', 'ioredis']);
       expect(child.status).to.equal(1);
       expect(child.stdout).to.equal('');
       expect(child.stderr).to.include('A worker process of the BullMQ backend needs bullmq and ioredis, which are not installed: run `npm install bullmq ioredis`');
