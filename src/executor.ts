@@ -6,7 +6,7 @@ import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, 
 import type { Dispatcher, DispatcherEvents } from './pool/dispatcher';
 import { PiscinaDispatcher } from './pool/piscina-dispatcher';
 import { describe } from './shared/thrown';
-import { MAX_TIMER_MS } from './shared/timers';
+import { MAX_TIMER_MS } from './shared/delay';
 import { ExecutorClosedException, PipelineDefinitionError, QueueFullException } from './errors';
 import { judgeHealth, type HealthOptions, type HealthReport } from './observe/health';
 import { Observer, type ExecutorEvents } from './observe/observer';

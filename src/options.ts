@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { ResourceLimits } from 'node:worker_threads';
 import { ModuleRoots } from './plan/module-roots';
 import type { Backend, DispatcherOptions } from './pool/dispatcher';
-import { MAX_TIMER_MS } from './shared/timers';
+import { MAX_TIMER_MS } from './shared/delay';
 
 /** Deadlines. Each may be `Infinity` to mean "no deadline". */
 export interface TimeoutOptions {

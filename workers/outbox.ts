@@ -9,7 +9,7 @@ import type { MessagePort, TransferListItem } from 'node:worker_threads';
 import type { ControlEntry, EndReport, Pong } from '../src/shared/protocol';
 import { serializeThrown } from '../src/shared/thrown';
 import type { BatchState, SegmentRun } from './segment';
-import { runtimeTimers } from './timers';
+import { runtimeTimers } from './node-timers';
 
 type Entry = Exclude<ControlEntry, Pong>;
 

@@ -29,7 +29,7 @@ import { reportCrashes, scope } from './crash';
 import { LoadError, loadMessage, loadNode, loadedFunction, useTsNode } from './loader';
 import { Outbox } from './outbox';
 import type { BatchState, SegmentRun } from './segment';
-import { attributeTimers, runtimeTimers } from './timers';
+import { attributeTimers, runtimeTimers } from './node-timers';
 
 const config = workerData as WorkerConfig;
 const board = new ThreadBoard(config.board);

@@ -6,7 +6,7 @@
  * Every {@link WATCH_MS} the dispatcher reads what each thread has sent and pings it.
  * A thread is *orphaned* when, for over {@link ORPHAN_MS}:
  * - a callback of a node that has ended holds it (the card's holder is `ORPHAN`, see
- *   `workers/timers.ts`), or
+ *   `workers/node-timers.ts`), or
  * - it has not answered a ping, no node's code holds it, and no node of its segments is
  *   running (so no live node's deadline will ever stop what holds it).
  * An orphaned thread gets no new work, is terminated and replaced; its segments are

@@ -15,7 +15,7 @@
  */
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { MAX_TIMER_MS } from '../shared/timers';
+import { MAX_TIMER_MS } from '../shared/delay';
 import { receiveSettlement } from '../shared/settlement';
 import { BackendUnavailableException } from '../errors';
 import { randomUUID } from 'node:crypto';

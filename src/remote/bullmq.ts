@@ -5,7 +5,7 @@
  */
 import { show } from '../options';
 import type { Backend, DispatcherEvents, DispatcherOptions } from '../pool/dispatcher';
-import { MAX_TIMER_MS } from '../shared/timers';
+import { MAX_TIMER_MS } from '../shared/delay';
 import { BullmqDispatcher } from './bullmq-dispatcher';
 import { connectionOptions, pickConnection, type RedisConnectionOptions } from './connection';
 import { loadPeers } from './peers';

@@ -1,5 +1,5 @@
 /** Cleanup handlers of a cancelled or timed-out run. */
-import { timerDelay } from '../shared/timers';
+import { timerDelay } from '../shared/delay';
 
 /**
  * Runs when a run is cancelled or times out, after its nodes have stopped.

@@ -11,7 +11,7 @@
  * segment that finishes in time costs one timer, and a deadline is never missed by
  * more than the timer's own lateness.
  */
-import { timerDelay } from '../shared/timers';
+import { timerDelay } from '../shared/delay';
 import type { SegmentTicket } from '../pool/dispatcher';
 
 

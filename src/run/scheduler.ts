@@ -37,7 +37,7 @@ import { unwatchSignal, watchSignal } from './signals';
 import type { Status } from '../observe/stats';
 import { RunTrace } from '../observe/tracing';
 import { describe } from '../shared/thrown';
-import { timerDelay } from '../shared/timers';
+import { timerDelay } from '../shared/delay';
 import { transfer, transferListOf, untransfer } from '../shared/transfer';
 
 export type { CleanupHandler } from './cleanup';
