@@ -59,15 +59,17 @@ describe('bad runs harm no other run', function () {
       await normalRuns(executor, 20);
     });
 
-    it('a slow load is blamed on its own node, never on the nodes of other runs on its thread', async () => {
-      const executor = newExecutor({ threads: 1, timeouts });
-      await executor.ready();
-      // Neighbours wait on timers on the only thread while the module loads for 1.5 s.
-      const neighbours = Array.from({ length: 10 }, () => executor.executePipeline({ nodes: [{ id: 'wait', module: sleepAdd, params: { ms: 100 } }], initialInput: 0 }));
-      const slow = executor.executePipeline({ nodes: [{ id: 'slow', module: fixture('slow-load.js'), timeoutMs: 10_000 }], initialInput: 1, timeouts: { pipelineTimeoutMs: 20_000 } });
-      expect(await slow).to.equal(2);
-      expect(await Promise.all(neighbours)).to.deep.equal(new Array(10).fill(1));
-    });
+    for (const module of ['slow-load.js', 'slow-load.mjs']) {
+      it(`a slow load (${module}) is blamed on its own node, never on the nodes of other runs on its thread`, async () => {
+        const executor = newExecutor({ threads: 1, timeouts });
+        await executor.ready();
+        // Neighbours wait on timers on the only thread while the module loads for 1.5 s.
+        const neighbours = Array.from({ length: 10 }, () => executor.executePipeline({ nodes: [{ id: 'wait', module: sleepAdd, params: { ms: 100 } }], initialInput: 0 }));
+        const slow = executor.executePipeline({ nodes: [{ id: 'slow', module: fixture(module), timeoutMs: 10_000 }], initialInput: 1, timeouts: { pipelineTimeoutMs: 20_000 } });
+        expect(await slow).to.equal(2);
+        expect(await Promise.all(neighbours)).to.deep.equal(new Array(10).fill(1));
+      });
+    }
 
     it('a slow load past its node timeout fails that node alone', async () => {
       const executor = newExecutor({ threads: 1, timeouts });

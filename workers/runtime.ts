@@ -227,6 +227,9 @@ function startClock(run: SegmentRun): void {
   if (run.task.reportStarts) outbox.push({ s: run.task.slot, g: run.task.gen, n: run.position, st: startedAt }, run);
 }
 
+/** Module loads whose loading node rests on the thread (see `ThreadBoard.rest`). */
+const resting = new Set<Promise<NodeFunction>>();
+
 /**
  * Loads the node's module: a CommonJS module's top-level code runs now, holding the
  * thread in the node's name. The segment goes on once the module has loaded.
@@ -240,6 +243,17 @@ function load(run: SegmentRun, node: TaskNode): undefined {
     loading = scope.run({ run, position: run.position }, loadNode, node);
   } finally {
     board.release(slot, since, now());
+  }
+  if (!resting.has(loading)) {
+    // An ES module evaluates later, in a job of its own: it holds the thread in this
+    // node's name until it has loaded.
+    resting.add(loading);
+    board.rest(slot, now());
+    const wake = (): void => {
+      resting.delete(loading);
+      board.wake(slot, now());
+    };
+    loading.then(wake, wake);
   }
   loading.then(
     () => enqueue(run),

@@ -191,6 +191,9 @@ export class Board {
 export class ThreadBoard {
   private readonly i32: Int32Array;
   private readonly f64: Float64Array;
+  /** The slot whose ES module is loading, and since when it holds the thread again (see `rest`). */
+  private resting = -1;
+  private restingSince = 0;
   readonly card = new ThreadCard(new SharedArrayBuffer(CARD_BYTES));
 
   constructor(memory: BoardMemory) {
@@ -232,6 +235,7 @@ export class ThreadBoard {
   /** The synchronous code of the node running in `slot` (-2 for an orphan) takes the thread, at `since`. */
   hold(slot: number, since: number): void {
     this.write(() => {
+      if (this.resting >= 0) this.account(this.resting, since - this.restingSince);
       this.card.f64[T_HOLDER_SINCE] = since;
       Atomics.store(this.card.i32, T_HOLDER, slot + 1);
     });
@@ -239,15 +243,47 @@ export class ThreadBoard {
 
   /**
    * The synchronous code that took the thread at `since` gives it back at `now`; it
-   * counts as `slot`'s own (when `slot >= 0`) and as the thread's busy time.
+   * counts as `slot`'s own (when `slot >= 0`) and as the thread's busy time. A node
+   * whose ES module is loading (see {@link rest}) holds the thread again.
    */
   release(slot: number, since: number, now: number): void {
-    const held = now - since;
     this.write(() => {
-      this.card.f64[T_BUSY_TOTAL] = this.card.f64[T_BUSY_TOTAL]! + held;
-      if (slot >= 0) this.f64[slot * SLOT_F64 + S_OWN_SYNC] = this.f64[slot * SLOT_F64 + S_OWN_SYNC]! + held;
+      this.account(slot, now - since);
+      if (this.resting >= 0) this.restingSince = now;
+      this.card.f64[T_HOLDER_SINCE] = now;
+      Atomics.store(this.card.i32, T_HOLDER, this.resting + 1);
+    });
+  }
+
+  /**
+   * `slot`'s module loads asynchronously (an ES module evaluates in a later job): from
+   * `since` until {@link wake}, the thread is held in its name whenever no other code
+   * holds it. One node at a time rests.
+   */
+  rest(slot: number, since: number): void {
+    this.write(() => {
+      if (this.resting >= 0) this.account(this.resting, since - this.restingSince);
+      this.resting = slot;
+      this.restingSince = since;
+      this.card.f64[T_HOLDER_SINCE] = since;
+      Atomics.store(this.card.i32, T_HOLDER, slot + 1);
+    });
+  }
+
+  /** `slot`'s module has loaded (or failed to): it no longer holds the thread. */
+  wake(slot: number, now: number): void {
+    if (this.resting !== slot) return;
+    this.write(() => {
+      this.account(slot, now - this.restingSince);
+      this.resting = -1;
       Atomics.store(this.card.i32, T_HOLDER, 0);
     });
+  }
+
+  /** `ms` of the thread's time, as `slot`'s own (when `slot >= 0`) and as busy time. */
+  private account(slot: number, ms: number): void {
+    this.card.f64[T_BUSY_TOTAL] = this.card.f64[T_BUSY_TOTAL]! + ms;
+    if (slot >= 0) this.f64[slot * SLOT_F64 + S_OWN_SYNC] = this.f64[slot * SLOT_F64 + S_OWN_SYNC]! + ms;
   }
 
   /** Node `position` of the task in `slot` ended: no node of it runs until the next starts. */
