@@ -431,7 +431,7 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   /** What becomes of a segment whose thread ended under it. */
-  private afterThreadEnd(ticket: Ticket, end: { killed: boolean; culpritKnown: boolean }, cause: unknown): void {
+  private afterThreadEnd(ticket: Ticket, end: { killed: boolean; culpritKnown: boolean; orphaned?: boolean }, cause: unknown): void {
     if (ticket.settled) return;
     const position = Math.max(this.board.nodeOf(ticket.slot), ticket.first);
     if (this.destroyed) return this.settle(ticket, { kind: 'stopped', position });
@@ -445,6 +445,16 @@ export class PiscinaDispatcher implements Dispatcher {
       // The thread died and nobody knows whose fault it was: perhaps this segment's.
       if (ticket.blindResends >= MAX_RESENDS) return this.settle(ticket, { kind: 'crashed', position, exitCode: undefined, cause });
       ticket.blindResends++;
+    }
+    if (end.orphaned === true) {
+      // Held by code no live node owns: not this segment's doing, unless it keeps
+      // happening wherever it goes (what holds the thread may come with it, say an input
+      // so large that receiving it takes longer than ORPHAN_MS).
+      if (ticket.orphanResends >= MAX_RESENDS) {
+        const held = new Error(`its threads were held by code that no running node owned, ${MAX_RESENDS + 1} times in a row`);
+        return this.settle(ticket, { kind: 'crashed', position, exitCode: undefined, cause: held });
+      }
+      ticket.orphanResends++;
     }
     // A bystander: send it again, resuming at the node that was running.
     this.resend(ticket);
@@ -535,7 +545,7 @@ export class PiscinaDispatcher implements Dispatcher {
       this.counts.crashes++;
       if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause);
     }
-    const end = { killed, culpritKnown: culprit !== undefined };
+    const end = { killed, culpritKnown: culprit !== undefined, orphaned: thread.orphaned };
     for (const ticket of [...thread.tickets]) this.afterThreadEnd(ticket, end, cause ?? new Error(`worker exited with code: ${exitCode}`));
     this.watchThreads();
     // Segments that found every thread being terminated go to the replacement.

@@ -34,6 +34,8 @@ export class Ticket implements SegmentTicket {
   graceTimer: NodeJS.Timeout | undefined;
   settled = false;
   blindResends = 0;
+  /** Times its thread was terminated as orphaned (see `watchdog.ts`) while it was there. */
+  orphanResends = 0;
   /** Its input was moved to its thread: it cannot be sent again. */
   inputMoved = false;
   /** The thread it was sent to, while it is there. */

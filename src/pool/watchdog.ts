@@ -10,7 +10,8 @@
  * - it has not answered a ping, no node's code holds it, and no node of its segments is
  *   running (so no live node's deadline will ever stop what holds it).
  * An orphaned thread gets no new work, is terminated and replaced; its segments are
- * sent again elsewhere, and no node is blamed. A thread that stops answering while one
+ * sent again elsewhere, and no node is blamed (a segment on three orphaned threads in a
+ * row fails with a `WorkerCrashedException` instead: what holds them comes with it). A thread that stops answering while one
  * of its nodes runs is left to that node's own deadline.
  */
 import { ORPHAN, T_HOLDER, T_HOLDER_SINCE } from '../shared/board';
