@@ -17,7 +17,8 @@ export const runtimeTimers = { setTimeout, setImmediate } as const;
 /** The slot a node's callback holds the thread in, or -2 (holder -1: an orphan) once it ended. */
 function slotOf(owner: NodeScope): number {
   const { run, position } = owner;
-  return !run.settled && run.position === position && run.ctx !== undefined ? run.task.slot : -2;
+  // Live from its clock's start (its module's loading included) until it settles.
+  return !run.settled && run.position === position && run.clockFor === position ? run.task.slot : -2;
 }
 
 /** Wraps the global timers so that node callbacks hold the thread in their node's name. */
