@@ -25,7 +25,7 @@ import { checkEndReport, checkOutcome, checkUpdate, Refused } from './checks';
 import { where, type RedisConnectionOptions } from './connection';
 import { loadPeers } from './peers';
 import { EventReader, type StreamEvent } from './events';
-import { RemoteTicket } from './remote-ticket';
+import { deliver, RemoteTicket } from './remote-ticket';
 import { MAX_SEGMENTS_PER_JOB, quoted, type Signer } from './trust';
 import { decode, encode, names, type JobData, type RemoteEndReport, type SegmentPayload, type StopMessage } from './wire';
 
@@ -63,6 +63,14 @@ export class BullmqDispatcher implements Dispatcher {
   /** Segments in flight, and the jobs that carry them. */
   private readonly tickets = new Map<string, RemoteTicket>();
   private readonly jobs = new Map<string, RemoteTicket[]>();
+  /**
+   * The current attempt at each job in flight: how many times BullMQ has handed it to a
+   * process (its `active` events, which it writes as it bumps the job's
+   * `attemptsStarted`). Outcomes of earlier attempts are ignored.
+   */
+  private readonly attempts = new Map<string, number>();
+  /** Outcomes ignored because they came from an attempt that was no longer the job's current one. */
+  staleOutcomes = 0;
   private readonly encodedNodes = new WeakMap<readonly TaskNode[], string>();
   private readonly names: ReturnType<typeof names>;
   private readonly connected: Promise<void>;
@@ -307,7 +315,10 @@ export class BullmqDispatcher implements Dispatcher {
     ticket.settled = true;
     clearTimeout(ticket.stopTimer);
     this.tickets.delete(ticket.id);
-    if (ticket.jobId !== undefined && this.jobs.get(ticket.jobId)?.every((other) => other.settled)) this.jobs.delete(ticket.jobId);
+    if (ticket.jobId !== undefined && this.jobs.get(ticket.jobId)?.every((other) => other.settled)) {
+      this.jobs.delete(ticket.jobId);
+      this.attempts.delete(ticket.jobId);
+    }
     ticket.job.listener.settled(settlement, startedAt);
   }
 
@@ -337,7 +348,8 @@ export class BullmqDispatcher implements Dispatcher {
   private onEvent(event: StreamEvent): void {
     const { jobId } = event;
     if (jobId === undefined || !this.jobs.has(jobId)) return;
-    if (event.event === 'progress') this.onOutcome(jobId, 'progress', event.data);
+    if (event.event === 'active') this.attempts.set(jobId, (this.attempts.get(jobId) ?? 0) + 1);
+    else if (event.event === 'progress') this.onOutcome(jobId, 'progress', event.data);
     else if (event.event === 'completed') this.onOutcome(jobId, 'result', event.returnvalue);
     else if (event.event === 'failed') this.onFailed(jobId, event.failedReason ?? 'unknown');
   }
@@ -351,12 +363,21 @@ export class BullmqDispatcher implements Dispatcher {
     const tickets = this.jobs.get(jobId);
     if (tickets === undefined) return;
     let body: unknown[];
+    let attempt: number;
+    const what = domain === 'progress' ? 'progress update' : 'return value';
     try {
-      body = checkOutcome(raw, domain, jobId, this.settings.signer, this.settings.maxJobBytes);
+      ({ body, attempt } = checkOutcome(raw, domain, jobId, this.settings.signer, this.settings.maxJobBytes));
     } catch (error) {
-      this.settings.log(`ignored a ${domain === 'progress' ? 'progress update' : 'return value'} of job ${quoted(jobId)}: ${(error as Error).message}`);
+      this.settings.log(`ignored a ${what} of job ${quoted(jobId)}: ${(error as Error).message}`);
       return;
     }
+    const current = this.attempts.get(jobId) ?? 0;
+    if (attempt < current) {
+      this.staleOutcomes++;
+      this.settings.log(`ignored a ${what} of job ${quoted(jobId)} from its attempt ${attempt}: attempt ${current} has it now`);
+      return;
+    }
+    this.attempts.set(jobId, attempt);
     if (domain === 'result') {
       tickets.forEach((ticket, index) => {
         // null: an end sent as a progress update, left out of a return value that would weigh too much.
@@ -414,20 +435,5 @@ export class BullmqDispatcher implements Dispatcher {
         // Redis unreachable, or the job unreadable: try again next time.
       }
     }
-  }
-}
-
-/**
- * Runs what ends in user code (the runs' events, their promises' handlers): a throw there
- * is the user's and surfaces as uncaught, as with the embedded pool, instead of stopping
- * the reader of the queue's events, and with it every run.
- */
-function deliver(fn: () => void): void {
-  try {
-    fn();
-  } catch (error) {
-    process.nextTick(() => {
-      throw error;
-    });
   }
 }

@@ -34,3 +34,18 @@ export class RemoteTicket implements SegmentTicket {
     this.onStop(this, code, graceMs);
   }
 }
+
+/**
+ * Runs what ends in user code (the runs' events, their promises' handlers): a throw there
+ * is the user's and surfaces as uncaught, as with the embedded pool, instead of stopping
+ * the reader of the queue's events, and with it every run.
+ */
+export function deliver(fn: () => void): void {
+  try {
+    fn();
+  } catch (error) {
+    process.nextTick(() => {
+      throw error;
+    });
+  }
+}

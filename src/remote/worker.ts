@@ -30,7 +30,8 @@ import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
 import { sendSettlement, type SentSettlement } from '../shared/settlement';
 import { serializeThrown } from '../shared/thrown';
 import { checkJob, checkPayload, fits, Refused } from './checks';
-import { Backlog, JobReporter, NodeLists, openSaved, type Running } from './jobs';
+import { Backlog, JobReporter, NodeLists, openSaved, withReportScript, type Running } from './jobs';
+import { Attempts, type Attempt } from './locks';
 import { NO_SECRET_WARNING, quoted } from './trust';
 import { checkWorkerOptions, type WorkerProcessOptions } from './worker-options';
 import { loadPeers } from './peers';
@@ -88,6 +89,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     threadReplaced: () => {},
   });
   const redis: Redis = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
+  withReportScript(redis);
   const subscriber: Redis = redis.duplicate();
   redis.on('error', () => {});
   subscriber.on('error', () => {});
@@ -213,10 +215,14 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   };
 
   /** Runs a job whose data passed `checkJob`; resolves with its return value. */
-  const runJob = async (job: Job<JobData>, segments: readonly (readonly [string, string])[]): Promise<object> => {
+  const runJob = async (attempt: Attempt, segments: readonly (readonly [string, string])[]): Promise<object> => {
+    const { job } = attempt;
     const takenAt = dispatcher.now();
     const resumeKey = keys.resumeKey(job.id!);
-    const reporter = new JobReporter(job, redis, resumeKey, signer, maxJobBytes);
+    const reportKeys = { lock: keys.lockKey(job.id!), resume: resumeKey, events: keys.events, meta: keys.meta };
+    const lost = (): void => attempts.lose(attempt, 'its lock is held by another attempt: the job went to another process');
+    const reporter = new JobReporter(job, { token: attempt.token, number: attempt.number, lost }, redis, reportKeys, signer, maxJobBytes);
+    attempt.reporter = reporter;
     // Every payload decoded and checked before any segment runs: a malformed one fails the job.
     const decoded = segments.map(([, encoded]) => {
       const payload = checkPayload(encoded);
@@ -226,11 +232,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     });
     // In `running` before the marks are read: a stop published meanwhile is not missed.
     const entries = decoded.map(({ payload, nodes }, index) => {
-      const entry: Running = { payload, nodes, ticket: undefined, stopBefore: false, stopped: false, ending: undefined, over: false };
+      const entry: Running = { payload, nodes, ticket: undefined, stopBefore: attempt.lost, stopped: attempt.lost, ending: undefined, over: false, lost: attempt.lost };
       running.set(segments[index]![0], entry);
       backlog.add(entry);
       return entry;
     });
+    attempt.entries = entries;
     try {
       const [marks, raw] = await Promise.all([
         redis.mget(segments.map(([id]) => keys.stopKey(id))),
@@ -287,18 +294,25 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   await worker.startStalledCheckTimer();
 
   const backlog = new Backlog();
-  /** Jobs taken up and not yet finished, with their lock tokens. */
-  const active = new Map<string, { readonly token: string; readonly done: Promise<void> }>();
+  /** Attempts at jobs taken up and not yet finished; one that loses its lock stops its segments at once and reports nothing more. */
+  const attempts = new Attempts(worker, lockDuration, (attempt, why) => {
+    log(`lost the lock of job ${quoted(attempt.jobId)} (attempt ${attempt.number}): ${why}; its segments are stopped and their outcomes not reported`);
+    attempt.reporter?.silence();
+    for (const entry of attempt.entries) {
+      entry.lost = true;
+      stop(entry, Stop.Cancel, entry.payload.graceMs);
+    }
+  });
   // Locks of jobs fetched by hand are renewed by hand, at half their duration.
   const renewer = setInterval(() => {
-    if (active.size === 0) return;
-    const ids = [...active.keys()];
-    worker.extendJobLocks(ids, ids.map((id) => active.get(id)!.token), lockDuration).catch(() => {});
+    if (attempts.size === 0) return;
+    attempts.renew().catch(() => {});
     readMarks().catch(() => {});
   }, lockDuration / 2);
   renewer.unref();
 
-  const take = (job: Job<JobData>, token: string): void => {
+  const take = (job: Job<JobData>, token: string, lockedAt: number): void => {
+    const attempt: Attempt = { job, jobId: job.id!, token, number: job.attemptsStarted, entries: [], reporter: undefined, lockedAt, lost: false, done: Promise.resolve() };
     let segments: readonly (readonly [string, string])[];
     try {
       segments = checkJob(job.id!, job.name, job.data, signer, maxJobBytes);
@@ -312,21 +326,29 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
           () => {},
           () => {},
         )
-        .finally(() => {
-          if (active.get(job.id!)?.token === token) active.delete(job.id!);
-        });
-      active.set(job.id!, { token, done });
+        .finally(() => attempts.delete(attempt));
+      attempt.done = done;
+      attempts.add(attempt);
       return;
     }
-    const done = runJob(job, segments)
+    attempts.add(attempt);
+    const done = runJob(attempt, segments)
       .then(
         // Its saved outputs go once it is completed: not before, when another process
-        // that took it over (this one's lock having lapsed) may still need them.
+        // that took it over (this one's lock having lapsed) may still need them. An
+        // attempt that lost its lock reports nothing.
         async (result) => {
-          await job.moveToCompleted(result, token, false);
+          if (attempt.lost) return;
+          try {
+            await job.moveToCompleted(result, token, false);
+          } catch (error) {
+            if (/Missing lock|lock/i.test((error as Error).message)) attempts.lose(attempt, `BullMQ refused its completion: ${(error as Error).message}`);
+            throw error;
+          }
           await redis.del(keys.resumeKey(job.id!));
         },
         (error: unknown) => {
+          if (attempt.lost) return;
           if (error instanceof Refused) log(`refused job ${quoted(job.id)}: ${error.message}; nothing of it was run`);
           return job.moveToFailed(error instanceof Error ? error : new Error(String(error)), token, false);
         },
@@ -337,10 +359,8 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         () => {},
         () => {},
       )
-      .finally(() => {
-        if (active.get(job.id!)?.token === token) active.delete(job.id!);
-      });
-    active.set(job.id!, { token, done });
+      .finally(() => attempts.delete(attempt));
+    attempt.done = done;
   };
 
   let stopping = false;
@@ -350,13 +370,14 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     while (!stopping) {
       // Full: every thread is held by synchronous code and `prefetch` segments per thread
       // wait. Polled: a thread starting or letting go is not an event this process hears of.
-      while (!stopping && (active.size >= maxJobs || (dispatcher.allThreadsHeld() && backlog.atLeast(maxWaiting)))) await pause(1);
+      while (!stopping && (attempts.size >= maxJobs || (dispatcher.allThreadsHeld() && backlog.atLeast(maxWaiting)))) await pause(1);
       if (stopping) break;
       const token = `${worker.id}:${++seq}`;
       try {
         const job = (await worker.getNextJob(token)) as Job<JobData> | undefined;
-        // Taken, even while stopping: it runs to its end.
-        if (job !== undefined) take(job, token);
+        // Taken, even while stopping: it runs to its end. Its lock was set after BullMQ
+        // read the clock for its `processedOn`: what the lock's lapse is counted from.
+        if (job !== undefined) take(job, token, performance.now() - Math.max(0, Date.now() - (job.processedOn ?? 0)));
       } catch (error) {
         // Redis unreachable (try again shortly), or a job whose data is not even JSON:
         // BullMQ fails it once its lock lapses too often.
@@ -373,7 +394,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         stopping = true;
         // The fetch under way may still bring a job; then every job taken runs to its end.
         await fetching;
-        while (active.size > 0) await Promise.all([...active.values()].map((entry) => entry.done));
+        while (attempts.size > 0) await Promise.all(attempts.values().map((attempt) => attempt.done));
         clearInterval(renewer);
         await worker.close();
         await dispatcher.destroy();
