@@ -8,59 +8,25 @@
  * LUKHAS_REQUIRE_REDIS=1).
  */
 import { expect } from 'chai';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bullmqBackend, type BullmqBackendOptions, type ExecutorOptions, type NodeDefinition, type ProgressEvent } from '../src/index';
-import { Queue } from 'bullmq';
+import { Queue, QueueEvents } from 'bullmq';
+import { spawn } from 'node:child_process';
+import { LIVENESS_CHECK_MS, LIVENESS_MISSING_MS, LIVENESS_TTL_MS } from '../src/remote/liveness';
 import { Redis } from 'ioredis';
 import { Signer } from '../src/remote/trust';
-import { attemptName, encode } from '../src/remote/wire';
-import { fixture, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, WorkerProcess, redisServerMissing } from './remote-env';
+import { attemptName, decode, encode } from '../src/remote/wire';
+import { fixture, rejection, useExecutors } from './helpers';
+import { FIXTURES, RedisServer, SECRET, WorkerProcess, executions, redisServerMissing, until } from './remote-env';
 
 const SIGNED = { LUKHAS_SECRET: SECRET };
+/** An executor in a process of its own (`test/processes/executor.js`). */
+const EXECUTOR = join(__dirname, 'processes', 'executor.js');
+/** A dead executor's segments are stopped within its key's TTL, the time it must be seen missing, a look, the grace period, and a second of slack. */
+const LIVENESS_BOUND_MS = LIVENESS_TTL_MS + LIVENESS_MISSING_MS + LIVENESS_CHECK_MS + 100 + 1_000;
 const timed = fixture('timed.js');
-
-/** One execution of a node, as its probe file tells it. */
-interface Execution {
-  readonly pid: number;
-  readonly start: number;
-  readonly end: number | undefined;
-  readonly how: string | undefined;
-}
-
-/** The executions a probe file records, in the order they started. */
-export function executions(path: string): Execution[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return [];
-  }
-  const open = new Map<number, { pid: number; start: number }>();
-  const done: Execution[] = [];
-  for (const line of text.split('\n')) {
-    const [kind, pid, at, how] = line.split(' ');
-    if (kind === 'start') open.set(Number(pid), { pid: Number(pid), start: Number(at) });
-    else if (kind === 'end') {
-      const started = open.get(Number(pid))!;
-      open.delete(Number(pid));
-      done.push({ ...started, end: Number(at), how });
-    }
-  }
-  for (const started of open.values()) done.push({ ...started, end: undefined, how: undefined });
-  return done.sort((a, b) => a.start - b.start);
-}
-
-/** Resolves once `check` holds, looking every 20 ms; rejects after `ms`. */
-export async function until(check: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 describe('BullMQ backend under faults (redis-server, worker processes)', function () {
   this.timeout(120_000);
@@ -159,6 +125,65 @@ describe('BullMQ backend under faults (redis-server, worker processes)', functio
         expect(executions(`${probe}-short`).length, `executions of the short node of ${probe}`).to.equal(1);
       }
       expect(lines.filter((line) => !line.includes(`job "${taken!.id}" from its attempt 1`))).to.deep.equal([]);
+    });
+  });
+
+  describe('deadlines and liveness', () => {
+    it("an executor process killed (SIGKILL) with long nodes in flight: the worker process stops them within the liveness bound", async () => {
+      const name = `faults-${process.pid}-${++queue}`;
+      const [worker] = [await WorkerProcess.start(redis!.url, ['--queue', name, '--threads', '2', '--module-root', FIXTURES], SIGNED)];
+      workers.push(worker!);
+      const probes = join(dir, `orphaned-${queue}`);
+      const child = spawn(process.execPath, [EXECUTOR], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...SIGNED, REDIS_URL: redis!.url, QUEUE: name, PROBES: probes, COUNT: '3' } });
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      await until(() => [0, 1, 2].every((i) => output.includes(`running ${i}\n`)), 'the three nodes to start');
+      child.kill('SIGKILL');
+      await exited;
+      const killedAt = Date.now();
+      await until(() => [0, 1, 2].every((i) => executions(`${probes}-${i}`)[0]?.end !== undefined), 'the orphaned nodes to end', LIVENESS_BOUND_MS + 5_000);
+      for (const i of [0, 1, 2]) {
+        const [only, ...more] = executions(`${probes}-${i}`);
+        expect(only!.how).to.equal('aborted');
+        expect(only!.end! - killedAt, 'ms from the kill to the node stopped').to.be.below(LIVENESS_BOUND_MS);
+        expect(more).to.deep.equal([]);
+      }
+      await worker!.printed(/executor ".*" is gone \(its liveness key has lapsed\): its segments here are stopped/);
+    });
+
+    it("a segment whose run's deadline has passed is not started, even for a live executor; a stop mark lives until the deadline", async () => {
+      const { executor, queue: name } = await cluster(1, []);
+      const client = new Redis(redis!.url);
+      try {
+        // A live executor's run, cancelled: its mark lives until the deadline (and a minute), not an hour.
+        const handle = executor.startPipeline({ nodes: [{ id: 'long', module: timed, params: { probe: join(dir, 'marked'), ms: 60_000 } }], timeouts: { pipelineTimeoutMs: 5_000 } });
+        await until(() => executions(join(dir, 'marked')).length === 1, 'the node to start');
+        executor.cancel(handle.runId);
+        await rejection(handle.result);
+        const [mark] = await client.keys(`bull:${name}:lukhas:stop:*`);
+        expect(await client.pttl(mark!)).to.be.within(60_000, 65_000);
+        // A job signed as an executor would, for a live executor (its key set), whose run's deadline has passed.
+        const [live] = await client.keys(`bull:${name}:lukhas:live:*`);
+        const executorId = live!.slice(`bull:${name}:lukhas:live:`.length);
+        const probe = join(dir, 'late');
+        const nodes = encode([{ id: 'late', module: timed, params: { probe, ms: 10 } }]);
+        const payload = { runId: 'late-run', pipelineId: 'late', nodes, first: 0, attempts: [1], input: 0, timeouts: [10_000], graceMs: 100, reportStarts: false, deadline: Date.now() - 1, executor: executorId };
+        const s = [[`${executorId}-late`, encode(payload)]];
+        const jobId = `${executorId}-late-job`;
+        const m = new Signer(Buffer.from(SECRET), 'bull', name).sign('job', jobId, 'segments', JSON.stringify(s));
+        const outsider = new Queue(name, { connection: { url: redis!.url } });
+        const events = new QueueEvents(name, { connection: { url: redis!.url } });
+        await events.waitUntilReady();
+        const job = await outsider.add('segments', { s, m }, { jobId });
+        const result = await job.waitUntilFinished(events, 10_000);
+        await Promise.all([outsider.close(), events.close()]);
+        const [end] = (result as { e: string[] }).e;
+        expect((decode(end!) as { settlement: { kind: string } }).settlement.kind).to.equal('stopped');
+        expect(executions(probe), 'executions of the late node').to.deep.equal([]);
+      } finally {
+        await client.quit();
+      }
     });
   });
 });

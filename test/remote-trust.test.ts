@@ -19,7 +19,7 @@ const announceAdd = fixture('announce-add.js');
 /** A job as an outsider writes it: one segment of one node, `module`'s `exportName` called with `input`. */
 function forgedJob(module: string, exportName: string | undefined, input: unknown): { s: [string, string][] } {
   const nodes = encode([{ id: 'evil', module, export: exportName, params: undefined }]);
-  const payload = { runId: 'forged-run', pipelineId: 'forged', nodes, first: 0, attempts: [1], input, timeouts: [10_000], graceMs: 100, reportStarts: false };
+  const payload = { runId: 'forged-run', pipelineId: 'forged', nodes, first: 0, attempts: [1], input, timeouts: [10_000], graceMs: 100, reportStarts: false, deadline: Infinity, executor: 'forged' };
   return { s: [['forged-segment', encode(payload)]] };
 }
 

@@ -50,13 +50,16 @@ export function checkJob(jobId: string, name: string, data: unknown, signer: Sig
 export function checkPayload(encoded: string): SegmentPayload {
   const value = decoded(encoded, 'its payload');
   if (!isRecord(value)) throw new Refused('a segment payload is not an object');
-  const { runId, pipelineId, nodes, first, attempts, timeouts, graceMs, reportStarts } = value;
+  const { runId, pipelineId, nodes, first, attempts, timeouts, graceMs, reportStarts, deadline, executor } = value;
   if (typeof runId !== 'string' || typeof pipelineId !== 'string' || typeof nodes !== 'string') throw new Refused('a segment payload lacks its run, pipeline or nodes');
   if (!isIndex(first) || typeof reportStarts !== 'boolean' || typeof graceMs !== 'number' || !(graceMs >= 0)) {
     throw new Refused('a segment payload has a bad first node, grace period or start flag');
   }
   if (!Array.isArray(attempts) || !attempts.every((n) => isIndex(n)) || !Array.isArray(timeouts) || !timeouts.every((n) => typeof n === 'number' && n >= 0)) {
     throw new Refused('a segment payload has bad attempts or timeouts');
+  }
+  if (typeof deadline !== 'number' || Number.isNaN(deadline) || typeof executor !== 'string' || executor === '' || executor.length > 100) {
+    throw new Refused('a segment payload lacks its deadline or its executor');
   }
   return value as unknown as SegmentPayload;
 }

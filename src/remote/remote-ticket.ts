@@ -12,8 +12,11 @@ export class RemoteTicket implements SegmentTicket {
   /** Its job, once sent, and its place in it. */
   jobId: string | undefined;
   index = 0;
-  /** For the sweep. */
+  /** For the sweep: when it was sent, and whether Redis has acknowledged its job. */
   readonly sentAt = Date.now();
+  added = false;
+  /** Its worker process ended it as stopped, unasked (its run's deadline passed there). */
+  stoppedThere = false;
   /** In the scheduler's clock: what the worker process's times are added to. */
   readonly submittedAt = performance.now();
 

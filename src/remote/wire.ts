@@ -21,6 +21,10 @@ export interface SegmentPayload {
   readonly timeouts: readonly number[];
   readonly graceMs: number;
   readonly reportStarts: boolean;
+  /** The run's deadline, wall clock ms (Infinity: none): no worker process starts the segment past it. */
+  readonly deadline: number;
+  /** The executor's id: its liveness key is `names().liveKey(executor)`. */
+  readonly executor: string;
 }
 
 /**
@@ -107,10 +111,13 @@ export function names(prefix: string, queue: string) {
   return {
     /** BullMQ's own keys: a job's lock (its value, the token of the attempt that holds it), the event stream, the queue's meta hash. */
     lockKey: (jobId: string) => `${base}:${jobId}:lock`,
+    jobKey: (jobId: string) => `${base}:${jobId}`,
     events: `${base}:events`,
     meta: `${base}:meta`,
     stopChannel: `${base}:lukhas:stop`,
     stopKey: (segmentId: string) => `${base}:lukhas:stop:${segmentId}`,
+    /** Set by each executor with a short TTL while it lives (see `liveness.ts`). */
+    liveKey: (executor: string) => `${base}:lukhas:live:${executor}`,
     resumeKey: (jobId: string) => `${base}:lukhas:resume:${jobId}`,
   };
 }

@@ -30,6 +30,7 @@ import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
 import { sendSettlement, type SentSettlement } from '../shared/settlement';
 import { serializeThrown } from '../shared/thrown';
 import { checkJob, checkPayload, fits, Refused } from './checks';
+import { isStopCode, LIVENESS_CHECK_MS, SegmentWatch } from './liveness';
 import { Backlog, JobReporter, NodeLists, openSaved, withReportScript, type Running } from './jobs';
 import { Attempts, type Attempt } from './locks';
 import { NO_SECRET_WARNING, quoted } from './trust';
@@ -113,19 +114,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     if (entry.ticket === undefined) entry.stopBefore = true;
     else entry.ticket.stop(code, graceMs);
   };
-  /**
-   * Messages on the stop channel are not kept: one published while this process was
-   * reconnecting is lost. The marks are, and are read again now and then.
-   */
-  const readMarks = async (): Promise<void> => {
-    const entries = [...running].filter(([, entry]) => !entry.over && !entry.stopped);
-    if (entries.length === 0) return;
-    const marks = await redis.mget(entries.map(([id]) => keys.stopKey(id)));
-    entries.forEach(([, entry], index) => {
-      const mark = marks[index];
-      if (mark !== null && mark !== undefined) stop(entry, isStopCode(Number(mark)) ? (Number(mark) as StopCode) : Stop.Cancel, entry.payload.graceMs);
-    });
-  };
+  // Messages on the stop channel are not kept (one published while reconnecting is lost);
+  // the marks are, and are looked at now and then, with the runs' deadlines and executors.
+  const watch = new SegmentWatch(redis, keys, running, stop, log);
 
   /** Runs one segment of a job; resolves with its end, encoded. */
   const runSegment = async (
@@ -154,7 +145,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
       const message = `Module of node "${node.id}" (${node.module}) is refused by the worker process: ${refusal}`;
       return end({ kind: 'load-failed', position, message, cause: serializeThrown(new Error(refusal)) });
     }
-    if (marked || entry.stopBefore) return end({ kind: 'stopped', position: payload.first });
+    // Not started past its run's deadline, nor for an executor that is gone.
+    if (marked || entry.stopBefore || Date.now() >= payload.deadline) return end({ kind: 'stopped', position: payload.first });
+    if (!(await watch.alive(payload.executor)) || entry.stopBefore) {
+      if (!entry.stopBefore) log(`did not start a segment of run ${quoted(payload.runId)}: its executor ${quoted(payload.executor)} is gone (its liveness key has lapsed)`);
+      return end({ kind: 'stopped', position: payload.first });
+    }
     // Taken over from a process that died: resume after the last node it completed.
     let first = payload.first;
     let input = payload.input;
@@ -187,6 +183,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         reportStarts: payload.reportStarts,
         timeouts: payload.timeouts,
         graceMs: payload.graceMs,
+        deadline: payload.deadline,
         listener: {
           nodeStarted: (n) => reporter.update({ k: 's', i: index, n }),
           nodeCompleted: (n, output, startedAt, endedAt) => {
@@ -239,10 +236,13 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     });
     attempt.entries = entries;
     try {
-      const [marks, raw] = await Promise.all([
-        redis.mget(segments.map(([id]) => keys.stopKey(id))),
+      const executors = [...new Set(entries.map((entry) => entry.payload.executor))];
+      const [read, raw] = await Promise.all([
+        redis.mget([...segments.map(([id]) => keys.stopKey(id)), ...executors.map((executor) => keys.liveKey(executor))]),
         redis.hgetall(resumeKey),
       ]);
+      executors.forEach((executor, index) => watch.seen(executor, read[segments.length + index]));
+      const marks = read.slice(0, segments.length);
       const saved = openSaved(raw, job.id!, signer, log);
       let left = entries.length;
       const ends = await Promise.all(
@@ -307,9 +307,10 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   const renewer = setInterval(() => {
     if (attempts.size === 0) return;
     attempts.renew().catch(() => {});
-    readMarks().catch(() => {});
   }, lockDuration / 2);
   renewer.unref();
+  const watcher = setInterval(() => void watch.look().catch(() => {}), LIVENESS_CHECK_MS);
+  watcher.unref();
 
   const take = (job: Job<JobData>, token: string, lockedAt: number): void => {
     const attempt: Attempt = { job, jobId: job.id!, token, number: job.attemptsStarted, entries: [], reporter: undefined, lockedAt, lost: false, done: Promise.resolve() };
@@ -396,6 +397,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         await fetching;
         while (attempts.size > 0) await Promise.all(attempts.values().map((attempt) => attempt.done));
         clearInterval(renewer);
+        clearInterval(watcher);
         await worker.close();
         await dispatcher.destroy();
         await Promise.allSettled([subscriber.quit(), redis.quit()]);
@@ -403,10 +405,6 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
       return closing;
     },
   };
-}
-
-function isStopCode(code: unknown): code is StopCode {
-  return code === Stop.Cancel || code === Stop.NodeTimeout || code === Stop.PipelineTimeout || code === Stop.Failure;
 }
 
 /**
