@@ -11,7 +11,8 @@ import type { TaskNode } from '../shared/protocol';
 import type { SentSettlement } from '../shared/settlement';
 import { checkNodeList } from './checks';
 import { quoted, type Signer } from './trust';
-import { attemptName, type JobData, type JobResult, type SegmentPayload, type Update } from './wire';
+import { serializeThrown } from '../shared/thrown';
+import { attemptName, encode, type JobData, type JobResult, type RemoteEndReport, type SegmentPayload, type Update } from './wire';
 
 /** How long a job's saved outputs outlive its last save. */
 export const RESUME_TTL_MS = 24 * 3_600_000;
@@ -268,4 +269,26 @@ export class JobReporter {
         .catch(() => {});
     });
   }
+}
+
+/**
+ * A segment's end, encoded, within what a report may weigh: one whose outputs would make
+ * it larger ends instead on the node with the largest output, as an output that cannot
+ * cross (a `NodeOutputError` naming that node), with the outputs before it.
+ */
+export function fitted(settlement: SentSettlement, outputs: [number, unknown, number, number][], endedNodeStartedMs: number | undefined, maxJobBytes: number): string {
+  const encoded = encode({ settlement, outputs, endedNodeStartedMs } satisfies RemoteEndReport);
+  if (encoded.length <= maxJobBytes / 2) return encoded;
+  const sizes = outputs.map(([, output]) => encode(output).length);
+  const largest = sizes.length === 0 ? -1 : sizes.indexOf(Math.max(...sizes));
+  if (largest < 0 || encoded.length - sizes[largest]! > maxJobBytes / 2) {
+    // The settlement itself (a node's error) is what weighs: the node fails with word of it.
+    const position = 'position' in settlement ? settlement.position : 0;
+    const error = new RangeError(`the node's error takes about ${encoded.length} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
+    return encode({ settlement: { kind: 'failed', position, error: serializeThrown(error) }, outputs: largest < 0 ? [] : outputs, endedNodeStartedMs } satisfies RemoteEndReport);
+  }
+  const [node] = outputs[largest]!;
+  const cause = new RangeError(`its output takes ${sizes[largest]} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
+  const kept = outputs.slice(0, largest);
+  return encode({ settlement: { kind: 'unclonable', position: node, cause: serializeThrown(cause) }, outputs: kept, endedNodeStartedMs: undefined } satisfies RemoteEndReport);
 }

@@ -31,7 +31,8 @@ import { sendSettlement, type SentSettlement } from '../shared/settlement';
 import { serializeThrown } from '../shared/thrown';
 import { checkJob, checkPayload, fits, Refused } from './checks';
 import { isStopCode, LIVENESS_CHECK_MS, SegmentWatch } from './liveness';
-import { Backlog, JobReporter, NodeLists, openSaved, withReportScript, type Running } from './jobs';
+import { Backlog, fitted, JobReporter, NodeLists, openSaved, withReportScript, type Running } from './jobs';
+import { untilAborted, within } from './connection';
 import { Attempts, type Attempt } from './locks';
 import { NO_SECRET_WARNING, quoted } from './trust';
 import { checkWorkerOptions, type WorkerProcessOptions } from './worker-options';
@@ -41,7 +42,6 @@ import {
   encode,
   names,
   type JobData,
-  type RemoteEndReport,
   type StopMessage,
 } from './wire';
 
@@ -94,7 +94,8 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   const subscriber: Redis = redis.duplicate();
   redis.on('error', () => {});
   subscriber.on('error', () => {});
-  await subscriber.subscribe(keys.stopChannel);
+  // Awaited below with the rest of the start, which a signal may give up.
+  const subscribed = subscriber.subscribe(keys.stopChannel);
   subscriber.on('message', (_channel: string, text: string) => {
     let message: StopMessage;
     try {
@@ -289,9 +290,22 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     drainDelay: 1,
   });
   worker.on('error', () => {});
-  await worker.waitUntilReady();
-  await dispatcher.ready();
-  await worker.startStalledCheckTimer();
+  // A start that fails, or is given up, closes what it opened: the pool and every connection.
+  const release = async (): Promise<void> => {
+    // Forced: no QUIT, which would wait for a Redis that may be gone.
+    await Promise.allSettled([worker.close(true), dispatcher.destroy()]);
+    // QUIT only where Redis answers; elsewhere (never, or no longer) it would only wait.
+    await within(Promise.allSettled([subscriber, redis].filter((client) => client.status === 'ready').map((client) => client.quit())), CLOSE_WAIT_MS);
+    subscriber.disconnect();
+    redis.disconnect();
+  };
+  try {
+    await untilAborted(options.signal, Promise.all([subscribed, worker.waitUntilReady(), dispatcher.ready()]));
+    await untilAborted(options.signal, worker.startStalledCheckTimer());
+  } catch (error) {
+    await release();
+    throw error;
+  }
 
   const backlog = new Backlog();
   /** Attempts at jobs taken up and not yet finished; one that loses its lock stops its segments at once and reports nothing more. */
@@ -393,38 +407,20 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     close() {
       closing ??= (async () => {
         stopping = true;
-        // The fetch under way may still bring a job; then every job taken runs to its end.
-        await fetching;
-        while (attempts.size > 0) await Promise.all(attempts.values().map((attempt) => attempt.done));
+        // The fetch under way may still bring a job (it waits for one 1 s at most, while
+        // Redis answers); then every segment taken runs to its end, or is stopped.
+        await within(fetching, CLOSE_WAIT_MS);
+        while (attempts.values().some((attempt) => attempt.entries.some((entry) => !entry.over))) await pause(20);
+        // Their ends reported and their jobs completed, while Redis answers.
+        await within(Promise.all(attempts.values().map((attempt) => attempt.done)), CLOSE_WAIT_MS);
         clearInterval(renewer);
         clearInterval(watcher);
-        await worker.close();
-        await dispatcher.destroy();
-        await Promise.allSettled([subscriber.quit(), redis.quit()]);
+        await release();
       })();
       return closing;
     },
   };
 }
 
-/**
- * A segment's end, encoded, within what a report may weigh: one whose outputs would make
- * it larger ends instead on the node with the largest output, as an output that cannot
- * cross (a `NodeOutputError` naming that node), with the outputs before it.
- */
-function fitted(settlement: SentSettlement, outputs: [number, unknown, number, number][], endedNodeStartedMs: number | undefined, maxJobBytes: number): string {
-  const encoded = encode({ settlement, outputs, endedNodeStartedMs } satisfies RemoteEndReport);
-  if (encoded.length <= maxJobBytes / 2) return encoded;
-  const sizes = outputs.map(([, output]) => encode(output).length);
-  const largest = sizes.length === 0 ? -1 : sizes.indexOf(Math.max(...sizes));
-  if (largest < 0 || encoded.length - sizes[largest]! > maxJobBytes / 2) {
-    // The settlement itself (a node's error) is what weighs: the node fails with word of it.
-    const position = 'position' in settlement ? settlement.position : 0;
-    const error = new RangeError(`the node's error takes about ${encoded.length} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
-    return encode({ settlement: { kind: 'failed', position, error: serializeThrown(error) }, outputs: largest < 0 ? [] : outputs, endedNodeStartedMs } satisfies RemoteEndReport);
-  }
-  const [node] = outputs[largest]!;
-  const cause = new RangeError(`its output takes ${sizes[largest]} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
-  const kept = outputs.slice(0, largest);
-  return encode({ settlement: { kind: 'unclonable', position: node, cause: serializeThrown(cause) }, outputs: kept, endedNodeStartedMs: undefined } satisfies RemoteEndReport);
-}
+/** How long closing waits for Redis, at each step, before it drops the connections. */
+const CLOSE_WAIT_MS = 2_000;
