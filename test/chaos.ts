@@ -13,7 +13,7 @@
  * runs started, settled, lost (not settled within their deadline plus the grace period
  * and the documented bounds), settled twice ('runEnd' events), settled wrong (not the
  * result or error expected), stale outcomes accepted (a node's output in a result made by
- * an execution that did not complete), and overlapping executions of the same node while
+ * an execution other than its latest, completed one), and overlapping executions of the same node while
  * both ran (the time a process spent paused, and the 500 ms its stop may take once it
  * resumes, are not counted: a frozen node cannot be stopped).
  */
@@ -94,7 +94,7 @@ async function main(): Promise<number> {
   const startRun = (): void => {
     const i = index++;
     const probe = (id: string): string => join(dir, `${i}-${id}`);
-    const kind = pick(['chain', 'chain', 'chain', 'cpu', 'timeout', 'cancel', 'error']);
+    const kind = pick(['chain', 'chain', 'chain', 'long', 'cpu', 'timeout', 'cancel', 'error']);
     const n = (id: string, params: object, extra: object = {}): Library.NodeDefinition => ({ id, module: chaos, params: { probe: probe(id), ...params }, ...extra });
     let request: Library.PipelineRequest;
     let expected: Expectation;
@@ -102,6 +102,10 @@ async function main(): Promise<number> {
     if (kind === 'chain') {
       request = { nodes: [n('a', { ms: 10 + Math.floor(random() * 300) }), n('b', { ms: 10 }), n('c', { ms: 10 + Math.floor(random() * 300) })] };
       expected = { value: 3 };
+    } else if (kind === 'long') {
+      // Long enough that a paused process's node, resumed, would run on well past its stop.
+      request = { nodes: [n('a', { ms: 3_000 + Math.floor(random() * 3_000), steps: true }), n('b', { ms: 10 })] };
+      expected = { value: 2 };
     } else if (kind === 'cpu') {
       request = { nodes: [n('a', { ms: 5 + Math.floor(random() * 40), cpu: true }), n('b', { ms: 5, cpu: true })] };
       expected = { value: 2 };
@@ -124,11 +128,13 @@ async function main(): Promise<number> {
       (result) => {
         const { v, by } = result as { v: number; by: string[] };
         if (!('value' in expected) || v !== expected.value) run.wrong = `resolved with ${v}`;
-        // Each node's output must come from one of its executions that completed.
+        // Each node's output must come from its latest execution, which completed: an
+        // output of an earlier one is an outcome of an attempt that was no longer current.
         by.forEach((execution, position) => {
           const id = request.nodes[position]!.id;
           const [pid, start] = execution.split(':').map(Number);
-          if (!executions(probe(id)).some((e) => e.pid === pid && e.start === start && e.how === 'completed')) run.stale++;
+          const latest = executions(probe(id)).at(-1);
+          if (latest === undefined || latest.pid !== pid || latest.start !== start || latest.how !== 'completed') run.stale++;
         });
       },
       (error: unknown) => {
