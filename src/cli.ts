@@ -2,7 +2,8 @@
 /**
  * The command line: `lukhas-orchestrator worker --redis <url> --module-root <dir>` runs a
  * worker process of the BullMQ backend. It stops taking jobs on SIGTERM or SIGINT, lets
- * the running ones finish, and exits.
+ * the running ones finish, and exits with 0: within `worker.ts`'s bounds once they have
+ * (Redis answering or not), and at once before Redis ever answered.
  */
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
@@ -113,34 +114,50 @@ async function main(argv: string[]): Promise<number> {
     maxStalledCount: count(values['max-stalled'], 'max-stalled'),
     ...(heap === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: heap } }),
   };
+  // SIGTERM or SIGINT, at any time: before Redis ever answered, the start is given up.
+  const stopping = new AbortController();
+  const requested = new Promise<void>((resolve) => {
+    const stop = (): void => {
+      stopping.abort(new Error('stopped by a signal before it was ready'));
+      resolve();
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
   // Redis may be down or the address wrong: say so rather than wait in silence.
   const waiting = setTimeout(() => {
     process.stderr.write(`lukhas-orchestrator worker: still waiting for Redis at ${shown}\n`);
   }, 5_000);
   let worker: RemoteWorker;
   try {
-    worker = await startWorker(options);
+    worker = await startWorker({ ...options, signal: stopping.signal });
+  } catch (error) {
+    if (!stopping.signal.aborted) throw error;
+    process.stdout.write('lukhas-orchestrator worker: stopped before it was ready\n');
+    return 0;
   } finally {
     clearTimeout(waiting);
   }
   const signed = options.secret !== undefined || (process.env[SECRET_ENV] ?? '') !== '' ? 'signed jobs only' : 'unsigned jobs (no secret)';
   process.stdout.write(`lukhas-orchestrator worker ready: queue "${values.queue ?? 'lukhas'}" on ${shown}; modules from ${options.moduleRoots.join(', ')}; ${signed}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (): void => resolve();
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  await requested;
   process.stdout.write('lukhas-orchestrator worker: finishing the running jobs\n');
   await worker.close();
   return 0;
 }
 
+/** Past this, once the worker has closed (or failed to start), the process exits even if a handle lingers. */
+const EXIT_WAIT_MS = 1_000;
+
 main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
+  (code) => exit(code),
   (error: unknown) => {
     process.stderr.write(`lukhas-orchestrator: ${describe(error)}\n`);
-    process.exitCode = 1;
+    exit(1);
   },
 );
+
+function exit(code: number): void {
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), EXIT_WAIT_MS).unref();
+}

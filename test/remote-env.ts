@@ -4,7 +4,7 @@
  * started with the built command line (`dist/src/cli.js worker`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -71,9 +71,10 @@ function exited(child: ChildProcess): Promise<number | null> {
 
 export class RedisServer {
   private constructor(
-    private readonly child: ChildProcess,
+    private child: ChildProcess,
     private readonly dir: string,
     readonly url: string,
+    private readonly args: readonly string[],
   ) {}
 
   get pid(): number {
@@ -82,9 +83,10 @@ export class RedisServer {
 
   /**
    * Starts a server with no persistence on a free loopback port; with `tls`, one that
-   * takes only TLS connections, with that certificate (clients need not show one).
+   * takes only TLS connections, with that certificate (clients need not show one); with
+   * `aof`, one that keeps an append-only file synced every second (`appendfsync everysec`).
    */
-  static async start(tls?: { readonly cert: string; readonly key: string }): Promise<RedisServer> {
+  static async start(tls?: { readonly cert: string; readonly key: string }, aof = false): Promise<RedisServer> {
     let lastError: unknown;
     // The port is free when chosen; another process may take it before the server does.
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -94,18 +96,32 @@ export class RedisServer {
         tls === undefined
           ? ['--port', String(port)]
           : ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.cert, '--tls-auth-clients', 'no'];
-      const child = spawn('redis-server', [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const persistence = aof ? ['--appendonly', 'yes', '--appendfsync', 'everysec'] : ['--appendonly', 'no'];
+      const args = [...listen, '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir];
+      const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
       try {
         await untilReady(child, /Ready to accept connections/, 'redis-server');
-        return new RedisServer(child, dir, `${tls === undefined ? 'redis' : 'rediss'}://127.0.0.1:${port}`);
+        return new RedisServer(child, dir, `${tls === undefined ? 'redis' : 'rediss'}://127.0.0.1:${port}`, args);
       } catch (error) {
         lastError = error;
         rmSync(dir, { recursive: true, force: true });
       }
     }
     throw lastError;
+  }
+
+  /**
+   * Ends the server with `signal` (SIGKILL: nothing more is written; SIGTERM: it syncs
+   * its append-only file first), then starts it again on the same port and directory
+   * once `down` resolves.
+   */
+  async restart(signal: NodeJS.Signals, down: () => Promise<void> = () => Promise.resolve()): Promise<void> {
+    const done = exited(this.child);
+    this.child.kill(signal);
+    await done;
+    await down();
+    this.child = spawn('redis-server', this.args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    await untilReady(this.child, /Ready to accept connections/, 'redis-server');
   }
 
   async stop(): Promise<void> {
@@ -173,5 +189,45 @@ export class WorkerProcess {
   async stop(): Promise<number | null> {
     this.child.kill('SIGTERM');
     return this.exited;
+  }
+}
+
+/** One execution of a node, as its probe file tells it. */
+interface Execution {
+  readonly pid: number;
+  readonly start: number;
+  readonly end: number | undefined;
+  readonly how: string | undefined;
+}
+
+/** The executions a probe file records, in the order they started. */
+export function executions(path: string): Execution[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return [];
+  }
+  const open = new Map<number, { pid: number; start: number }>();
+  const done: Execution[] = [];
+  for (const line of text.split('\n')) {
+    const [kind, pid, at, how] = line.split(' ');
+    if (kind === 'start') open.set(Number(pid), { pid: Number(pid), start: Number(at) });
+    else if (kind === 'end') {
+      const started = open.get(Number(pid))!;
+      open.delete(Number(pid));
+      done.push({ ...started, end: Number(at), how });
+    }
+  }
+  for (const started of open.values()) done.push({ ...started, end: undefined, how: undefined });
+  return done.sort((a, b) => a.start - b.start);
+}
+
+/** Resolves once `check` holds, looking every 20 ms; rejects after `ms`. */
+export async function until(check: () => boolean, what: string, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }

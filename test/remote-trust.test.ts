@@ -19,7 +19,7 @@ const announceAdd = fixture('announce-add.js');
 /** A job as an outsider writes it: one segment of one node, `module`'s `exportName` called with `input`. */
 function forgedJob(module: string, exportName: string | undefined, input: unknown): { s: [string, string][] } {
   const nodes = encode([{ id: 'evil', module, export: exportName, params: undefined }]);
-  const payload = { runId: 'forged-run', pipelineId: 'forged', nodes, first: 0, attempts: [1], input, timeouts: [10_000], graceMs: 100, reportStarts: false };
+  const payload = { runId: 'forged-run', pipelineId: 'forged', nodes, first: 0, attempts: [1], input, timeouts: [10_000], graceMs: 100, reportStarts: false, deadline: Infinity, executor: 'forged' };
   return { s: [['forged-segment', encode(payload)]] };
 }
 
@@ -258,6 +258,8 @@ describe('BullMQ backend: the trust boundary (redis-server, worker processes, an
       await lines.logged(/ignored a progress update of job .*: it is \d+ bytes, above the limit of 4096/);
       // Well formed and unsigned (no secret is in use), naming run a's segment, but malformed inside: a fails, b does not.
       await client.xadd(events, '*', 'event', 'progress', 'jobId', a.jobId, 'data', JSON.stringify({ u: [{ k: 'e', i: 0, b: 'AAAA' }] }));
+      await lines.logged(/ignored a progress update of job .*: it names no attempt at the job/);
+      await client.xadd(events, '*', 'event', 'progress', 'jobId', a.jobId, 'data', JSON.stringify({ u: [{ k: 'e', i: 0, b: 'AAAA' }], a: 1 }));
       const error = await rejection(a.handle.result);
       expect(error).to.be.instanceOf(WorkerCrashedException);
       expect((error as Error).cause).to.have.property('message').that.matches(/does not decode/);

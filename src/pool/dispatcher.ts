@@ -53,6 +53,11 @@ export interface SegmentJob {
   /** Timeout of each node, and the grace period, for a dispatcher that enforces them itself. */
   readonly timeouts: readonly number[];
   readonly graceMs: number;
+  /**
+   * The run's deadline, wall clock (ms since the epoch): its pipeline timeout; Infinity
+   * without one. A remote worker starts no segment past it.
+   */
+  readonly deadline: number;
   readonly listener: SegmentListener;
 }
 

@@ -25,7 +25,9 @@ import { checkEndReport, checkOutcome, checkUpdate, Refused } from './checks';
 import { where, type RedisConnectionOptions } from './connection';
 import { loadPeers } from './peers';
 import { EventReader, type StreamEvent } from './events';
-import { RemoteTicket } from './remote-ticket';
+import { deliver, RemoteTicket } from './remote-ticket';
+import { Heartbeat, markTtl } from './liveness';
+import { Sweeper, SWEEP_MS } from './sweep';
 import { MAX_SEGMENTS_PER_JOB, quoted, type Signer } from './trust';
 import { decode, encode, names, type JobData, type RemoteEndReport, type SegmentPayload, type StopMessage } from './wire';
 
@@ -41,9 +43,6 @@ export interface BullmqSettings {
 
 /** How long closing waits for Redis to acknowledge before it drops the connections. */
 const CLOSE_WAIT_MS = 2_000;
-
-/** How often segments waiting long for their end are looked up, in case an event was lost. */
-const SWEEP_MS = 5_000;
 /** A turn's segments are spread over about this many jobs, for the worker processes to share... */
 const JOBS_PER_TURN = 32;
 /** The name of every job: signed with its data. */
@@ -63,10 +62,19 @@ export class BullmqDispatcher implements Dispatcher {
   /** Segments in flight, and the jobs that carry them. */
   private readonly tickets = new Map<string, RemoteTicket>();
   private readonly jobs = new Map<string, RemoteTicket[]>();
+  /**
+   * The current attempt at each job in flight: how many times BullMQ has handed it to a
+   * process (its `active` events, which it writes as it bumps the job's
+   * `attemptsStarted`). Outcomes of earlier attempts are ignored.
+   */
+  private readonly attempts = new Map<string, number>();
+  /** Outcomes ignored because they came from an attempt that was no longer the job's current one. */
+  staleOutcomes = 0;
   private readonly encodedNodes = new WeakMap<readonly TaskNode[], string>();
   private readonly names: ReturnType<typeof names>;
   private readonly connected: Promise<void>;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly heartbeat: Heartbeat;
   private seq = 0;
   private jobSeq = 0;
   private workers = 0;
@@ -77,7 +85,7 @@ export class BullmqDispatcher implements Dispatcher {
   private lastError: Error | undefined;
   /** Redis's host and port, for messages (never its password). */
   private readonly where: string;
-  /** Unique among every executor on the queue: ids of jobs and segments start with it. */
+  /** Unique among every executor on the queue: ids of jobs and segments start with it; its liveness key names it. */
   private readonly idPrefix = randomUUID();
 
   constructor(
@@ -104,7 +112,7 @@ export class BullmqDispatcher implements Dispatcher {
       streams: { events: { maxLen: 100_000 } },
       defaultJobOptions: { removeOnComplete: { age: 60 }, removeOnFail: { age: 60 } },
     });
-    // Connection trouble is reported on these; without listeners it would crash the process.
+    // Connection trouble is reported on these (without listeners it would crash the process).
     const remember = (error: Error): void => {
       this.lastError = error;
     };
@@ -123,8 +131,15 @@ export class BullmqDispatcher implements Dispatcher {
     this.where = where(connection);
     this.connected = Promise.all([this.queue.waitUntilReady(), this.events.ready]).then(() => undefined);
     this.connected.catch(() => {});
-    this.sweeper = setInterval(() => void this.sweep(), SWEEP_MS);
+    const sweeper = new Sweeper(this.redis, this.queue, this.names.jobKey, () => [...this.jobs], {
+      result: (jobId, raw) => this.onOutcome(jobId, 'result', raw),
+      failed: (jobId, reason) => this.onFailed(jobId, reason),
+      lost: (jobId) => this.lost(jobId),
+    });
+    this.sweeper = setInterval(() => void sweeper.look(), SWEEP_MS);
     this.sweeper.unref();
+    // While it lives, worker processes run its segments (see `liveness.ts`).
+    this.heartbeat = new Heartbeat(this.redis, this.names.liveKey(this.idPrefix));
   }
 
   now(): number {
@@ -167,6 +182,8 @@ export class BullmqDispatcher implements Dispatcher {
         timeouts: job.timeouts,
         graceMs: job.graceMs,
         reportStarts: job.reportStarts,
+        deadline: job.deadline,
+        executor: this.idPrefix,
       };
       encoded = encode(payload);
     } catch (cause) {
@@ -230,6 +247,9 @@ export class BullmqDispatcher implements Dispatcher {
     pack();
     this.connected
       .then(() => this.queue.addBulk(jobs))
+      .then(() => {
+        for (const ticket of ready) ticket.added = true;
+      })
       .catch((cause: unknown) => {
         for (const ticket of ready) this.settle(ticket, { kind: 'crashed', position: ticket.job.first, exitCode: undefined, cause });
       });
@@ -238,8 +258,8 @@ export class BullmqDispatcher implements Dispatcher {
   stop(ticket: RemoteTicket, code: number, graceMs: number): void {
     if (ticket.settled || ticket.stopCode !== 0) return;
     ticket.stopCode = code;
-    // Not sent yet: it never will be.
-    if (ticket.jobId === undefined) return this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
+    // Not sent yet: it never will be. Or the worker process already stopped it (its deadline passed).
+    if (ticket.jobId === undefined || ticket.stoppedThere) return this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
     const jobId = ticket.jobId;
     const message: StopMessage = { id: ticket.id, code, graceMs };
     // The process that has it may be dead: the run does not wait for ever.
@@ -248,8 +268,9 @@ export class BullmqDispatcher implements Dispatcher {
     void (async () => {
       try {
         await this.connected;
-        // A mark for the process that takes the job up later, then word to the one that has it.
-        await this.redis.set(this.names.stopKey(ticket.id), String(code), 'PX', 3_600_000);
+        // A mark for the process that takes the job up later, then word to the one that
+        // has it. Past the run's deadline, no process starts the segment: the mark lives until then.
+        await this.redis.set(this.names.stopKey(ticket.id), String(code), 'PX', markTtl(ticket.job.deadline));
         await this.redis.publish(this.names.stopChannel, JSON.stringify(message));
         // Not taken up yet: whoever takes it up will find the mark and skip the segment.
         if (NOT_TAKEN.has(await this.queue.getJobState(jobId))) this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
@@ -276,9 +297,7 @@ export class BullmqDispatcher implements Dispatcher {
     return workers.map((_, i) => ({ threadId: i + 1, responsive: true, heldBy: undefined }));
   }
 
-  busyMs(): number {
-    return 0;
-  }
+  busyMs = (): number => 0;
 
   async destroy(): Promise<void> {
     if (this.destroyed) return;
@@ -290,7 +309,7 @@ export class BullmqDispatcher implements Dispatcher {
     }
     // Redis may be unreachable: closing politely would then wait for ever.
     const polite = (async () => {
-      await Promise.allSettled([this.events.close(), this.queue.close()]);
+      await Promise.allSettled([this.events.close(), this.queue.close(), this.heartbeat.stop()]);
       await Promise.allSettled(this.clients.map((redis) => redis.quit()));
     })();
     let timer: NodeJS.Timeout | undefined;
@@ -307,7 +326,10 @@ export class BullmqDispatcher implements Dispatcher {
     ticket.settled = true;
     clearTimeout(ticket.stopTimer);
     this.tickets.delete(ticket.id);
-    if (ticket.jobId !== undefined && this.jobs.get(ticket.jobId)?.every((other) => other.settled)) this.jobs.delete(ticket.jobId);
+    if (ticket.jobId !== undefined && this.jobs.get(ticket.jobId)?.every((other) => other.settled)) {
+      this.jobs.delete(ticket.jobId);
+      this.attempts.delete(ticket.jobId);
+    }
     ticket.job.listener.settled(settlement, startedAt);
   }
 
@@ -329,6 +351,12 @@ export class BullmqDispatcher implements Dispatcher {
     for (const [node, output, startedMs, endedMs] of result.outputs) {
       ticket.job.listener.nodeCompleted(node, output, at(startedMs), at(endedMs), false);
     }
+    // Stopped by the worker process, unasked: its run's deadline passed there (or its
+    // executor looked gone). The run's own timer stops it here, and finds it ended.
+    if (result.settlement.kind === 'stopped' && ticket.stopCode === 0) {
+      ticket.stoppedThere = true;
+      return;
+    }
     const { endedNodeStartedMs } = result;
     this.settle(ticket, receiveSettlement(result.settlement), endedNodeStartedMs === undefined ? undefined : at(endedNodeStartedMs));
   }
@@ -337,7 +365,8 @@ export class BullmqDispatcher implements Dispatcher {
   private onEvent(event: StreamEvent): void {
     const { jobId } = event;
     if (jobId === undefined || !this.jobs.has(jobId)) return;
-    if (event.event === 'progress') this.onOutcome(jobId, 'progress', event.data);
+    if (event.event === 'active') this.attempts.set(jobId, (this.attempts.get(jobId) ?? 0) + 1);
+    else if (event.event === 'progress') this.onOutcome(jobId, 'progress', event.data);
     else if (event.event === 'completed') this.onOutcome(jobId, 'result', event.returnvalue);
     else if (event.event === 'failed') this.onFailed(jobId, event.failedReason ?? 'unknown');
   }
@@ -351,12 +380,21 @@ export class BullmqDispatcher implements Dispatcher {
     const tickets = this.jobs.get(jobId);
     if (tickets === undefined) return;
     let body: unknown[];
+    let attempt: number;
+    const what = domain === 'progress' ? 'progress update' : 'return value';
     try {
-      body = checkOutcome(raw, domain, jobId, this.settings.signer, this.settings.maxJobBytes);
+      ({ body, attempt } = checkOutcome(raw, domain, jobId, this.settings.signer, this.settings.maxJobBytes));
     } catch (error) {
-      this.settings.log(`ignored a ${domain === 'progress' ? 'progress update' : 'return value'} of job ${quoted(jobId)}: ${(error as Error).message}`);
+      this.settings.log(`ignored a ${what} of job ${quoted(jobId)}: ${(error as Error).message}`);
       return;
     }
+    const current = this.attempts.get(jobId) ?? 0;
+    if (attempt < current) {
+      this.staleOutcomes++;
+      this.settings.log(`ignored a ${what} of job ${quoted(jobId)} from its attempt ${attempt}: attempt ${current} has it now`);
+      return;
+    }
+    this.attempts.set(jobId, attempt);
     if (domain === 'result') {
       tickets.forEach((ticket, index) => {
         // null: an end sent as a progress update, left out of a return value that would weigh too much.
@@ -393,41 +431,18 @@ export class BullmqDispatcher implements Dispatcher {
     ticket.job.listener.progress(node, value);
   }
 
+  /** A job Redis no longer has (see `sweep.ts`): its runs fail now, not at their timeout. */
+  private lost(jobId: string): void {
+    for (const ticket of this.jobs.get(jobId) ?? []) {
+      const why = `Redis at ${this.where} lost the BullMQ job of segment ${ticket.id} of run "${ticket.job.runId}" (restarted without persistence, or it lost its last writes)`;
+      deliver(() => this.settle(ticket, { kind: 'failed', position: ticket.job.first, error: new BackendUnavailableException(why, { backend: 'bullmq' }) }));
+    }
+  }
+
   private onFailed(jobId: string, reason: string): void {
     const tickets = this.jobs.get(jobId);
     if (tickets === undefined) return;
     const cause = new Error(`the BullMQ job of the segment failed: ${reason.length > 1_000 ? `${reason.slice(0, 1_000)}...` : reason}`);
     for (const ticket of tickets) deliver(() => this.settle(ticket, { kind: 'crashed', position: ticket.job.first, exitCode: undefined, cause }));
-  }
-
-  /** Looks up jobs long in flight whose end this process may have missed. */
-  private async sweep(): Promise<void> {
-    const old = [...this.jobs].filter(([, tickets]) => Date.now() - tickets[0]!.sentAt > SWEEP_MS);
-    for (const [jobId] of old) {
-      try {
-        const state = await this.queue.getJobState(jobId);
-        if (state !== 'completed' && state !== 'failed') continue;
-        const job = await this.queue.getJob(jobId);
-        if (state === 'completed' && job?.returnvalue !== undefined) this.onOutcome(jobId, 'result', JSON.stringify(job.returnvalue));
-        else if (state === 'failed') this.onFailed(jobId, job?.failedReason ?? 'unknown');
-      } catch {
-        // Redis unreachable, or the job unreadable: try again next time.
-      }
-    }
-  }
-}
-
-/**
- * Runs what ends in user code (the runs' events, their promises' handlers): a throw there
- * is the user's and surfaces as uncaught, as with the embedded pool, instead of stopping
- * the reader of the queue's events, and with it every run.
- */
-function deliver(fn: () => void): void {
-  try {
-    fn();
-  } catch (error) {
-    process.nextTick(() => {
-      throw error;
-    });
   }
 }

@@ -6,7 +6,7 @@
  */
 import type { TaskNode } from '../shared/protocol';
 import { MAX_SEGMENTS_PER_JOB, type Signer } from './trust';
-import { decode, type RemoteEndReport, type SegmentPayload, type Update } from './wire';
+import { attemptName, decode, type RemoteEndReport, type SegmentPayload, type Update } from './wire';
 
 /** A job, an outcome or a payload that is refused, and why. */
 export class Refused extends Error {
@@ -50,13 +50,16 @@ export function checkJob(jobId: string, name: string, data: unknown, signer: Sig
 export function checkPayload(encoded: string): SegmentPayload {
   const value = decoded(encoded, 'its payload');
   if (!isRecord(value)) throw new Refused('a segment payload is not an object');
-  const { runId, pipelineId, nodes, first, attempts, timeouts, graceMs, reportStarts } = value;
+  const { runId, pipelineId, nodes, first, attempts, timeouts, graceMs, reportStarts, deadline, executor } = value;
   if (typeof runId !== 'string' || typeof pipelineId !== 'string' || typeof nodes !== 'string') throw new Refused('a segment payload lacks its run, pipeline or nodes');
   if (!isIndex(first) || typeof reportStarts !== 'boolean' || typeof graceMs !== 'number' || !(graceMs >= 0)) {
     throw new Refused('a segment payload has a bad first node, grace period or start flag');
   }
   if (!Array.isArray(attempts) || !attempts.every((n) => isIndex(n)) || !Array.isArray(timeouts) || !timeouts.every((n) => typeof n === 'number' && n >= 0)) {
     throw new Refused('a segment payload has bad attempts or timeouts');
+  }
+  if (typeof deadline !== 'number' || Number.isNaN(deadline) || typeof executor !== 'string' || executor === '' || executor.length > 100) {
+    throw new Refused('a segment payload lacks its deadline or its executor');
   }
   return value as unknown as SegmentPayload;
 }
@@ -80,11 +83,12 @@ export function fits(payload: SegmentPayload, nodes: readonly TaskNode[]): boole
 }
 
 /**
- * An outcome's body (`u` of a progress update, `e` of a return value), once its raw JSON
- * is within `maxBytes`, parses, and is signed for job `jobId`.
+ * An outcome's body (`u` of a progress update, `e` of a return value) and the attempt at
+ * the job it comes from, once its raw JSON is within `maxBytes`, parses, names an
+ * attempt, and is signed for that attempt at job `jobId`.
  * @throws {Refused} saying why not.
  */
-export function checkOutcome(raw: unknown, domain: 'progress' | 'result', jobId: string, signer: Signer, maxBytes: number): unknown[] {
+export function checkOutcome(raw: unknown, domain: 'progress' | 'result', jobId: string, signer: Signer, maxBytes: number): { readonly body: unknown[]; readonly attempt: number } {
   if (typeof raw !== 'string') throw new Refused('it is not JSON text');
   const bytes = Buffer.byteLength(raw);
   if (bytes > maxBytes) throw new Refused(`it is ${bytes} bytes, above the limit of ${maxBytes}`);
@@ -97,8 +101,11 @@ export function checkOutcome(raw: unknown, domain: 'progress' | 'result', jobId:
   if (!isRecord(value)) throw new Refused('it is not an object');
   const body = domain === 'progress' ? value.u : value.e;
   if (!Array.isArray(body)) throw new Refused(`it has no list of ${domain === 'progress' ? 'updates' : 'ends'}`);
-  if (!signer.verify(domain, jobId, '', JSON.stringify(body), value.m)) throw new Refused(value.m === undefined ? 'it is not signed' : 'its signature does not match');
-  return body;
+  // Attempts count from 1: with a secret, one that names none matches no MAC.
+  const attempt = isIndex(value.a) && value.a >= 1 ? value.a : undefined;
+  if (!signer.verify(domain, jobId, attemptName(attempt ?? 0), JSON.stringify(body), value.m)) throw new Refused(value.m === undefined ? 'it is not signed' : 'its signature does not match');
+  if (attempt === undefined) throw new Refused('it names no attempt at the job');
+  return { body, attempt };
 }
 
 /** A progress update of a job of `count` segments whose node lists have `nodes(i)` nodes. @throws {Refused} */

@@ -83,3 +83,22 @@ export function pickConnection(given: string | RedisConnectionOptions | undefine
   if (env !== undefined && env !== '') return env;
   throw new TypeError(`Expected \`connection\` (a Redis URL or connection options), \`${fileOption}\`, or the environment variable ${REDIS_URL_ENV}`);
 }
+
+/** Resolves when `promise` settles or `ms` have passed, whichever comes first. */
+export async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise.then(() => {}, () => {}), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
+/** `promise`, or a rejection with the signal's reason as soon as it aborts. */
+export function untilAborted<T>(signal: AbortSignal | undefined, promise: Promise<T>): Promise<T> {
+  if (signal === undefined) return promise;
+  promise.catch(() => {});
+  return new Promise<T>((resolve, reject) => {
+    const abort = (): void => reject(signal.reason instanceof Error ? signal.reason : new Error('the start was given up'));
+    if (signal.aborted) return abort();
+    signal.addEventListener('abort', abort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
+  });
+}

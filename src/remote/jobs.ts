@@ -11,7 +11,8 @@ import type { TaskNode } from '../shared/protocol';
 import type { SentSettlement } from '../shared/settlement';
 import { checkNodeList } from './checks';
 import { quoted, type Signer } from './trust';
-import type { JobData, JobResult, SegmentPayload, Update } from './wire';
+import { serializeThrown } from '../shared/thrown';
+import { attemptName, encode, type JobData, type JobResult, type RemoteEndReport, type SegmentPayload, type Update } from './wire';
 
 /** How long a job's saved outputs outlive its last save. */
 export const RESUME_TTL_MS = 24 * 3_600_000;
@@ -30,6 +31,8 @@ export interface Running {
   ending: SentSettlement | undefined;
   /** It ended, or never had to run. */
   over: boolean;
+  /** Its attempt at the job lost the job's lock: its end is never reported. */
+  lost: boolean;
 }
 
 /**
@@ -110,14 +113,55 @@ export function openSaved(raw: Record<string, string>, jobId: string, signer: Si
 }
 
 /**
+ * Sends a turn's saves and progress updates of one attempt at a job, in one step, only
+ * while that attempt holds the job's lock (its token is the lock's value): once BullMQ
+ * has handed the job to another process, nothing of this attempt is saved or reported.
+ * Returns 1 when sent, 0 when the lock is not this attempt's.
+ * KEYS: lock, resume hash, event stream, queue meta. ARGV: token, job id, the hash's
+ * TTL, 2 * saves, then the saves' fields and values, then each update's JSON.
+ */
+const REPORT_SCRIPT = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[4])
+if n > 0 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 5, 4 + n))
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+local maxEvents = redis.call('HGET', KEYS[4], 'opts.maxLenEvents') or 10000
+for i = 5 + n, #ARGV do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxEvents, '*', 'event', 'progress', 'jobId', ARGV[2], 'data', ARGV[i])
+end
+return 1
+`;
+
+/** The Redis keys an attempt reports under. */
+export interface ReportKeys {
+  readonly lock: string;
+  readonly resume: string;
+  readonly events: string;
+  readonly meta: string;
+}
+
+/** A connection that knows the report script. */
+type Reporting = Redis & { lukhasReport(...args: (string | number)[]): Promise<number> };
+
+/** Teaches a connection the report script (once per connection). */
+export function withReportScript(redis: Redis): void {
+  redis.defineCommand('lukhasReport', { numberOfKeys: 4, lua: REPORT_SCRIPT });
+}
+
+/**
  * A job's updates and saves of a turn, sent together once the turn is over, in order:
  * the saves first, so that nothing is reported that a successor could not resume from.
+ * Everything is sent under the attempt's lock (see `REPORT_SCRIPT`); once it is lost,
+ * or `silence()` is called, nothing more is.
  */
 export class JobReporter {
   private updates: Update[] = [];
   private saves: Record<string, string> = {};
   private saving = false;
   private scheduled = false;
+  private silenced = false;
   private sending: Promise<unknown> = Promise.resolve();
 
   /** Ends already sent as progress updates, by index. */
@@ -125,19 +169,29 @@ export class JobReporter {
 
   constructor(
     private readonly job: Job<JobData>,
+    private readonly attempt: { readonly token: string; readonly number: number; readonly lost: () => void },
     private readonly redis: Redis,
-    private readonly key: string,
+    private readonly keys: ReportKeys,
     private readonly signer: Signer,
     private readonly maxJobBytes: number,
   ) {}
 
+  /** Nothing more is sent: the attempt lost its lock. */
+  silence(): void {
+    this.silenced = true;
+    this.updates = [];
+    this.saves = {};
+  }
+
   update(update: Update): void {
+    if (this.silenced) return;
     if (update.k === 'e') this.sentEnds.add(update.i);
     this.updates.push(update);
     this.schedule();
   }
 
   save(field: string, value: string): void {
+    if (this.silenced) return;
     const mac = this.signer.sign('saved', this.job.id!, field, value);
     this.saves[field] = mac === undefined ? value : `${mac}:${value}`;
     this.saving = true;
@@ -145,16 +199,17 @@ export class JobReporter {
   }
 
   /**
-   * The job's return value, signed: every end, but those already sent as progress
-   * updates (null) where all of them would weigh more than a report may.
+   * The job's return value, signed for this attempt: every end, but those already sent
+   * as progress updates (null) where all of them would weigh more than a report may.
    */
   result(ends: readonly string[]): JobResult {
     let e: (string | null)[] = [...ends];
     if (ends.reduce((sum, end) => sum + end.length + 3, 0) > this.maxJobBytes - 1024) {
       e = ends.map((end, index) => (this.sentEnds.has(index) ? null : end));
     }
-    const m = this.signer.sign('result', this.job.id!, '', JSON.stringify(e));
-    return (m === undefined ? { e } : { e, m }) as JobResult;
+    const a = this.attempt.number;
+    const m = this.signer.sign('result', this.job.id!, attemptName(a), JSON.stringify(e));
+    return (m === undefined ? { e, a } : { e, a, m }) as JobResult;
   }
 
   /** Resolves once everything reported so far has been sent (or failed to be). */
@@ -192,12 +247,22 @@ export class JobReporter {
       this.saving = false;
       this.sending = this.sending
         .then(async () => {
-          // Kept a day from the last save: a job that fails for good leaves nothing behind.
-          if (saving) await this.redis.multi().hset(this.key, saves).pexpire(this.key, RESUME_TTL_MS).exec();
-          // In as many updates as keep each within what a report may weigh.
-          for (const u of this.chunks(updates)) {
-            const m = this.signer.sign('progress', this.job.id!, '', JSON.stringify(u));
-            await this.job.updateProgress(m === undefined ? { u } : { u, m });
+          const a = this.attempt.number;
+          const texts = this.chunks(updates).map((u) => {
+            const m = this.signer.sign('progress', this.job.id!, attemptName(a), JSON.stringify(u));
+            return JSON.stringify(m === undefined ? { u, a } : { u, a, m });
+          });
+          // The saves with the first update; each further update in a step of its own,
+          // to keep each within what a report may weigh.
+          const fields = saving ? Object.entries(saves).flat() : [];
+          const steps = texts.length === 0 ? [[]] : texts.map((text) => [text]);
+          for (const [index, step] of steps.entries()) {
+            if (this.silenced) return;
+            const pairs = index === 0 ? fields : [];
+            if (pairs.length === 0 && step.length === 0) continue;
+            const { lock, resume, events, meta } = this.keys;
+            const sent = await (this.redis as Reporting).lukhasReport(lock, resume, events, meta, this.attempt.token, this.job.id!, RESUME_TTL_MS, pairs.length, ...pairs, ...step);
+            if (sent === 0) return this.attempt.lost();
           }
         })
         // Redis unreachable: the job's return value still carries every end.
@@ -206,3 +271,24 @@ export class JobReporter {
   }
 }
 
+/**
+ * A segment's end, encoded, within what a report may weigh: one whose outputs would make
+ * it larger ends instead on the node with the largest output, as an output that cannot
+ * cross (a `NodeOutputError` naming that node), with the outputs before it.
+ */
+export function fitted(settlement: SentSettlement, outputs: [number, unknown, number, number][], endedNodeStartedMs: number | undefined, maxJobBytes: number): string {
+  const encoded = encode({ settlement, outputs, endedNodeStartedMs } satisfies RemoteEndReport);
+  if (encoded.length <= maxJobBytes / 2) return encoded;
+  const sizes = outputs.map(([, output]) => encode(output).length);
+  const largest = sizes.length === 0 ? -1 : sizes.indexOf(Math.max(...sizes));
+  if (largest < 0 || encoded.length - sizes[largest]! > maxJobBytes / 2) {
+    // The settlement itself (a node's error) is what weighs: the node fails with word of it.
+    const position = 'position' in settlement ? settlement.position : 0;
+    const error = new RangeError(`the node's error takes about ${encoded.length} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
+    return encode({ settlement: { kind: 'failed', position, error: serializeThrown(error) }, outputs: largest < 0 ? [] : outputs, endedNodeStartedMs } satisfies RemoteEndReport);
+  }
+  const [node] = outputs[largest]!;
+  const cause = new RangeError(`its output takes ${sizes[largest]} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
+  const kept = outputs.slice(0, largest);
+  return encode({ settlement: { kind: 'unclonable', position: node, cause: serializeThrown(cause) }, outputs: kept, endedNodeStartedMs: undefined } satisfies RemoteEndReport);
+}

@@ -21,6 +21,10 @@ export interface SegmentPayload {
   readonly timeouts: readonly number[];
   readonly graceMs: number;
   readonly reportStarts: boolean;
+  /** The run's deadline, wall clock ms (Infinity: none): no worker process starts the segment past it. */
+  readonly deadline: number;
+  /** The executor's id: its liveness key is `names().liveKey(executor)`. */
+  readonly executor: string;
 }
 
 /**
@@ -36,9 +40,10 @@ export interface JobData {
 
 /**
  * What a worker process says of a job's segments as they run, as BullMQ progress
- * updates `{ u: Update[], m? }` (`m`, with a shared secret: the MAC of
- * `JSON.stringify(u)`), in order, a turn's worth at a time. `i` is the segment's index
- * in the job.
+ * updates `{ u: Update[], a, m? }` (`a`: the attempt at the job they come from, BullMQ's
+ * `attemptsStarted`, which it bumps each time it hands the job to a process; `m`, with a
+ * shared secret: the MAC of `JSON.stringify(u)` for that attempt), in order, a turn's
+ * worth at a time. `i` is the segment's index in the job.
  */
 export type Update =
   /** Node `n` started (only when the executor asks for starts). */
@@ -50,12 +55,19 @@ export type Update =
 
 /**
  * A BullMQ job's return value: every segment's end, `encode(RemoteEndReport)`, by index;
- * `m`, with a shared secret, the MAC of `JSON.stringify(e)`.
+ * `a`, the attempt it comes from; `m`, with a shared secret, the MAC of
+ * `JSON.stringify(e)` for that attempt.
  */
 export interface JobResult {
   /** null: an end already sent as a progress update, left out to keep the return value within bounds. */
   readonly e: readonly (string | null)[];
+  readonly a: number;
   readonly m?: string;
+}
+
+/** The name an outcome's MAC covers: the attempt it comes from (see `trust.ts`). */
+export function attemptName(attempt: number): string {
+  return `attempt ${attempt}`;
 }
 
 /**
@@ -97,8 +109,15 @@ export function decode(text: string): unknown {
 export function names(prefix: string, queue: string) {
   const base = `${prefix}:${queue}`;
   return {
+    /** BullMQ's own keys: a job's lock (its value, the token of the attempt that holds it), the event stream, the queue's meta hash. */
+    lockKey: (jobId: string) => `${base}:${jobId}:lock`,
+    jobKey: (jobId: string) => `${base}:${jobId}`,
+    events: `${base}:events`,
+    meta: `${base}:meta`,
     stopChannel: `${base}:lukhas:stop`,
     stopKey: (segmentId: string) => `${base}:lukhas:stop:${segmentId}`,
+    /** Set by each executor with a short TTL while it lives (see `liveness.ts`). */
+    liveKey: (executor: string) => `${base}:lukhas:live:${executor}`,
     resumeKey: (jobId: string) => `${base}:lukhas:resume:${jobId}`,
   };
 }

@@ -65,6 +65,11 @@ export interface WorkerProcessOptions {
   readonly stalledIntervalMs?: number;
   /** How many times a job may be recovered from a dead process before it fails. @default 3 */
   readonly maxStalledCount?: number;
+  /**
+   * Gives up a start under way (Redis not answering yet, say): `startWorker()` then
+   * closes what it opened and rejects with the signal's reason.
+   */
+  readonly signal?: AbortSignal;
 }
 
 const WORKER_OPTION_KEYS = [
@@ -83,6 +88,7 @@ const WORKER_OPTION_KEYS = [
   'lockDurationMs',
   'stalledIntervalMs',
   'maxStalledCount',
+  'signal',
 ];
 const COUNTS = ['concurrency', 'prefetch', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount'] as const;
 

@@ -30,7 +30,10 @@ import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
 import { sendSettlement, type SentSettlement } from '../shared/settlement';
 import { serializeThrown } from '../shared/thrown';
 import { checkJob, checkPayload, fits, Refused } from './checks';
-import { Backlog, JobReporter, NodeLists, openSaved, type Running } from './jobs';
+import { isStopCode, LIVENESS_CHECK_MS, SegmentWatch } from './liveness';
+import { Backlog, fitted, JobReporter, NodeLists, openSaved, withReportScript, type Running } from './jobs';
+import { untilAborted, within } from './connection';
+import { Attempts, type Attempt } from './locks';
 import { NO_SECRET_WARNING, quoted } from './trust';
 import { checkWorkerOptions, type WorkerProcessOptions } from './worker-options';
 import { loadPeers } from './peers';
@@ -39,7 +42,6 @@ import {
   encode,
   names,
   type JobData,
-  type RemoteEndReport,
   type StopMessage,
 } from './wire';
 
@@ -88,10 +90,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     threadReplaced: () => {},
   });
   const redis: Redis = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
+  withReportScript(redis);
   const subscriber: Redis = redis.duplicate();
   redis.on('error', () => {});
   subscriber.on('error', () => {});
-  await subscriber.subscribe(keys.stopChannel);
+  // Awaited below with the rest of the start, which a signal may give up.
+  const subscribed = subscriber.subscribe(keys.stopChannel);
   subscriber.on('message', (_channel: string, text: string) => {
     let message: StopMessage;
     try {
@@ -111,19 +115,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     if (entry.ticket === undefined) entry.stopBefore = true;
     else entry.ticket.stop(code, graceMs);
   };
-  /**
-   * Messages on the stop channel are not kept: one published while this process was
-   * reconnecting is lost. The marks are, and are read again now and then.
-   */
-  const readMarks = async (): Promise<void> => {
-    const entries = [...running].filter(([, entry]) => !entry.over && !entry.stopped);
-    if (entries.length === 0) return;
-    const marks = await redis.mget(entries.map(([id]) => keys.stopKey(id)));
-    entries.forEach(([, entry], index) => {
-      const mark = marks[index];
-      if (mark !== null && mark !== undefined) stop(entry, isStopCode(Number(mark)) ? (Number(mark) as StopCode) : Stop.Cancel, entry.payload.graceMs);
-    });
-  };
+  // Messages on the stop channel are not kept (one published while reconnecting is lost);
+  // the marks are, and are looked at now and then, with the runs' deadlines and executors.
+  const watch = new SegmentWatch(redis, keys, running, stop, log);
 
   /** Runs one segment of a job; resolves with its end, encoded. */
   const runSegment = async (
@@ -152,7 +146,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
       const message = `Module of node "${node.id}" (${node.module}) is refused by the worker process: ${refusal}`;
       return end({ kind: 'load-failed', position, message, cause: serializeThrown(new Error(refusal)) });
     }
-    if (marked || entry.stopBefore) return end({ kind: 'stopped', position: payload.first });
+    // Not started past its run's deadline, nor for an executor that is gone.
+    if (marked || entry.stopBefore || Date.now() >= payload.deadline) return end({ kind: 'stopped', position: payload.first });
+    if (!(await watch.alive(payload.executor)) || entry.stopBefore) {
+      if (!entry.stopBefore) log(`did not start a segment of run ${quoted(payload.runId)}: its executor ${quoted(payload.executor)} is gone (its liveness key has lapsed)`);
+      return end({ kind: 'stopped', position: payload.first });
+    }
     // Taken over from a process that died: resume after the last node it completed.
     let first = payload.first;
     let input = payload.input;
@@ -185,6 +184,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         reportStarts: payload.reportStarts,
         timeouts: payload.timeouts,
         graceMs: payload.graceMs,
+        deadline: payload.deadline,
         listener: {
           nodeStarted: (n) => reporter.update({ k: 's', i: index, n }),
           nodeCompleted: (n, output, startedAt, endedAt) => {
@@ -213,10 +213,14 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   };
 
   /** Runs a job whose data passed `checkJob`; resolves with its return value. */
-  const runJob = async (job: Job<JobData>, segments: readonly (readonly [string, string])[]): Promise<object> => {
+  const runJob = async (attempt: Attempt, segments: readonly (readonly [string, string])[]): Promise<object> => {
+    const { job } = attempt;
     const takenAt = dispatcher.now();
     const resumeKey = keys.resumeKey(job.id!);
-    const reporter = new JobReporter(job, redis, resumeKey, signer, maxJobBytes);
+    const reportKeys = { lock: keys.lockKey(job.id!), resume: resumeKey, events: keys.events, meta: keys.meta };
+    const lost = (): void => attempts.lose(attempt, 'its lock is held by another attempt: the job went to another process');
+    const reporter = new JobReporter(job, { token: attempt.token, number: attempt.number, lost }, redis, reportKeys, signer, maxJobBytes);
+    attempt.reporter = reporter;
     // Every payload decoded and checked before any segment runs: a malformed one fails the job.
     const decoded = segments.map(([, encoded]) => {
       const payload = checkPayload(encoded);
@@ -226,16 +230,20 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     });
     // In `running` before the marks are read: a stop published meanwhile is not missed.
     const entries = decoded.map(({ payload, nodes }, index) => {
-      const entry: Running = { payload, nodes, ticket: undefined, stopBefore: false, stopped: false, ending: undefined, over: false };
+      const entry: Running = { payload, nodes, ticket: undefined, stopBefore: attempt.lost, stopped: attempt.lost, ending: undefined, over: false, lost: attempt.lost };
       running.set(segments[index]![0], entry);
       backlog.add(entry);
       return entry;
     });
+    attempt.entries = entries;
     try {
-      const [marks, raw] = await Promise.all([
-        redis.mget(segments.map(([id]) => keys.stopKey(id))),
+      const executors = [...new Set(entries.map((entry) => entry.payload.executor))];
+      const [read, raw] = await Promise.all([
+        redis.mget([...segments.map(([id]) => keys.stopKey(id)), ...executors.map((executor) => keys.liveKey(executor))]),
         redis.hgetall(resumeKey),
       ]);
+      executors.forEach((executor, index) => watch.seen(executor, read[segments.length + index]));
+      const marks = read.slice(0, segments.length);
       const saved = openSaved(raw, job.id!, signer, log);
       let left = entries.length;
       const ends = await Promise.all(
@@ -282,23 +290,44 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     drainDelay: 1,
   });
   worker.on('error', () => {});
-  await worker.waitUntilReady();
-  await dispatcher.ready();
-  await worker.startStalledCheckTimer();
+  // A start that fails, or is given up, closes what it opened: the pool and every connection.
+  const release = async (): Promise<void> => {
+    // Forced: no QUIT, which would wait for a Redis that may be gone.
+    await Promise.allSettled([worker.close(true), dispatcher.destroy()]);
+    // QUIT only where Redis answers; elsewhere (never, or no longer) it would only wait.
+    await within(Promise.allSettled([subscriber, redis].filter((client) => client.status === 'ready').map((client) => client.quit())), CLOSE_WAIT_MS);
+    subscriber.disconnect();
+    redis.disconnect();
+  };
+  try {
+    await untilAborted(options.signal, Promise.all([subscribed, worker.waitUntilReady(), dispatcher.ready()]));
+    await untilAborted(options.signal, worker.startStalledCheckTimer());
+  } catch (error) {
+    await release();
+    throw error;
+  }
 
   const backlog = new Backlog();
-  /** Jobs taken up and not yet finished, with their lock tokens. */
-  const active = new Map<string, { readonly token: string; readonly done: Promise<void> }>();
+  /** Attempts at jobs taken up and not yet finished; one that loses its lock stops its segments at once and reports nothing more. */
+  const attempts = new Attempts(worker, lockDuration, (attempt, why) => {
+    log(`lost the lock of job ${quoted(attempt.jobId)} (attempt ${attempt.number}): ${why}; its segments are stopped and their outcomes not reported`);
+    attempt.reporter?.silence();
+    for (const entry of attempt.entries) {
+      entry.lost = true;
+      stop(entry, Stop.Cancel, entry.payload.graceMs);
+    }
+  });
   // Locks of jobs fetched by hand are renewed by hand, at half their duration.
   const renewer = setInterval(() => {
-    if (active.size === 0) return;
-    const ids = [...active.keys()];
-    worker.extendJobLocks(ids, ids.map((id) => active.get(id)!.token), lockDuration).catch(() => {});
-    readMarks().catch(() => {});
+    if (attempts.size === 0) return;
+    attempts.renew().catch(() => {});
   }, lockDuration / 2);
   renewer.unref();
+  const watcher = setInterval(() => void watch.look().catch(() => {}), LIVENESS_CHECK_MS);
+  watcher.unref();
 
-  const take = (job: Job<JobData>, token: string): void => {
+  const take = (job: Job<JobData>, token: string, lockedAt: number): void => {
+    const attempt: Attempt = { job, jobId: job.id!, token, number: job.attemptsStarted, entries: [], reporter: undefined, lockedAt, lost: false, done: Promise.resolve() };
     let segments: readonly (readonly [string, string])[];
     try {
       segments = checkJob(job.id!, job.name, job.data, signer, maxJobBytes);
@@ -312,21 +341,29 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
           () => {},
           () => {},
         )
-        .finally(() => {
-          if (active.get(job.id!)?.token === token) active.delete(job.id!);
-        });
-      active.set(job.id!, { token, done });
+        .finally(() => attempts.delete(attempt));
+      attempt.done = done;
+      attempts.add(attempt);
       return;
     }
-    const done = runJob(job, segments)
+    attempts.add(attempt);
+    const done = runJob(attempt, segments)
       .then(
         // Its saved outputs go once it is completed: not before, when another process
-        // that took it over (this one's lock having lapsed) may still need them.
+        // that took it over (this one's lock having lapsed) may still need them. An
+        // attempt that lost its lock reports nothing.
         async (result) => {
-          await job.moveToCompleted(result, token, false);
+          if (attempt.lost) return;
+          try {
+            await job.moveToCompleted(result, token, false);
+          } catch (error) {
+            if (/Missing lock|lock/i.test((error as Error).message)) attempts.lose(attempt, `BullMQ refused its completion: ${(error as Error).message}`);
+            throw error;
+          }
           await redis.del(keys.resumeKey(job.id!));
         },
         (error: unknown) => {
+          if (attempt.lost) return;
           if (error instanceof Refused) log(`refused job ${quoted(job.id)}: ${error.message}; nothing of it was run`);
           return job.moveToFailed(error instanceof Error ? error : new Error(String(error)), token, false);
         },
@@ -337,10 +374,8 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         () => {},
         () => {},
       )
-      .finally(() => {
-        if (active.get(job.id!)?.token === token) active.delete(job.id!);
-      });
-    active.set(job.id!, { token, done });
+      .finally(() => attempts.delete(attempt));
+    attempt.done = done;
   };
 
   let stopping = false;
@@ -350,13 +385,14 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     while (!stopping) {
       // Full: every thread is held by synchronous code and `prefetch` segments per thread
       // wait. Polled: a thread starting or letting go is not an event this process hears of.
-      while (!stopping && (active.size >= maxJobs || (dispatcher.allThreadsHeld() && backlog.atLeast(maxWaiting)))) await pause(1);
+      while (!stopping && (attempts.size >= maxJobs || (dispatcher.allThreadsHeld() && backlog.atLeast(maxWaiting)))) await pause(1);
       if (stopping) break;
       const token = `${worker.id}:${++seq}`;
       try {
         const job = (await worker.getNextJob(token)) as Job<JobData> | undefined;
-        // Taken, even while stopping: it runs to its end.
-        if (job !== undefined) take(job, token);
+        // Taken, even while stopping: it runs to its end. Its lock was set after BullMQ
+        // read the clock for its `processedOn`: what the lock's lapse is counted from.
+        if (job !== undefined) take(job, token, performance.now() - Math.max(0, Date.now() - (job.processedOn ?? 0)));
       } catch (error) {
         // Redis unreachable (try again shortly), or a job whose data is not even JSON:
         // BullMQ fails it once its lock lapses too often.
@@ -371,41 +407,20 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     close() {
       closing ??= (async () => {
         stopping = true;
-        // The fetch under way may still bring a job; then every job taken runs to its end.
-        await fetching;
-        while (active.size > 0) await Promise.all([...active.values()].map((entry) => entry.done));
+        // The fetch under way may still bring a job (it waits for one 1 s at most, while
+        // Redis answers); then every segment taken runs to its end, or is stopped.
+        await within(fetching, CLOSE_WAIT_MS);
+        while (attempts.values().some((attempt) => attempt.entries.some((entry) => !entry.over))) await pause(20);
+        // Their ends reported and their jobs completed, while Redis answers.
+        await within(Promise.all(attempts.values().map((attempt) => attempt.done)), CLOSE_WAIT_MS);
         clearInterval(renewer);
-        await worker.close();
-        await dispatcher.destroy();
-        await Promise.allSettled([subscriber.quit(), redis.quit()]);
+        clearInterval(watcher);
+        await release();
       })();
       return closing;
     },
   };
 }
 
-function isStopCode(code: unknown): code is StopCode {
-  return code === Stop.Cancel || code === Stop.NodeTimeout || code === Stop.PipelineTimeout || code === Stop.Failure;
-}
-
-/**
- * A segment's end, encoded, within what a report may weigh: one whose outputs would make
- * it larger ends instead on the node with the largest output, as an output that cannot
- * cross (a `NodeOutputError` naming that node), with the outputs before it.
- */
-function fitted(settlement: SentSettlement, outputs: [number, unknown, number, number][], endedNodeStartedMs: number | undefined, maxJobBytes: number): string {
-  const encoded = encode({ settlement, outputs, endedNodeStartedMs } satisfies RemoteEndReport);
-  if (encoded.length <= maxJobBytes / 2) return encoded;
-  const sizes = outputs.map(([, output]) => encode(output).length);
-  const largest = sizes.length === 0 ? -1 : sizes.indexOf(Math.max(...sizes));
-  if (largest < 0 || encoded.length - sizes[largest]! > maxJobBytes / 2) {
-    // The settlement itself (a node's error) is what weighs: the node fails with word of it.
-    const position = 'position' in settlement ? settlement.position : 0;
-    const error = new RangeError(`the node's error takes about ${encoded.length} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
-    return encode({ settlement: { kind: 'failed', position, error: serializeThrown(error) }, outputs: largest < 0 ? [] : outputs, endedNodeStartedMs } satisfies RemoteEndReport);
-  }
-  const [node] = outputs[largest]!;
-  const cause = new RangeError(`its output takes ${sizes[largest]} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
-  const kept = outputs.slice(0, largest);
-  return encode({ settlement: { kind: 'unclonable', position: node, cause: serializeThrown(cause) }, outputs: kept, endedNodeStartedMs: undefined } satisfies RemoteEndReport);
-}
+/** How long closing waits for Redis, at each step, before it drops the connections. */
+const CLOSE_WAIT_MS = 2_000;

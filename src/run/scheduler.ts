@@ -266,6 +266,7 @@ export class PipelineRun {
       reportStarts: trace !== undefined || this.hooks.wantsStarts(),
       timeouts,
       graceMs: this.timeouts.cleanupGraceMs,
+      deadline: Date.now() + this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt),
       listener: {
         nodeStarted: (index, startedAt) => this.nodeStarted(flight, index, startedAt),
         nodeCompleted: (index, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, index, output, startedAt, endedAt, moved),
