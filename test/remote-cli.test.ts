@@ -91,7 +91,7 @@ describe('BullMQ backend: the command line ends, whatever Redis does', function 
       const worker = run(['--redis', `redis://nosub:nosub-password-1234@${url.host}`, '--module-root', FIXTURES]);
       const { code } = await worker.exited;
       expect(code, worker.output()).to.equal(1);
-      expect(worker.output()).to.match(/NOPERM/);
+      expect(worker.output(), worker.output()).to.match(/NOPERM/);
       expect(worker.output()).not.to.include('worker ready');
     } finally {
       await redis.stop();

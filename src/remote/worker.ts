@@ -292,6 +292,13 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   worker.on('error', () => {});
   // A start that fails, or is given up, closes what it opened: the pool and every connection.
   const release = async (): Promise<void> => {
+    // BullMQ's own start-up commands, cut short by the forced close below, reject with
+    // ioredis's "Connection is closed." where nothing awaits them: not a crash of ours.
+    const strays = (reason: unknown): void => {
+      if (!(reason instanceof Error && reason.message === 'Connection is closed.')) throw reason;
+    };
+    process.on('unhandledRejection', strays);
+    setTimeout(() => process.off('unhandledRejection', strays), CLOSE_WAIT_MS).unref();
     // Forced: no QUIT, which would wait for a Redis that may be gone.
     await Promise.allSettled([worker.close(true), dispatcher.destroy()]);
     // QUIT only where Redis answers; elsewhere (never, or no longer) it would only wait.
