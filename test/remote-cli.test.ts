@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { spawn } from 'node:child_process';
 import { createServer, type Server, type Socket } from 'node:net';
-import { CLI, FIXTURES, RedisServer, SECRET, WorkerProcess, redisServerMissing } from './remote-env';
+import { CLI, FIXTURES, RedisServer, SECRET, WorkerProcess, requireRedisServer } from './remote-env';
 
 /** SIGTERM with Redis gone ends a worker within this: its fetch (2 s), its reports (2 s), its connections (2 s), then 1 s for a handle that lingers. */
 const DOWN_BOUND_MS = 7_000;
@@ -30,12 +30,7 @@ describe('BullMQ backend: the command line ends, whatever Redis does', function 
   this.timeout(60_000);
 
   before(function () {
-    const missing = redisServerMissing();
-    if (missing !== undefined) {
-      if (process.env.LUKHAS_REQUIRE_REDIS === '1') throw new Error(missing);
-      console.log(`      skipped: ${missing}`);
-      this.skip();
-    }
+    requireRedisServer(this);
   });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {

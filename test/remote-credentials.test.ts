@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BackendUnavailableException, bullmqBackend, startWorker } from '../src/index';
 import { fixture, rejection, useExecutors } from './helpers';
-import { CLI, FIXTURES, RedisServer, SECRET, WorkerProcess, redisServerMissing } from './remote-env';
+import { CLI, FIXTURES, RedisServer, SECRET, WorkerProcess, requireRedisServer } from './remote-env';
 
 const PASSWORD = 'hunter2-acl-password';
 const USER = 'lukhas-user';
@@ -44,12 +44,7 @@ describe('BullMQ backend: credentials (redis-server with an ACL user, and with T
   const newExecutor = useExecutors();
 
   before(function () {
-    const missing = redisServerMissing();
-    if (missing !== undefined) {
-      if (process.env.LUKHAS_REQUIRE_REDIS === '1') throw new Error(missing);
-      console.log(`      skipped: ${missing}`);
-      this.skip();
-    }
+    requireRedisServer(this);
     dir = mkdtempSync(join(tmpdir(), 'lukhas-credentials-'));
   });
 

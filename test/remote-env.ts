@@ -23,6 +23,18 @@ export function redisServerMissing(): string | undefined {
   return undefined;
 }
 
+/**
+ * For a suite's `before()`: skips the suite, with a message, when `redis-server` cannot be
+ * started, unless `LUKHAS_REQUIRE_REDIS=1` (as in CI), which makes it a failure.
+ */
+export function requireRedisServer(context: Mocha.Context): void {
+  const missing = redisServerMissing();
+  if (missing === undefined) return;
+  if (process.env.LUKHAS_REQUIRE_REDIS === '1') throw new Error(missing);
+  console.log(`      skipped: ${missing}`);
+  context.skip();
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const server = createServer();

@@ -19,7 +19,7 @@ import { Redis } from 'ioredis';
 import { Signer } from '../src/remote/trust';
 import { attemptName, decode, encode } from '../src/remote/wire';
 import { fixture, rejection, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, WorkerProcess, executions, redisServerMissing, until } from './remote-env';
+import { FIXTURES, RedisServer, SECRET, WorkerProcess, executions, requireRedisServer, until } from './remote-env';
 
 const SIGNED = { LUKHAS_SECRET: SECRET };
 /** An executor in a process of its own (`test/processes/executor.js`). */
@@ -48,12 +48,7 @@ describe('BullMQ backend under faults (redis-server, worker processes)', functio
   }
 
   before(async function () {
-    const missing = redisServerMissing();
-    if (missing !== undefined) {
-      if (process.env.LUKHAS_REQUIRE_REDIS === '1') throw new Error(missing);
-      console.log(`      skipped: ${missing}`);
-      this.skip();
-    }
+    requireRedisServer(this);
     redis = await RedisServer.start();
     dir = mkdtempSync(join(tmpdir(), 'lukhas-faults-'));
   });

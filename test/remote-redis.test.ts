@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { BackendUnavailableException, bullmqBackend, type NodeDefinition } from '../src/index';
 import { LOST_BOUND_MS } from '../src/remote/sweep';
 import { fixture, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, WorkerProcess, executions, redisServerMissing, until } from './remote-env';
+import { FIXTURES, RedisServer, SECRET, WorkerProcess, executions, requireRedisServer, until } from './remote-env';
 
 const timed = fixture('timed.js');
 /**
@@ -31,12 +31,7 @@ describe('BullMQ backend when Redis restarts (redis-server, worker processes)', 
   const newExecutor = useExecutors();
 
   before(function () {
-    const missing = redisServerMissing();
-    if (missing !== undefined) {
-      if (process.env.LUKHAS_REQUIRE_REDIS === '1') throw new Error(missing);
-      console.log(`      skipped: ${missing}`);
-      this.skip();
-    }
+    requireRedisServer(this);
     dir = mkdtempSync(join(tmpdir(), 'lukhas-redis-restart-'));
   });
 

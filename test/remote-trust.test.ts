@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { NodeOutputError, PipelineDefinitionError, WorkerCrashedException, bullmqBackend, type PipelineExecutor, type ProgressEvent } from '../src/index';
 import { decode, encode } from '../src/remote/wire';
 import { fixture, rejection, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, WorkerProcess, redisServerMissing } from './remote-env';
+import { FIXTURES, RedisServer, SECRET, WorkerProcess, requireRedisServer } from './remote-env';
 
 const announceAdd = fixture('announce-add.js');
 
@@ -55,12 +55,7 @@ describe('BullMQ backend: the trust boundary (redis-server, worker processes, an
   let seq = 0;
 
   before(async function () {
-    const missing = redisServerMissing();
-    if (missing !== undefined) {
-      if (process.env.LUKHAS_REQUIRE_REDIS === '1') throw new Error(missing);
-      console.log(`      skipped: ${missing}`);
-      this.skip();
-    }
+    requireRedisServer(this);
     redis = await RedisServer.start();
     dir = mkdtempSync(join(tmpdir(), 'lukhas-trust-'));
     root = join(dir, 'root');

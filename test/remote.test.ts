@@ -26,7 +26,7 @@ import {
   type ProgressEvent,
 } from '../src/index';
 import { ABORTED, CLEANUP, COMPLETED, STARTED, fixture, rejection, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, WorkerProcess, redisServerMissing } from './remote-env';
+import { FIXTURES, RedisServer, SECRET, WorkerProcess, requireRedisServer } from './remote-env';
 import {
   SEED_TIMEOUTS,
   errorRequest,
@@ -93,12 +93,7 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
   }
 
   before(async function () {
-    const missing = redisServerMissing();
-    if (missing !== undefined) {
-      if (process.env.LUKHAS_REQUIRE_REDIS === '1') throw new Error(missing);
-      console.log(`      skipped: ${missing}`);
-      this.skip();
-    }
+    requireRedisServer(this);
     redis = await RedisServer.start();
     dir = mkdtempSync(join(tmpdir(), 'lukhas-remote-'));
   });
