@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { bullmqBackend, type BullmqBackendOptions, type ExecutorOptions, type PipelineExecutor } from '../src/index';
 
 /** The built command line the worker processes run. */
 export const CLI = resolve(__dirname, '..', 'dist', 'src', 'cli.js');
@@ -15,6 +16,8 @@ export const CLI = resolve(__dirname, '..', 'dist', 'src', 'cli.js');
 export const FIXTURES = resolve(__dirname, 'fixtures');
 /** The secret the tests' executors and worker processes share. */
 export const SECRET = 'lukhas-test-secret-0123456789';
+/** The environment of a worker process that takes signed jobs only. */
+export const SIGNED = { LUKHAS_SECRET: SECRET };
 
 /** Whether `redis-server` can be started here, and if not, why. */
 export function redisServerMissing(): string | undefined {
@@ -242,4 +245,26 @@ export async function until(check: () => boolean, what: string, ms = 30_000): Pr
     if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/**
+ * An executor on queue `queue`, served by `count` fresh worker processes started with
+ * `args` and the secret; the processes are pushed onto `workers` (for the suite to stop)
+ * before the executor waits to be ready.
+ */
+export async function startCluster(
+  redisUrl: string,
+  queue: string,
+  count: number,
+  args: readonly string[],
+  workers: WorkerProcess[],
+  newExecutor: (options?: ExecutorOptions) => PipelineExecutor,
+  options: ExecutorOptions = {},
+  backend: Partial<BullmqBackendOptions> = {},
+): Promise<{ executor: PipelineExecutor; workers: WorkerProcess[]; queue: string }> {
+  const started = await Promise.all(Array.from({ length: count }, () => WorkerProcess.start(redisUrl, ['--queue', queue, ...args], SIGNED)));
+  workers.push(...started);
+  const executor = newExecutor({ ...options, backend: bullmqBackend({ connection: redisUrl, queue, secret: SECRET, ...backend }) });
+  await executor.ready();
+  return { executor, workers: started, queue };
 }

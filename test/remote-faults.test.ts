@@ -11,7 +11,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bullmqBackend, type BullmqBackendOptions, type ExecutorOptions, type NodeDefinition, type ProgressEvent } from '../src/index';
+import { type BullmqBackendOptions, type ExecutorOptions, type NodeDefinition, type ProgressEvent } from '../src/index';
 import { Queue, QueueEvents } from 'bullmq';
 import { spawn } from 'node:child_process';
 import { LIVENESS_CHECK_MS, LIVENESS_MISSING_MS, LIVENESS_TTL_MS } from '../src/remote/liveness';
@@ -19,9 +19,8 @@ import { Redis } from 'ioredis';
 import { Signer } from '../src/remote/trust';
 import { attemptName, decode, encode } from '../src/remote/wire';
 import { fixture, rejection, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, WorkerProcess, executions, requireRedisServer, until } from './remote-env';
+import { FIXTURES, RedisServer, SECRET, SIGNED, WorkerProcess, executions, requireRedisServer, startCluster, until } from './remote-env';
 
-const SIGNED = { LUKHAS_SECRET: SECRET };
 /** An executor in a process of its own (`test/processes/executor.js`). */
 const EXECUTOR = join(__dirname, 'processes', 'executor.js');
 /** A dead executor's segments are stopped within its key's TTL, the time it must be seen missing, a look, the grace period, and a second of slack. */
@@ -38,13 +37,7 @@ describe('BullMQ backend under faults (redis-server, worker processes)', functio
 
   async function cluster(count: number, args: readonly string[], options: ExecutorOptions = {}, backend: Partial<BullmqBackendOptions> = {}) {
     const name = `faults-${process.pid}-${++queue}`;
-    const started = await Promise.all(
-      Array.from({ length: count }, () => WorkerProcess.start(redis!.url, ['--queue', name, '--threads', '2', '--module-root', FIXTURES, ...args], SIGNED)),
-    );
-    workers.push(...started);
-    const executor = newExecutor({ ...options, backend: bullmqBackend({ connection: redis!.url, queue: name, secret: SECRET, ...backend }) });
-    await executor.ready();
-    return { executor, workers: started, queue: name };
+    return startCluster(redis!.url, name, count, ['--threads', '2', '--module-root', FIXTURES, ...args], workers, newExecutor, options, backend);
   }
 
   before(async function () {

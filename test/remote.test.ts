@@ -26,7 +26,7 @@ import {
   type ProgressEvent,
 } from '../src/index';
 import { ABORTED, CLEANUP, COMPLETED, STARTED, fixture, rejection, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, WorkerProcess, requireRedisServer } from './remote-env';
+import { FIXTURES, RedisServer, SECRET, SIGNED, WorkerProcess, requireRedisServer, startCluster } from './remote-env';
 import {
   SEED_TIMEOUTS,
   errorRequest,
@@ -43,7 +43,6 @@ import {
 /** A dead process's jobs move on after at most lock + stalled interval: 3 s here. */
 const RECOVERY = ['--lock-ms', '2000', '--stalled-ms', '1000', '--module-root', FIXTURES];
 /** Every job signed with the tests' secret. */
-const SIGNED = { LUKHAS_SECRET: SECRET };
 const announceAdd = fixture('announce-add.js');
 
 /** A probe a node in another process writes to: a file, one line per mark. */
@@ -83,13 +82,7 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
   /** An executor on a queue of its own, served by `count` fresh worker processes. */
   async function cluster(count: number, options: ExecutorOptions = {}, backend: Partial<BullmqBackendOptions> = {}, threads = 2) {
     const name = `test-${process.pid}-${++queue}`;
-    const started = await Promise.all(
-      Array.from({ length: count }, () => WorkerProcess.start(redis!.url, ['--queue', name, '--threads', String(threads), ...RECOVERY], SIGNED)),
-    );
-    workers.push(...started);
-    const executor = newExecutor({ ...options, backend: bullmqBackend({ connection: redis!.url, queue: name, secret: SECRET, ...backend }) });
-    await executor.ready();
-    return { executor, workers: started, queue: name };
+    return startCluster(redis!.url, name, count, ['--threads', String(threads), ...RECOVERY], workers, newExecutor, options, backend);
   }
 
   before(async function () {
