@@ -8,7 +8,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { bullmqBackend, type BullmqBackendOptions, type ExecutorOptions, type PipelineExecutor } from '../src/index';
 
 /** The built command line the worker processes run. */
 export const CLI = resolve(__dirname, '..', 'dist', 'src', 'cli.js');
@@ -245,26 +244,4 @@ export async function until(check: () => boolean, what: string, ms = 30_000): Pr
     if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-/**
- * An executor on queue `queue`, served by `count` fresh worker processes started with
- * `args` and the secret; the processes are pushed onto `workers` (for the suite to stop)
- * before the executor waits to be ready.
- */
-export async function startCluster(
-  redisUrl: string,
-  queue: string,
-  count: number,
-  args: readonly string[],
-  workers: WorkerProcess[],
-  newExecutor: (options?: ExecutorOptions) => PipelineExecutor,
-  options: ExecutorOptions = {},
-  backend: Partial<BullmqBackendOptions> = {},
-): Promise<{ executor: PipelineExecutor; workers: WorkerProcess[]; queue: string }> {
-  const started = await Promise.all(Array.from({ length: count }, () => WorkerProcess.start(redisUrl, ['--queue', queue, ...args], SIGNED)));
-  workers.push(...started);
-  const executor = newExecutor({ ...options, backend: bullmqBackend({ connection: redisUrl, queue, secret: SECRET, ...backend }) });
-  await executor.ready();
-  return { executor, workers: started, queue };
 }

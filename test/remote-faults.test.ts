@@ -19,7 +19,8 @@ import { Redis } from 'ioredis';
 import { Signer } from '../src/remote/trust';
 import { attemptName, decode, encode } from '../src/remote/wire';
 import { fixture, rejection, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, SIGNED, WorkerProcess, executions, requireRedisServer, startCluster, until } from './remote-env';
+import { startCluster } from './remote-cluster';
+import { FIXTURES, RedisServer, SECRET, SIGNED, WorkerProcess, executions, requireRedisServer, until } from './remote-env';
 
 /** An executor in a process of its own (`test/processes/executor.js`). */
 const EXECUTOR = join(__dirname, 'processes', 'executor.js');

@@ -26,7 +26,8 @@ import {
   type ProgressEvent,
 } from '../src/index';
 import { ABORTED, CLEANUP, COMPLETED, STARTED, fixture, rejection, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, SIGNED, WorkerProcess, requireRedisServer, startCluster } from './remote-env';
+import { startCluster } from './remote-cluster';
+import { FIXTURES, RedisServer, SECRET, SIGNED, WorkerProcess, requireRedisServer } from './remote-env';
 import {
   SEED_TIMEOUTS,
   errorRequest,
