@@ -5,11 +5,12 @@ import { Samples, inputsFor, runBatch, type BatchSpec, type RunFn } from './batc
 import { timeNodeOnAllCores } from './calibrate';
 import { interleave, type Contender } from './harness';
 import { Orchestrator, describeExecutor, toNodes, transfer } from './orchestrator';
+import { startPlainBullmq, type PlainBullmq } from './plain-bullmq';
 import { startCluster, type Cluster } from './remote';
 import type { Progress } from './progress';
-import { figuresOf, ratiosOf, warmUpOf, type Candidate, type ScenarioResult } from './report';
+import { figuresOf, METRICS, ratiosOf, warmUpOf, type Candidate, type Metric, type ScenarioResult } from './report';
 import type { BatchScenario } from './scenarios';
-import { percentile, sorted } from './stats';
+import { percentile, ratio, sorted } from './stats';
 
 function criterion(def: BatchScenario): string {
   const batches = def.trialBatches === 1 ? 'one trial batch' : `the best of ${def.trialBatches} trial batches`;
@@ -105,10 +106,16 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
   const raw = picked.raw;
   progress.update(`${def.id}  starting the orchestrator${def.remote ? ', redis-server and the worker processes' : ''}`);
   let cluster: Cluster | undefined;
+  let plain: PlainBullmq | undefined;
   try {
-    if (def.remote) cluster = await startCluster(def.executor, def.threads, `bench-${def.id}`);
+    if (def.remote) {
+      cluster = await startCluster(def.executor, def.threads, `bench-${def.id}`);
+      // The same runs as a user of plain BullMQ would run them, on the same redis-server.
+      progress.update(`${def.id}  starting the plain BullMQ worker processes`);
+      plain = await startPlainBullmq(cluster.redisUrl, `plain-${def.id}`, def.workload.steps);
+    }
   } catch (error) {
-    await raw.close();
+    await Promise.all([raw.close(), cluster?.close()]);
     throw error;
   }
   const executorOptions = cluster?.options ?? def.executor;
@@ -123,15 +130,19 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
     const orchestratorWarmUp = warmUpOf(await warmUp(runOrchestrator, def));
     progress.update(`${def.id}  warming up raw piscina again`);
     const baselineWarmUp = warmUpOf(await warmUp(runBaseline, def));
+    if (plain !== undefined) progress.update(`${def.id}  warming up plain BullMQ`);
+    const plainWarmUp = plain === undefined ? undefined : warmUpOf(await warmUp(plain.run, def));
 
     const orchestratorSamples = new Samples();
     const baselineSamples = new Samples();
+    const plainSamples = new Samples();
     const nodeMsBefore = def.cpuRounds > 0 ? await timeNodeOnAllCores(def.cpuRounds, def.threads) : undefined;
-    const [orchestratorRun, baselineRun] = await interleave(
+    const [orchestratorRun, baselineRun, plainRun] = await interleave(
       def.id,
       [
         batchContender('orchestrator', runOrchestrator, def, orchestratorSamples),
         batchContender('raw piscina', runBaseline, def, baselineSamples),
+        ...(plain === undefined ? [] : [batchContender('plain BullMQ', plain.run, def, plainSamples)]),
       ],
       def.iterations,
       (label, iteration, of) => progress.update(`${def.id}  iteration ${iteration}/${of}: ${label}, ${def.count.toLocaleString('en-US')} runs`),
@@ -143,6 +154,14 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
 
     const orchestratorFigures = figuresOf(orchestratorSamples);
     const baselineFigures = figuresOf(baselineSamples);
+    let third: Pick<ScenarioResult, 'plainBullmq' | 'toPlainBullmq'> = {};
+    if (plain !== undefined) {
+      plainSamples.walls.push(...plainRun!.walls);
+      const plainFigures = figuresOf(plainSamples);
+      const toPlainBullmq: Partial<Record<Metric, number | null>> = {};
+      for (const metric of METRICS) toPlainBullmq[metric] = ratio(orchestratorFigures[metric], plainFigures[metric]);
+      third = { plainBullmq: { ...plainFigures, description: plain.description, options: plain.options, noise: plainRun!.noise }, toPlainBullmq };
+    }
     return {
       id: def.id,
       title: def.title,
@@ -170,13 +189,14 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
       floorNote: floor?.note ?? null,
       floorBounds: floor?.bounds ?? [],
       ratios: ratiosOf(orchestratorFigures, baselineFigures, floor),
-      warmUp: { orchestrator: orchestratorWarmUp, baseline: baselineWarmUp },
-      ok: [orchestratorFigures, baselineFigures, orchestratorWarmUp, baselineWarmUp].every((f) => f.failures === 0),
+      warmUp: { orchestrator: orchestratorWarmUp, baseline: baselineWarmUp, ...(plainWarmUp === undefined ? {} : { plainBullmq: plainWarmUp }) },
+      ...third,
+      ok: [orchestratorFigures, baselineFigures, orchestratorWarmUp, baselineWarmUp, third.plainBullmq, plainWarmUp].every((f) => f === undefined || f.failures === 0),
       error: null,
     };
   } finally {
     progress.update(`${def.id}  closing`);
-    await Promise.all([orchestrator.close(), raw.close()]);
+    await Promise.all([orchestrator.close(), raw.close(), plain?.close()]);
     await cluster?.close();
   }
 }

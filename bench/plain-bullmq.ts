@@ -1,25 +1,25 @@
 /**
- * The plain-BullMQ baseline of S1-bullmq: what a user of BullMQ would write instead of
- * this backend. One job per run, `WORKER_PROCESSES` plain BullMQ worker processes
- * (`fixtures/plain-bullmq-worker.js`, concurrency 1000 each) whose processor calls the
- * same node functions in sequence, a redis-server on loopback; each run timed from its
- * job's addition (all of a batch added in one call) to its `completed` event.
+ * The plain-BullMQ contender of the backend's scenarios (S1-bullmq, S3-bullmq): what a
+ * user of BullMQ would write instead of this backend. One job per run, `WORKER_PROCESSES`
+ * plain BullMQ worker processes (`fixtures/plain-bullmq-worker.js`, concurrency 1000
+ * each) whose processor calls the same node functions in sequence, on the scenario's
+ * redis-server. A run is timed from its call to its job's `completed` event; the jobs of
+ * the runs called in one turn are added in one `addBulk`, as the backend sends its own.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Queue, QueueEvents } from 'bullmq';
-import { RedisServer } from '../test/remote-env';
+import type { RunFn } from './batch';
+import { countAsOwn } from './machine';
 import { WORKER_PROCESSES } from './remote';
-import { percentile } from './stats';
 import type { Step } from './workload';
 
-export interface PlainBullmqResult {
+export interface PlainBullmq {
   readonly description: string;
-  readonly runs: number;
-  readonly failures: number;
-  /** Of every measured run's latency, in ms (null with no run measured). */
-  readonly p50: number | null;
-  readonly p95: number | null;
+  readonly options: Readonly<Record<string, unknown>>;
+  /** One run: a job of `steps` with `input`; resolves with its return value. */
+  readonly run: RunFn;
+  close(): Promise<void>;
 }
 
 function startWorker(url: string, queue: string): Promise<ChildProcess> {
@@ -34,56 +34,61 @@ function startWorker(url: string, queue: string): Promise<ChildProcess> {
   });
 }
 
-/** Runs `warmUp` runs, then `iterations` batches of `count` runs at once; `expected` is each run's result. */
-export async function measurePlainBullmq(steps: readonly Step[], count: number, iterations: number, warmUp: number, expected: number): Promise<PlainBullmqResult> {
-  const redis = await RedisServer.start();
-  const queueName = 'plain';
-  const workers: ChildProcess[] = [];
-  const connection = { url: redis.url };
+/** Starts the plain worker processes on queue `queueName` of the redis-server at `url`, for chains of `steps`. */
+export async function startPlainBullmq(url: string, queueName: string, steps: readonly Step[]): Promise<PlainBullmq> {
+  if (steps.some((step) => step.dependsOn !== undefined)) throw new Error('the plain-BullMQ contender runs chains only');
+  const connection = { url };
   const queue = new Queue(queueName, { connection });
   const events = new QueueEvents(queueName, { connection });
-  try {
-    workers.push(...(await Promise.all(Array.from({ length: WORKER_PROCESSES }, () => startWorker(redis.url, queueName)))));
-    await events.waitUntilReady();
-    const waiting = new Map<string, (ok: boolean) => void>();
-    events.on('completed', ({ jobId, returnvalue }) => waiting.get(jobId)?.(Number(returnvalue) === expected));
-    events.on('failed', ({ jobId }) => waiting.get(jobId)?.(false));
-    let seq = 0;
-    const batch = async (size: number): Promise<{ latencies: number[]; failures: number }> => {
-      const jobs = Array.from({ length: size }, (_, i) => ({ name: 'run', data: { steps, input: 0 }, opts: { jobId: `run-${++seq}-${i}` } }));
-      const start = performance.now();
-      const done = jobs.map(
-        (job) =>
-          new Promise<[number, boolean]>((resolve) =>
-            waiting.set(job.opts.jobId, (ok) => {
-              waiting.delete(job.opts.jobId);
-              resolve([performance.now() - start, ok]);
-            }),
-          ),
-      );
-      await queue.addBulk(jobs);
-      const ended = await Promise.all(done);
-      return { latencies: ended.map(([ms]) => ms), failures: ended.filter(([, ok]) => !ok).length };
-    };
-    await batch(warmUp);
-    const latencies: number[] = [];
-    let failures = 0;
-    for (let i = 0; i < iterations; i++) {
-      const measured = await batch(count);
-      latencies.push(...measured.latencies);
-      failures += measured.failures;
-    }
-    latencies.sort((a, b) => a - b);
-    return {
-      description: `plain BullMQ: one job per run, ${WORKER_PROCESSES} worker processes (concurrency 1000 each) calling the node functions in sequence, redis-server on loopback`,
-      runs: latencies.length,
-      failures,
-      p50: percentile(latencies, 50),
-      p95: percentile(latencies, 95),
-    };
-  } finally {
+  const workers: ChildProcess[] = [];
+  const waiting = new Map<string, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  let forget: (() => void)[] = [];
+  const stop = async (): Promise<void> => {
+    for (const undo of forget) undo();
+    forget = [];
     await Promise.allSettled([queue.close(), events.close()]);
-    await Promise.all(workers.map((worker) => new Promise((resolve) => (worker.once('exit', resolve), worker.kill('SIGTERM')))));
-    await redis.stop();
+    await Promise.all(workers.map((worker) => new Promise((resolve) => (worker.exitCode !== null ? resolve(null) : (worker.once('exit', resolve), worker.kill('SIGTERM'))))));
+  };
+  try {
+    workers.push(...(await Promise.all(Array.from({ length: WORKER_PROCESSES }, () => startWorker(url, queueName)))));
+    // Their CPU time is this contender's, not noise from other processes.
+    forget = workers.map((worker) => countAsOwn(worker.pid!));
+    await Promise.all([events.waitUntilReady(), queue.waitUntilReady()]);
+  } catch (error) {
+    await stop();
+    throw error;
   }
+  events.on('completed', ({ jobId, returnvalue }) => {
+    const value: unknown = typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue;
+    waiting.get(jobId)?.resolve(value);
+    waiting.delete(jobId);
+  });
+  events.on('failed', ({ jobId, failedReason }) => {
+    waiting.get(jobId)?.reject(new Error(`plain BullMQ job failed: ${failedReason}`));
+    waiting.delete(jobId);
+  });
+  let seq = 0;
+  let turn: { name: string; data: unknown; opts: { jobId: string } }[] | undefined;
+  const run: RunFn = (input) =>
+    new Promise((resolve, reject) => {
+      const jobId = `run-${++seq}`;
+      waiting.set(jobId, { resolve, reject });
+      if (turn === undefined) {
+        const jobs: { name: string; data: unknown; opts: { jobId: string } }[] = [];
+        turn = jobs;
+        queueMicrotask(() => {
+          turn = undefined;
+          queue.addBulk(jobs).catch((error: Error) => {
+            for (const job of jobs) waiting.get(job.opts.jobId)?.reject(error);
+          });
+        });
+      }
+      turn.push({ name: 'run', data: { steps, input }, opts: { jobId } });
+    });
+  return {
+    description: `one job per run, ${WORKER_PROCESSES} worker processes (concurrency 1000 each) calling the node functions in sequence`,
+    options: { workerProcesses: WORKER_PROCESSES, concurrency: 1000 },
+    run,
+    close: stop,
+  };
 }

@@ -21,6 +21,8 @@ export function clusterMissing(): string | undefined {
 }
 
 export interface Cluster {
+  /** The redis-server's URL. */
+  readonly redisUrl: string;
   /** The executor's options, with the backend. */
   readonly options: ExecutorOptions;
   readonly description: string;
@@ -45,6 +47,7 @@ export async function startCluster(base: ExecutorOptions, cores: number, queue: 
   // The executor's own `threads` would size a pool it does not start.
   const { threads: _unused, ...rest } = base;
   return {
+    redisUrl: redis.url,
     options: { ...rest, backend: bullmqBackend({ connection: redis.url, queue, secret: SECRET }) },
     description: `over BullMQ: ${WORKER_PROCESSES} worker processes x ${threads} thread${threads === 1 ? '' : 's'}, redis-server on loopback`,
     async close() {

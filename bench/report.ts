@@ -1,5 +1,4 @@
 /** The results: their JSON shape, and the figures and ratios drawn from the samples. */
-import type { PlainBullmqResult } from './plain-bullmq';
 import type { MemoryResult } from './memory';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -88,7 +87,14 @@ export interface ScenarioResult {
       readonly baseline: Partial<Record<Metric, number | null>>;
     };
   };
-  readonly warmUp: { readonly orchestrator: WarmUp; readonly baseline: WarmUp };
+  readonly warmUp: { readonly orchestrator: WarmUp; readonly baseline: WarmUp; readonly plainBullmq?: WarmUp };
+  /**
+   * The backend's scenarios: the same runs through plain BullMQ (see plain-bullmq.ts), a
+   * third contender, and the orchestrator's figures over its (above 1: the orchestrator
+   * took longer; for perSecond, above 1 is better).
+   */
+  readonly plainBullmq?: ContenderResult;
+  readonly toPlainBullmq?: Partial<Record<Metric, number | null>>;
   /** Every run of both contenders, warm-up included, ended as it should (succeeded; for S6, was cancelled). */
   readonly ok: boolean;
   /** Why the scenario could not be measured, if it could not. */
@@ -115,8 +121,6 @@ export interface BenchReport {
   readonly noise: Noise;
   readonly calibration: Calibration;
   readonly scenarios: readonly ScenarioResult[];
-  /** S1's runs through plain BullMQ, one job per run (null when not run). */
-  readonly plainBullmq?: PlainBullmqResult | null;
   /** M1: heap use over 100,000 runs (null when not run). */
   readonly memory: MemoryResult | null;
 }

@@ -19,8 +19,6 @@ import { batchScenarios } from './scenarios';
 import { runStopCase, stopCases } from './stopping';
 import { formatMemory, runMemory, type MemoryResult } from './memory';
 import { clusterMissing } from './remote';
-import { measurePlainBullmq, type PlainBullmqResult } from './plain-bullmq';
-import { chain } from './workload';
 import { renderSvg } from './svg';
 import { describeNoise, formatScenario } from './tables';
 
@@ -88,7 +86,6 @@ async function main(): Promise<number> {
     ...stopCases(sizes.S6, cores).map((c) => ({ id: c.id, title: c.title, run: () => runStopCase(c, progress) })),
   ];
   const scenarios: ScenarioResult[] = [];
-  let plainBullmq: PlainBullmqResult | null = null;
   for (const job of jobs.filter((j) => only === undefined || only.some((prefix) => j.id.startsWith(prefix)))) {
     const start = performance.now();
     const noiseOf = watchNoise();
@@ -104,8 +101,6 @@ async function main(): Promise<number> {
     const noise = describeNoise(result.noise);
     console.log(`  (${((performance.now() - start) / 1000).toFixed(1)} s${noise ? `; ${noise}` : ''})\n`);
     scenarios.push(result);
-    // Right after S1 through this backend: the same runs as plain BullMQ would run them.
-    if (job.id === 'S1-bullmq') plainBullmq = await runPlainBullmq(sizes, progress);
   }
 
   let memory: MemoryResult | null = null;
@@ -133,7 +128,6 @@ async function main(): Promise<number> {
     noise: runNoise(),
     calibration,
     scenarios,
-    plainBullmq,
     memory,
   };
   writeAtomically(join(RESULTS, 'latest.json'), toJson(report));
@@ -144,23 +138,6 @@ async function main(): Promise<number> {
   console.log(`Wrote bench/results/latest.json and latest.svg in ${(report.durationMs / 1000).toFixed(1)} s${noise ? `; ${noise}` : ''}.`);
   if (failed.length > 0) console.log(`FAILED: ${failed.join(', ')} (some runs did not end as they should)`);
   return failed.length > 0 ? 1 : 0;
-}
-
-/** S1's runs through plain BullMQ (see plain-bullmq.ts), printed beside S1-bullmq. */
-async function runPlainBullmq(sizes: ReturnType<typeof sizesFor>, progress: Progress): Promise<PlainBullmqResult | null> {
-  progress.update('S1-plain-bullmq');
-  try {
-    const result = await measurePlainBullmq(chain(3, 'sleepAdd', { ms: 10 }), sizes.S1.count, sizes.S1.iterations, sizes.S1.warmUp, 3);
-    progress.clear();
-    const ms = (value: number | null): string => (value === null ? '-' : `${value.toFixed(0)} ms`);
-    console.log(`S1-plain-bullmq  the same runs as ${result.description}`);
-    console.log(`  p50 ${ms(result.p50)}, p95 ${ms(result.p95)} over ${result.runs.toLocaleString('en-US')} runs; ${result.failures} failed\n`);
-    return result;
-  } catch (error) {
-    progress.clear();
-    console.log(`S1-plain-bullmq  could not run: ${describeError(error)}\n`);
-    return null;
-  }
 }
 
 main().then(

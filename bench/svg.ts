@@ -15,7 +15,7 @@ const PLOT = { left: 56, right: 20, bottom: 40 };
 /** Where the legend starts, and its line height; the plot starts below it. */
 const LEGEND_TOP = 38;
 const LEGEND_LINE = 15;
-const COLOURS = { orchestrator: '#1f6feb', baseline: '#d9480f', floor: '#6b7280', grid: '#e5e7eb', text: '#111827' };
+const COLOURS = { orchestrator: '#1f6feb', baseline: '#d9480f', plainBullmq: '#7c3aed', floor: '#6b7280', grid: '#e5e7eb', text: '#111827' };
 
 interface Line {
   readonly label: string;
@@ -33,7 +33,7 @@ export function renderSvg(report: BenchReport): string {
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
-    text(GAP, 26, 'lukhas-orchestrator vs raw piscina: distribution of per-run latency (share of runs at or under a time; log scale)', 'font-size="16" font-weight="bold"'),
+    text(GAP, 26, 'lukhas-orchestrator vs raw piscina (and plain BullMQ, over the backend): distribution of per-run latency (share of runs at or under a time; log scale)', 'font-size="16" font-weight="bold"'),
     text(
       GAP,
       48,
@@ -55,6 +55,7 @@ function linesOf(scenario: ScenarioResult): Line[] {
     { label: 'orchestrator', colour: COLOURS.orchestrator, dashed: false, figures: scenario.orchestrator },
     { label: 'raw piscina', colour: COLOURS.baseline, dashed: false, figures: scenario.baseline },
   ];
+  if (scenario.plainBullmq !== undefined) lines.push({ label: 'plain BullMQ', colour: COLOURS.plainBullmq, dashed: false, figures: scenario.plainBullmq });
   if (scenario.recovery !== undefined) {
     lines.push(
       { label: 'orchestrator, next run', colour: COLOURS.orchestrator, dashed: true, figures: scenario.recovery.orchestrator },

@@ -73,8 +73,8 @@ export function formatScenario(result: ScenarioResult): string {
   const verdict = result.ok ? 'ok' : 'FAILED';
   lines.push(`${result.id}  ${result.title}  [${verdict}]`);
   if (result.error !== null) lines.push(`  error: ${result.error}`);
-  for (const [label, warm] of [['orchestrator', result.warmUp.orchestrator], ['raw piscina', result.warmUp.baseline]] as const) {
-    if (warm.failures > 0) lines.push(`  warm-up of ${label}: ${warm.failures}/${warm.runs} runs failed, first: ${warm.firstError}`);
+  for (const [label, warm] of [['orchestrator', result.warmUp.orchestrator], ['raw piscina', result.warmUp.baseline], ['plain BullMQ', result.warmUp.plainBullmq]] as const) {
+    if (warm !== undefined && warm.failures > 0) lines.push(`  warm-up of ${label}: ${warm.failures}/${warm.runs} runs failed, first: ${warm.firstError}`);
   }
   lines.push(`  orchestrator: ${result.orchestrator.description}`);
   lines.push(`  raw piscina:  ${result.baseline.description}`);
@@ -86,6 +86,7 @@ export function formatScenario(result: ScenarioResult): string {
       lines.push(`    ${mark} ${candidate.description}: p95 ${ms(candidate.p95Ms)}, wall ${ms(candidate.wallMs)}${failures}`);
     }
   }
+  if (result.plainBullmq !== undefined) lines.push(`  plain BullMQ: ${result.plainBullmq.description}`);
   if (result.floorMs !== null) lines.push(`  floor:        ${ms(result.floorMs)}, ${result.floorNote ?? ''}`);
   else lines.push('  floor:        none');
   const each = `${result.count} run${result.count === 1 ? '' : 's'} x ${result.iterations} iteration${result.iterations === 1 ? '' : 's'}`;
@@ -95,15 +96,18 @@ export function formatScenario(result: ScenarioResult): string {
   const rows: string[][] = [['', ...metrics.map((metric) => HEADERS[metric]), 'failed', "others' CPU"]];
   rows.push(['orchestrator', ...metrics.map((m) => cell(m, result.orchestrator[m])), failed(result.orchestrator), share(result.orchestrator.noise)]);
   rows.push(['raw piscina', ...metrics.map((m) => cell(m, result.baseline[m])), failed(result.baseline), share(result.baseline.noise)]);
+  const plain = result.plainBullmq;
+  if (plain !== undefined) rows.push(['plain BullMQ', ...metrics.map((m) => cell(m, plain[m])), failed(plain), share(plain.noise)]);
   rows.push(['orch / piscina', ...metrics.map((m) => times(result.ratios.toBaseline[m])), '', '']);
+  if (plain !== undefined) rows.push(['orch / plain BullMQ', ...metrics.map((m) => times(result.toPlainBullmq?.[m])), '', '']);
   if (result.floorMs !== null) {
     const bound = (m: Metric, value: number | null | undefined): string => (result.floorBounds.includes(m) ? times(value) : '');
     rows.push(['orch / floor', ...metrics.map((m) => bound(m, result.ratios.toFloor.orchestrator[m])), '', '']);
     rows.push(['piscina / floor', ...metrics.map((m) => bound(m, result.ratios.toFloor.baseline[m])), '', '']);
   }
   lines.push('', table(rows));
-  for (const [label, figures] of [['orchestrator', result.orchestrator], ['raw piscina', result.baseline]] as const) {
-    if (figures.firstError !== null) lines.push(`  first failure of ${label}: ${figures.firstError}`);
+  for (const [label, figures] of [['orchestrator', result.orchestrator], ['raw piscina', result.baseline], ['plain BullMQ', plain]] as const) {
+    if (figures !== undefined && figures.firstError !== null) lines.push(`  first failure of ${label}: ${figures.firstError}`);
   }
 
   if (result.recovery !== undefined) {
