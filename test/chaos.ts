@@ -13,12 +13,20 @@
  * runs started, settled, lost (not settled within their deadline plus the grace period
  * and the documented bounds), settled twice ('runEnd' events), settled wrong (not the
  * result or error expected; a run whose nodes the faults kept from ending before its
- * pipeline timeout is counted apart, as timed out), stale outcomes accepted (a node's output in a result made by
- * an execution other than its latest, completed one), and overlapping executions of the same node while
- * both ran (the time a process spent paused, and the 500 ms its stop may take once it
- * resumes, are not counted: a frozen node cannot be stopped).
+ * pipeline timeout is counted apart, as timed out), stale outcomes accepted, and
+ * overlapping executions of the same node while both ran.
+ *
+ * A *stale outcome accepted*: a node's output in a result whose execution had been
+ * superseded before the executor accepted it (its `nodeEnd` event): another execution of
+ * the node started after it and before that, which only a new attempt at the job does.
+ * Excepted are executions a paused process starts in the 500 ms after it resumes, before
+ * the stop of its lost attempt arrives (a frozen process cannot be stopped): those of an
+ * attempt no longer current, which never report. The same time, and the time a process
+ * spent paused, are not counted as overlap either. An execution with no end of its own
+ * ended when its worker process said its thread ended (each runs one thread), or when
+ * the process was killed.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -65,6 +73,8 @@ interface Run {
   wrong: string | undefined;
   timedOut: boolean;
   stale: number;
+  /** For a stale outcome: which execution of each node made the result. */
+  by: string[] | undefined;
 }
 
 /** One execution of a node, as its probe file tells it. */
@@ -100,18 +110,35 @@ async function main(): Promise<number> {
   admin.on('error', () => {});
   const args = ['--threads', '1', '--lock-ms', String(LOCK_MS), '--stalled-ms', String(STALLED_MS), '--max-stalled', '10', '--module-root', FIXTURES];
   const env = { LUKHAS_SECRET: SECRET };
-  const workers = await Promise.all(Array.from({ length: WORKERS }, () => WorkerProcess.start(redis.url, args, env)));
+  /** What happened when, to explain a bad column: faults, the executor's log, stale outcomes. */
+  const timeline: string[] = [];
+  const note = (line: string): number => timeline.push(`${Date.now()} ${line}`);
+  const everyWorker: WorkerProcess[] = [];
+  const startWorker = async (): Promise<WorkerProcess> => {
+    const worker = await WorkerProcess.start(redis.url, args, env);
+    everyWorker.push(worker);
+    note(`worker ${worker.pid} started`);
+    return worker;
+  };
+  const workers = await Promise.all(Array.from({ length: WORKERS }, startWorker));
   /** Per worker pid: when it was paused and resumed, or killed. */
   const paused = new Map<number, [number, number][]>();
   const killed = new Map<number, number>();
   const staleLines: string[] = [];
   const executor = new lib.PipelineExecutor({
     timeouts: { pipelineTimeoutMs: PIPELINE_TIMEOUT_MS, cleanupGraceMs: GRACE_MS },
-    backend: lib.bullmqBackend({ connection: redis.url, secret: SECRET, stopTimeoutMs: STOP_TIMEOUT_MS, log: (line) => staleLines.push(line) }),
+    backend: lib.bullmqBackend({ connection: redis.url, secret: SECRET, stopTimeoutMs: STOP_TIMEOUT_MS, log: (line) => staleLines.push(line) && note(`executor: ${line}`) }),
   });
   await executor.ready();
   const ends = new Map<string, number>();
   executor.on('runEnd', ({ runId }) => ends.set(runId, (ends.get(runId) ?? 0) + 1));
+  /** When the executor accepted each node's output, by `runId nodeId`. */
+  const accepted = new Map<string, number>();
+  executor.on('nodeEnd', ({ runId, nodeId, status }) => {
+    if (status === 'success') accepted.set(`${runId} ${nodeId}`, Date.now());
+  });
+  /** Whether `pid` was resumed from a pause at most RESUME_TOLERANCE_MS before `at`. */
+  const justResumed = (pid: number, at: number): boolean => (paused.get(pid) ?? []).some(([, to]) => at >= to && at <= to + RESUME_TOLERANCE_MS);
 
   const chaos = join(FIXTURES, 'chaos-node.js');
   const runs: Run[] = [];
@@ -149,7 +176,7 @@ async function main(): Promise<number> {
       request = { nodes: [n('a', { ms: 10 }), n('bad', { ms: 10, fail: true })] };
       expected = { error: 'Error' };
     }
-    const run: Run = { index: i, kind, expected, startedAt: Date.now(), settledAt: undefined, wrong: undefined, timedOut: false, stale: 0 };
+    const run: Run = { index: i, kind, expected, startedAt: Date.now(), settledAt: undefined, wrong: undefined, timedOut: false, stale: 0, by: undefined };
     runs.push(run);
     const handle = executor.startPipeline({ ...request, initialInput: { v: 0, by: [] } });
     runIds.push(handle.runId);
@@ -157,12 +184,20 @@ async function main(): Promise<number> {
       (result) => {
         const { v, by } = result as { v: number; by: string[] };
         if (!('value' in expected) || v !== expected.value) run.wrong = `resolved with ${v}`;
-        // Each node's output must come from its latest execution, which completed: an
-        // output of an earlier one is an outcome of an attempt that was no longer current.
+        // Each node's output must come from an execution that completed and that no new
+        // attempt at its job had superseded by the time the executor accepted it.
         by.forEach((execution, position) => {
-          const latest = executionsOf(probe(request.nodes[position]!.id)).at(-1);
-          if (latest === undefined || latest.id !== execution || latest.how !== 'completed') run.stale++;
+          const node = request.nodes[position]!.id;
+          const all = executionsOf(probe(node));
+          const made = all.find((e) => e.id === execution);
+          const acceptedAt = accepted.get(`${handle.runId} ${node}`) ?? Date.now();
+          const superseded = made !== undefined && all.some((e) => e !== made && e.start > made.start && e.start < acceptedAt && !justResumed(e.pid, e.start));
+          if (made === undefined || made.how !== 'completed' || superseded) run.stale++;
         });
+        if (run.stale > 0) {
+          run.by = by;
+          note(`stale: run ${i} (${kind}, ${handle.runId}) resolved with executions ${by.join(', ')}`);
+        }
       },
       (error: unknown) => {
         const name = (error as Error).name;
@@ -187,20 +222,26 @@ async function main(): Promise<number> {
       const victim = workers.splice(Math.floor(random() * workers.length), 1)[0]!;
       victim.kill('SIGKILL');
       killed.set(victim.pid, Date.now());
+      note(`fault: SIGKILL ${victim.pid}`);
       await victim.exited;
-      workers.push(await WorkerProcess.start(redis.url, args, env));
+      workers.push(await startWorker());
     } else if (fault === 'SIGSTOP+SIGCONT') {
       const victim = pick(workers);
       const from = Date.now();
       victim.kill('SIGSTOP');
+      note(`fault: SIGSTOP ${victim.pid}`);
       await new Promise((r) => setTimeout(r, LOCK_MS + STALLED_MS + Math.floor(random() * 1_000)));
       victim.kill('SIGCONT');
+      note(`fault: SIGCONT ${victim.pid}`);
       paused.set(victim.pid, [...(paused.get(victim.pid) ?? []), [from, Date.now()]]);
     } else if (fault === 'CLIENT KILL') {
+      note('fault: CLIENT KILL');
       await admin.client('KILL', 'TYPE', 'normal').catch(() => {});
       await admin.client('KILL', 'TYPE', 'pubsub').catch(() => {});
     } else {
+      note('fault: redis-server restart');
       await redis.restart('SIGTERM');
+      note('fault: redis-server answers again');
     }
   };
 
@@ -219,7 +260,8 @@ async function main(): Promise<number> {
   const settledTwice = runIds.filter((id) => (ends.get(id) ?? 0) > 1).length;
   const wrong = runs.filter((run) => run.wrong !== undefined);
   const staleAccepted = runs.reduce((sum, run) => sum + run.stale, 0);
-  const overlapping = countOverlaps(dir, paused, killed);
+  const threadEnds = new Map(everyWorker.map((worker) => [worker.pid, worker.lines.filter((line) => / worker thread \d+ ended: /.test(line)).map((line) => Number(line.slice(0, line.indexOf(' '))))]));
+  const overlapping = countOverlaps(dir, paused, (pid, start) => threadEnds.get(pid)?.find((at) => at >= start) ?? killed.get(pid) ?? Date.now());
   const ignored = staleLines.filter((line) => /from its attempt \d+: attempt \d+ has it now/.test(line)).length;
 
   console.log(`chaos: ${MINUTES} min, ${WORKERS} worker processes, seed ${SEED}; faults: ${Object.entries(faults).map(([k, v]) => `${k} ${v}`).join(', ')}`);
@@ -236,6 +278,7 @@ async function main(): Promise<number> {
   ];
   for (const [name, count] of table) console.log(`  ${name.padEnd(34)} ${count}`);
   for (const run of wrong.slice(0, 10)) console.log(`  wrong: run ${run.index} (${run.kind}): ${run.wrong}`);
+  for (const run of runs.filter((r) => r.stale > 0).slice(0, 10)) console.log(`  stale: run ${run.index} (${run.kind}): made by executions ${run.by!.join(', ')}`);
 
   await executor.close();
   await Promise.all(workers.map((worker) => worker.stop()));
@@ -243,13 +286,21 @@ async function main(): Promise<number> {
   await redis.stop();
   const bad = table.some(([, count, isBad]) => isBad && count > 0);
   // Kept when something went wrong, to look at.
-  if (bad) console.log(`  probe files kept in ${dir}`);
+  if (bad) {
+    // What happened, to read beside the probe files: the timeline, and each worker process's output.
+    writeFileSync(join(dir, '_timeline.log'), `${timeline.join('\n')}\n`);
+    for (const worker of everyWorker) writeFileSync(join(dir, `_worker-${worker.pid}.log`), `${worker.lines.join('\n')}\n`);
+    console.log(`  probe files kept in ${dir}, with _timeline.log and each worker process's output (_worker-<pid>.log)`);
+  }
   else rmSync(dir, { recursive: true, force: true });
   return bad ? 1 : 0;
 }
 
-/** Executions of the same node that ran at the same time, but for a paused process's frozen time and its stop after. */
-function countOverlaps(dir: string, paused: Map<number, [number, number][]>, killed: Map<number, number>): number {
+/**
+ * Executions of the same node that ran at the same time, but for a paused process's
+ * frozen time and its stop after; `endOf` tells when an execution with no end of its own ended.
+ */
+function countOverlaps(dir: string, paused: Map<number, [number, number][]>, endOf: (pid: number, start: number) => number): number {
   const live = (pid: number, start: number, end: number): [number, number][] => {
     let spans: [number, number][] = [[start, end]];
     for (const [from, to] of paused.get(pid) ?? []) {
@@ -263,7 +314,7 @@ function countOverlaps(dir: string, paused: Map<number, [number, number][]>, kil
   };
   let count = 0;
   for (const file of readdirSync(dir)) {
-    const all = executionsOf(resolve(dir, file)).map((e) => live(e.pid, e.start, e.end ?? killed.get(e.pid) ?? Date.now()));
+    const all = executionsOf(resolve(dir, file)).map((e) => live(e.pid, e.start, e.end ?? endOf(e.pid, e.start)));
     for (let i = 0; i < all.length; i++) {
       for (let j = i + 1; j < all.length; j++) {
         if (all[i]!.some(([a, b]) => all[j]!.some(([c, d]) => Math.min(b, d) - Math.max(a, c) > 0))) count++;

@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -146,17 +146,68 @@ export class RedisServer {
   }
 }
 
+/**
+ * A TCP proxy to Redis whose traffic can be frozen both ways, its connections left open:
+ * a network partition as a client sees it (its commands go unanswered, nothing closes).
+ */
+export class FreezingProxy {
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  private frozen = false;
+  url = '';
+
+  private constructor(target: URL) {
+    this.server = createServer((client) => {
+      const upstream = connect(Number(target.port), target.hostname);
+      // By hand rather than pipe(), which resumes a paused stream once its destination drains.
+      const forward = (from: Socket, to: Socket): void => {
+        this.sockets.add(from);
+        from.on('data', (chunk) => this.frozen || to.write(chunk));
+        from.on('error', () => {});
+        from.on('close', () => {
+          this.sockets.delete(from);
+          to.destroy();
+        });
+      };
+      forward(client, upstream);
+      forward(upstream, client);
+    });
+  }
+
+  static async start(target: URL): Promise<FreezingProxy> {
+    const proxy = new FreezingProxy(target);
+    await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
+    proxy.url = `redis://127.0.0.1:${(proxy.server.address() as { port: number }).port}`;
+    return proxy;
+  }
+
+  /** From now on nothing passes, either way, on any connection: what is sent is lost. */
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  close(): void {
+    this.server.close();
+    for (const socket of this.sockets) socket.destroy();
+  }
+}
+
 export class WorkerProcess {
   /** Its exit code, once it has exited. */
   readonly exited: Promise<number | null>;
   /** What it has printed so far, stdout and stderr. */
   output = '';
+  /** The same, line by line, each with the time it was read (`Date.now()`). */
+  readonly lines: string[] = [];
   private readonly waiters: { readonly pattern: RegExp; readonly found: () => void }[] = [];
 
   private constructor(private readonly child: ChildProcess) {
     this.exited = exited(child);
     const onData = (chunk: Buffer): void => {
-      this.output += chunk.toString();
+      const text = chunk.toString();
+      this.output += text;
+      const at = Date.now();
+      for (const line of text.split('\n')) if (line !== '') this.lines.push(`${at} ${line}`);
       for (const waiter of [...this.waiters]) {
         if (!waiter.pattern.test(this.output)) continue;
         this.waiters.splice(this.waiters.indexOf(waiter), 1);

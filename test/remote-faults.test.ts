@@ -20,7 +20,7 @@ import { Signer } from '../src/remote/trust';
 import { attemptName, decode, encode } from '../src/remote/wire';
 import { fixture, rejection, useExecutors } from './helpers';
 import { startCluster } from './remote-cluster';
-import { FIXTURES, RedisServer, SECRET, SIGNED, WorkerProcess, executions, requireRedisServer, until } from './remote-env';
+import { FIXTURES, FreezingProxy, RedisServer, SECRET, SIGNED, WorkerProcess, executions, requireRedisServer, until } from './remote-env';
 
 /** An executor in a process of its own (`test/processes/executor.js`). */
 const EXECUTOR = join(__dirname, 'processes', 'executor.js');
@@ -114,6 +114,47 @@ describe('BullMQ backend under faults (redis-server, worker processes)', functio
         expect(executions(`${probe}-short`).length, `executions of the short node of ${probe}`).to.equal(1);
       }
       expect(lines.filter((line) => !line.includes(`job "${taken!.id}" from its attempt 1`))).to.deep.equal([]);
+    });
+  });
+
+  describe('cut off from Redis', () => {
+    it('a worker process whose connections to Redis freeze stops its nodes before its lock can lapse: the process taking the job over never runs beside it', async () => {
+      // Locks of 2 s: the cut-off process gives its jobs up by its own clock 500 ms before
+      // Redis can let a lock lapse (a quarter of the lock: its margin for stopping).
+      const lockMs = 2_000;
+      const args = ['--queue', `faults-${process.pid}-${++queue}`, '--threads', '2', '--module-root', FIXTURES, '--lock-ms', String(lockMs), '--stalled-ms', '500'];
+      const proxy = await FreezingProxy.start(new URL(redis!.url));
+      try {
+        const cut = await WorkerProcess.start(proxy.url, args, SIGNED);
+        workers.push(cut);
+        const { executor } = await startCluster(redis!.url, args[1]!, 0, [], workers, newExecutor);
+        const probe = join(dir, 'cut-off');
+        let started!: () => void;
+        const running = new Promise<void>((resolve) => (started = resolve));
+        const result = executor.executePipeline({
+          nodes: [{ id: 'long', module: timed, params: { probe, ms: 6_000 } }],
+          initialInput: 1,
+          onProgress: () => started(),
+          timeouts: { pipelineTimeoutMs: 60_000 },
+        });
+        await running;
+        // A second process, connected straight to Redis, to take the job over.
+        workers.push(await WorkerProcess.start(redis!.url, args, SIGNED));
+        proxy.freeze();
+        const frozenAt = Date.now();
+        expect(await result).to.equal(2);
+        const [first, second] = executions(probe);
+        expect(first!.pid).to.equal(cut.pid);
+        expect(first!.how, 'the cut-off attempt').to.equal('aborted');
+        // Its lock was last renewed before the freeze: Redis could let it lapse from frozenAt + lockMs on.
+        expect(first!.end!, 'when the cut-off attempt ended').to.be.below(frozenAt + lockMs);
+        expect(second!.pid).to.not.equal(cut.pid);
+        expect(second!.start, 'when the take-over started').to.be.at.least(first!.end!);
+        expect(second!.how).to.equal('completed');
+        await cut.printed(/lost the lock of job .* without renewal/);
+      } finally {
+        proxy.close();
+      }
     });
   });
 

@@ -7,14 +7,28 @@
  * Each attempt's lock is renewed at half its duration (at once, then, after a pause of
  * the process: its overdue timer fires first thing). An attempt is *lost*:
  * - when `extendJobLocks` reports its lock is no longer its token;
- * - by this process's own clock, when Redis does not answer and its lock has gone
- *   `lockDurationMs` without a renewal (Redis has let it lapse by then);
+ * - by this process's own clock, when its lock has gone without a renewal for its
+ *   duration less a margin (`marginMs`): long enough before Redis can let it lapse that
+ *   its segments have stopped (their grace period, and the termination of a thread that
+ *   does not stop) before another process could take the job up;
  * - when a report of it finds the lock is not its own (`jobs.ts`), or BullMQ refuses its
  *   completion ("Missing lock").
  */
 import type { Job, Worker } from 'bullmq';
 import type { JobReporter, Running } from './jobs';
 import type { JobData } from './wire';
+
+/** What a lock's own-clock expiry leaves for stopping, beyond the segments' grace period: a thread's termination and a timer's lateness. */
+const STOP_MARGIN_MS = 250;
+
+/**
+ * How long before its lock could lapse in Redis an attempt whose segments have
+ * `graceMs` to stop is given up: their grace period and a margin, but at most a
+ * quarter of the lock (a renewal sent at half the lock has the rest to come back).
+ */
+export function marginMs(lockDurationMs: number, graceMs: number): number {
+  return Math.min(graceMs + STOP_MARGIN_MS, lockDurationMs / 4);
+}
 
 /** One attempt at a job: BullMQ's `attemptsStarted` when this process took it up, and the lock's token. */
 export interface Attempt {
@@ -34,6 +48,7 @@ export interface Attempt {
 
 export class Attempts {
   private readonly byToken = new Map<string, Attempt>();
+  private renewing = false;
 
   constructor(
     private readonly worker: Worker,
@@ -65,32 +80,44 @@ export class Attempts {
   }
 
   /**
+   * Loses, by this process's clock, the attempts whose lock has gone without renewal
+   * for the lock's duration less their margin (see {@link marginMs}): Redis does not
+   * answer, or this process could not ask in time (paused, starved).
+   */
+  expire(): void {
+    const now = performance.now();
+    for (const attempt of this.byToken.values()) {
+      if (attempt.lost) continue;
+      const graceMs = attempt.entries.reduce((most, entry) => Math.max(most, Number.isFinite(entry.payload.graceMs) ? entry.payload.graceMs : 0), 0);
+      const age = now - attempt.lockedAt;
+      const limit = this.lockDurationMs - marginMs(this.lockDurationMs, graceMs);
+      if (age >= limit) {
+        this.lose(attempt, `its lock went ${Math.round(age)} ms without renewal, past the ${Math.round(limit)} ms that leave its segments time to stop before the lock (--lock-ms ${this.lockDurationMs}) can lapse`);
+      }
+    }
+  }
+
+  /**
    * Renews the locks of the attempts not lost, and loses those whose lock Redis says is
-   * no longer theirs. When Redis does not answer within half a lock, loses those whose
-   * lock has gone `lockDurationMs` without renewal by this process's clock: Redis has
-   * let it lapse by then.
+   * no longer theirs. When Redis does not answer, {@link expire} gives them up in time.
    */
   async renew(): Promise<void> {
     const held = this.values().filter((attempt) => !attempt.lost);
-    if (held.length === 0) return;
+    // One renewal at a time: while one waits for Redis, the next would only queue behind it.
+    if (held.length === 0 || this.renewing) return;
+    this.renewing = true;
     const sentAt = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, this.lockDurationMs / 2, undefined)));
-    const extended = this.worker.extendJobLocks(held.map((attempt) => attempt.jobId), held.map((attempt) => attempt.token), this.lockDurationMs);
-    const failed = await Promise.race([extended.catch(() => undefined), late]);
-    clearTimeout(timer);
-    if (failed === undefined) {
-      const now = performance.now();
-      for (const attempt of held) {
-        const age = now - attempt.lockedAt;
-        if (age >= this.lockDurationMs) this.lose(attempt, `its lock went ${Math.round(age)} ms without renewal, past its ${this.lockDurationMs} ms (--lock-ms): Redis does not answer`);
-      }
-      return;
+    let failed: string[] | undefined;
+    try {
+      failed = await this.worker.extendJobLocks(held.map((attempt) => attempt.jobId), held.map((attempt) => attempt.token), this.lockDurationMs).catch(() => undefined);
+    } finally {
+      this.renewing = false;
     }
+    if (failed === undefined) return;
     const lost = new Set(failed);
     for (const attempt of held) {
       if (lost.has(attempt.jobId)) this.lose(attempt, 'its lock is no longer its own (it lapsed, or the job went to another process)');
-      else if (!attempt.lost) attempt.lockedAt = sentAt;
+      else if (!attempt.lost) attempt.lockedAt = Math.max(attempt.lockedAt, sentAt);
     }
   }
 }

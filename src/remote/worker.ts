@@ -86,7 +86,11 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         ticket.stop(Stop.Failure, 0);
       }
     },
-    threadExited: () => {},
+    // Said, as the embedded pool's `threadExit` event says it: a terminated thread ends its nodes without a word of theirs.
+    threadExited: (exit) => {
+      const culprit = exit.nodeId === undefined ? '' : ` (node ${quoted(exit.nodeId)} of run ${quoted(exit.runId)})`;
+      log(`worker thread ${exit.threadId} ended: ${exit.reason}${culprit}; a new one replaces it`);
+    },
     threadReplaced: () => {},
   });
   const redis: Redis = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
@@ -330,6 +334,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     attempts.renew().catch(() => {});
   }, lockDuration / 2);
   renewer.unref();
+  // Given up by this process's clock before Redis can let them lapse (see `locks.ts`).
+  const expiry = setInterval(() => attempts.expire(), Math.max(10, Math.min(100, lockDuration / 20)));
+  expiry.unref();
   const watcher = setInterval(() => void watch.look().catch(() => {}), LIVENESS_CHECK_MS);
   watcher.unref();
 
@@ -421,6 +428,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         // Their ends reported and their jobs completed, while Redis answers.
         await within(Promise.all(attempts.values().map((attempt) => attempt.done)), CLOSE_WAIT_MS);
         clearInterval(renewer);
+        clearInterval(expiry);
         clearInterval(watcher);
         await release();
       })();
