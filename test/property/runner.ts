@@ -22,9 +22,10 @@ export interface CaseModules {
 /**
  * How long the pool may take to serve normally again after a case, its faults included:
  * code left behind is terminated within ORPHAN_MS and a watchdog round, and a thread
- * replaced, with room for a loaded machine.
+ * replaced, with room for a machine whose cores other processes share (a bound that
+ * tells a pool that recovers from one that does not, not a latency).
  */
-export const RECOVERY_MS = ORPHAN_MS + 2 * WATCH_MS + 2_000;
+export const RECOVERY_MS = ORPHAN_MS + 2 * WATCH_MS + 5_000;
 
 function moduleOf(behaviour: Behaviour, modules: CaseModules): string {
   switch (behaviour) {
