@@ -312,6 +312,7 @@ export class PiscinaDispatcher implements Dispatcher {
         ...(known ? {} : { nodes: ticket.job.nodes }),
         segment: segmentId,
         first: ticket.first,
+        element: ticket.job.element,
         attempts: ticket.job.attempts,
         reportStarts: ticket.job.reportStarts,
         input: ticket.input,
@@ -543,7 +544,7 @@ export class PiscinaDispatcher implements Dispatcher {
     const culprit = killed ? undefined : this.culpritOf(thread);
     if (!killed) {
       this.counts.crashes++;
-      if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause);
+      if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause, culprit.element);
     }
     const end = { killed, culpritKnown: culprit !== undefined, orphaned: thread.orphaned };
     for (const ticket of [...thread.tickets]) this.afterThreadEnd(ticket, end, cause ?? new Error(`worker exited with code: ${exitCode}`));
@@ -561,16 +562,16 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   /** The node that took a dying thread down: from its last word, or the node holding the thread. */
-  private culpritOf(thread: Thread): { runId: string; nodeId: string; error: unknown } | undefined {
+  private culpritOf(thread: Thread): { runId: string; nodeId: string; error: unknown; element?: number } | undefined {
     if (thread.crash !== undefined) {
-      const { runId, nodeId, error } = thread.crash;
-      return { runId, nodeId, error: error === undefined ? undefined : deserializeThrown(error) };
+      const { runId, nodeId, error, element } = thread.crash;
+      return { runId, nodeId, error: error === undefined ? undefined : deserializeThrown(error), element };
     }
     if (thread.card === undefined) return undefined;
     const holder = this.tickets[Atomics.load(thread.card.i32, T_HOLDER) - 1];
     if (holder === undefined) return undefined;
     const node = holder.job.nodes[Math.max(this.board.nodeOf(holder.slot), holder.first)];
-    return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined };
+    return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined, element: holder.job.element };
   }
 
   private onControlMessage(thread: Thread, message: ControlMessage): void {
