@@ -10,6 +10,7 @@ import type { Progress } from './progress';
 import { figuresOf, ratiosOf, warmUpOf, type Candidate, type ScenarioResult } from './report';
 import type { BatchScenario } from './scenarios';
 import { percentile, sorted } from './stats';
+import { Rounds, judge } from './verdict';
 
 function criterion(def: BatchScenario): string {
   const batches = def.trialBatches === 1 ? 'one trial batch' : `the best of ${def.trialBatches} trial batches`;
@@ -37,8 +38,11 @@ async function warmUp(run: RunFn, def: BatchScenario): Promise<Samples> {
   return samples;
 }
 
-/** A contender whose iterations are batches of `def.count` runs, inputs made off the clock. */
-function batchContender(label: string, run: RunFn, def: BatchScenario, into: Samples): Contender {
+/**
+ * A contender whose iterations are batches of `def.count` runs, inputs made off the
+ * clock; `rounds` keeps each iteration's latencies apart.
+ */
+function batchContender(label: string, run: RunFn, def: BatchScenario, into: Samples, rounds: Rounds): Contender {
   const batch = spec(def);
   let inputs: unknown[] = [];
   return {
@@ -46,7 +50,11 @@ function batchContender(label: string, run: RunFn, def: BatchScenario, into: Sam
     prepare: () => {
       inputs = inputsFor(batch);
     },
-    iteration: () => runBatch(run, batch, inputs, into),
+    iteration: async () => {
+      rounds.begin();
+      await runBatch(run, batch, inputs, into);
+      rounds.end();
+    },
   };
 }
 
@@ -126,12 +134,14 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
 
     const orchestratorSamples = new Samples();
     const baselineSamples = new Samples();
+    const orchestratorRounds = new Rounds(orchestratorSamples);
+    const baselineRounds = new Rounds(baselineSamples);
     const nodeMsBefore = def.cpuRounds > 0 ? await timeNodeOnAllCores(def.cpuRounds, def.threads) : undefined;
     const [orchestratorRun, baselineRun] = await interleave(
       def.id,
       [
-        batchContender('orchestrator', runOrchestrator, def, orchestratorSamples),
-        batchContender('raw piscina', runBaseline, def, baselineSamples),
+        batchContender('orchestrator', runOrchestrator, def, orchestratorSamples, orchestratorRounds),
+        batchContender('raw piscina', runBaseline, def, baselineSamples, baselineRounds),
       ],
       def.iterations,
       (label, iteration, of) => progress.update(`${def.id}  iteration ${iteration}/${of}: ${label}, ${def.count.toLocaleString('en-US')} runs`),
@@ -143,6 +153,7 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
 
     const orchestratorFigures = figuresOf(orchestratorSamples);
     const baselineFigures = figuresOf(baselineSamples);
+    const rounds = { orchestrator: orchestratorRounds.figures(orchestratorRun!.walls), baseline: baselineRounds.figures(baselineRun!.walls) };
     return {
       id: def.id,
       title: def.title,
@@ -170,6 +181,8 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
       floorNote: floor?.note ?? null,
       floorBounds: floor?.bounds ?? [],
       ratios: ratiosOf(orchestratorFigures, baselineFigures, floor),
+      rounds,
+      verdicts: judge(def.targets ?? [], rounds.orchestrator, rounds.baseline, floor?.ms ?? null),
       warmUp: { orchestrator: orchestratorWarmUp, baseline: baselineWarmUp },
       ok: [orchestratorFigures, baselineFigures, orchestratorWarmUp, baselineWarmUp].every((f) => f.failures === 0),
       error: null,

@@ -31,10 +31,10 @@ export interface Sizes {
 
 const FULL: Sizes = {
   S1: { count: 1_000, iterations: 10, trial: 1_000, warmUp: 1_000 },
-  S2: { count: 10_000, iterations: 3, trial: 10_000, warmUp: 10_000 },
-  S3: { count: 1_000, iterations: 3, trial: 200, warmUp: 200 },
-  S4: { count: 200, iterations: 3, trial: 40, warmUp: 40 },
-  S5: { count: 16, iterations: 3, trial: 8, warmUp: 4 },
+  S2: { count: 10_000, iterations: 5, trial: 10_000, warmUp: 10_000 },
+  S3: { count: 1_000, iterations: 5, trial: 200, warmUp: 200 },
+  S4: { count: 200, iterations: 5, trial: 40, warmUp: 40 },
+  S5: { count: 16, iterations: 5, trial: 8, warmUp: 4 },
   S6: { count: 15, iterations: 2, trial: 0, warmUp: 2 },
   warmUpMs: 1_500,
   trialBatches: 2,

@@ -7,6 +7,7 @@ import type { Samples } from './batch';
 import type { Calibration } from './calibrate';
 import type { Noise } from './machine';
 import { distribution, median, percentile, ratio, sorted } from './stats';
+import type { RoundFigures, Verdict } from './verdict';
 
 export type Metric = 'p50Ms' | 'p95Ms' | 'p99Ms' | 'maxMs' | 'wallMs' | 'perSecond';
 export const METRICS: readonly Metric[] = ['p50Ms', 'p95Ms', 'p99Ms', 'maxMs', 'wallMs', 'perSecond'];
@@ -89,6 +90,10 @@ export interface ScenarioResult {
     };
   };
   readonly warmUp: { readonly orchestrator: WarmUp; readonly baseline: WarmUp };
+  /** The figures of each measured iteration (a round is one of each contender, back to back). */
+  readonly rounds?: { readonly orchestrator: readonly RoundFigures[]; readonly baseline: readonly RoundFigures[] };
+  /** The scenario's targets, judged on the median of the rounds. */
+  readonly verdicts?: readonly Verdict[];
   /** Every run of both contenders, warm-up included, ended as it should (succeeded; for S6, was cancelled). */
   readonly ok: boolean;
   /** Why the scenario could not be measured, if it could not. */
