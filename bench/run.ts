@@ -18,6 +18,7 @@ import { watchNoise } from './machine';
 import { Progress } from './progress';
 import { toJson, writeAtomically, type BenchReport, type ScenarioResult } from './report';
 import { batchScenarios } from './scenarios';
+import { shapeScenarios } from './shapes';
 import { runStopCase, stopCases } from './stopping';
 import { formatMemory, runMemory, type MemoryResult } from './memory';
 import { clusterMissing } from './remote';
@@ -88,6 +89,7 @@ async function main(): Promise<number> {
       .filter((def) => !def.remote || missing === undefined)
       .map((def) => ({ id: def.id, title: def.title, run: () => runBatchScenario(def, progress) })),
     ...stopCases(sizes.S6, cores).map((c) => ({ id: c.id, title: c.title, run: () => runStopCase(c, progress) })),
+    ...shapeScenarios(sizes, calibration, cores).map((def) => ({ id: def.id, title: def.title, run: () => runBatchScenario(def, progress) })),
   ];
   const scenarios: ScenarioResult[] = [];
   let plainBullmq: PlainBullmqResult | null = null;
