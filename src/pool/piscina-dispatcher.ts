@@ -40,6 +40,7 @@ import { receiveSettlement, type Settlement } from '../shared/settlement';
 import { deserializeThrown } from '../shared/thrown';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
 import { Pings, leastLoaded, newThread, routeOf, stealPlan, usable, type Thread as PoolThread } from './threads';
+import { Fifo } from './fifo';
 import { Ticket, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
 import { workerRuntime } from './worker-path';
@@ -66,7 +67,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly tickets: (Ticket | undefined)[];
   private readonly freeSlots: number[] = [];
   /** Waiting for a free slot. */
-  private readonly waiting: Ticket[] = [];
+  private readonly waiting = new Fifo<Ticket>();
   /** Holding a slot, to be sent at the end of this turn. */
   private outgoing: Ticket[] = [];
   private readonly threads = new Map<number, Thread>();
@@ -143,7 +144,7 @@ export class PiscinaDispatcher implements Dispatcher {
     return {
       threads: this.pool.threads.length,
       tasksInFlight: this.tickets.length - this.freeSlots.length,
-      tasksWaiting: this.waiting.length,
+      tasksWaiting: this.waiting.size,
       ...this.counts,
     };
   }
@@ -210,7 +211,7 @@ export class PiscinaDispatcher implements Dispatcher {
     ticket.stopCode = code;
     if (ticket.slot < 0 || ticket.thread === undefined) {
       // Not sent yet: it never starts.
-      if (ticket.slot < 0) this.waiting.splice(this.waiting.indexOf(ticket), 1);
+      if (ticket.slot < 0) this.waiting.remove(ticket);
       else this.outgoing.splice(this.outgoing.indexOf(ticket), 1);
       return this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
@@ -230,7 +231,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.destroyed) return;
     this.destroyed = true;
     clearInterval(this.watchdog);
-    for (const ticket of [...this.waiting.splice(0), ...this.outgoing.splice(0)]) {
+    for (const ticket of [...this.waiting.drain(), ...this.outgoing.splice(0)]) {
       this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     await this.pool.destroy();
