@@ -46,7 +46,14 @@ export interface Segment {
   /** Segments that wait on this one's last node. */
   readonly dependents: number[];
   /** What dispatching it needs every time, made once per plan (plans are shared by runs). */
-  cache?: { readonly tasks?: readonly TaskNode[]; readonly id?: number; readonly ones?: readonly number[] };
+  cache?: {
+    readonly tasks?: readonly TaskNode[];
+    readonly id?: number;
+    readonly ones?: readonly number[];
+    /** Each node's timeout, for runs whose `nodeTimeoutMs` is `timeoutsFor`. */
+    readonly timeouts?: readonly number[];
+    readonly timeoutsFor?: number;
+  };
 }
 
 export interface Plan {

@@ -250,12 +250,14 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   /**
-   * Sends at the end of this turn, or now once a batch is full: a long burst of
-   * submissions reaches the threads while it is still going on.
+   * Sends once the event loop has taken in what is waiting (every thread's reports of
+   * this pass, and what they make ready: `setImmediate`, not a microtask, which would
+   * send after each report), or now once a batch is full: a long burst of submissions
+   * reaches the threads while it is still going on.
    */
   private enqueueOutgoing(ticket: Ticket): void {
     this.outgoing.push(ticket);
-    if (this.outgoing.length === 1) queueMicrotask(this.flush);
+    if (this.outgoing.length === 1) setImmediate(this.flush);
     else if (this.outgoing.length >= BATCH_SIZE) this.flush();
   }
 
@@ -305,7 +307,7 @@ export class PiscinaDispatcher implements Dispatcher {
       const { segmentId } = ticket.job;
       const known = segmentId !== undefined && thread.knows.has(segmentId);
       if (segmentId !== undefined) thread.knows.add(segmentId);
-      return {
+      const task: SegmentTask = {
         slot: ticket.slot,
         gen: ticket.gen,
         runId: ticket.job.runId,
@@ -313,11 +315,13 @@ export class PiscinaDispatcher implements Dispatcher {
         ...(known ? {} : { nodes: ticket.job.nodes }),
         segment: segmentId,
         first: ticket.first,
-        element: ticket.job.element,
         attempts: ticket.job.attempts,
         reportStarts: ticket.job.reportStarts,
         input: ticket.input,
       };
+      // Only a map node's elements carry one: the others' tasks do not grow.
+      if (ticket.job.element !== undefined) (task as { element?: number }).element = ticket.job.element;
+      return task;
     });
     const task: BatchTask & { [key: symbol]: unknown } = { tasks, forget, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
     const batch: Batch = { thread, tickets: group, gens: group.map((ticket) => ticket.gen) };
@@ -605,9 +609,11 @@ export class PiscinaDispatcher implements Dispatcher {
         ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1, entry.m === 1);
       }
     }
-    // A thread with nothing left to start takes work waiting on another.
+    // A thread with nothing left to start takes work waiting on another, unless work is
+    // about to be sent this turn (the least loaded thread gets it): moving a segment
+    // costs a second send, more than a short one takes to run where it waits.
     const card = thread.card;
-    if (card !== undefined && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
+    if (card !== undefined && this.outgoing.length === 0 && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
       this.rebalance(thread);
     }
   }

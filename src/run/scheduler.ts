@@ -18,7 +18,7 @@ import { runCleanups, type CleanupHandler } from './cleanup';
 import type { ResolvedTimeouts } from '../options';
 import { NodeDeadlineWatch } from './deadlines';
 import { MapTicket, type MapListener } from './map';
-import type { Dispatcher, SegmentTicket, Settlement } from '../pool/dispatcher';
+import type { Dispatcher, SegmentJob, SegmentListener, SegmentTicket, Settlement } from '../pool/dispatcher';
 import { segmentError, type Failing } from './failures';
 import {
   CancellationException,
@@ -29,7 +29,7 @@ import {
   type PartialResults,
 } from '../errors';
 import type { ProgressEvent } from '../plan/definition';
-import type { Plan, Segment } from '../plan/plan';
+import type { MapPlan, Plan, Segment } from '../plan/plan';
 import type { TaskNode } from '../shared/protocol';
 import { backoffMs, shouldRetry, type FailureKind } from '../plan/retry';
 import { unwatchSignal, watchSignal } from './signals';
@@ -252,34 +252,40 @@ export class PipelineRun {
       // Without params or tracing, every run of this plan sends the same nodes.
       if (trace === undefined && nodes.every((node) => node.params === undefined)) segment.cache = { ...cache, tasks: nodes, id: nextSegmentId++ };
     }
-    const timeouts = segment.nodes.map((index) => plan.nodes[index]!.timeoutMs ?? this.timeouts.nodeTimeoutMs);
+    // Every run of this plan with the same node timeout watches the same timeouts.
+    const { nodeTimeoutMs } = this.timeouts;
+    let timeouts = segment.cache.timeouts;
+    if (timeouts === undefined || segment.cache.timeoutsFor !== nodeTimeoutMs) {
+      timeouts = segment.nodes.map((index) => plan.nodes[index]!.timeoutMs ?? nodeTimeoutMs);
+      segment.cache = { ...segment.cache, timeouts, timeoutsFor: nodeTimeoutMs };
+    }
     const attempts = segment.nodes.every((index) => this.attempts[index] === 1)
-      ? (cache.ones ?? (segment.cache = { ...segment.cache, ones: segment.nodes.map(() => 1) }).ones!)
+      ? (segment.cache.ones ?? (segment.cache = { ...segment.cache, ones: segment.nodes.map(() => 1) }).ones!)
       : segment.nodes.map((index) => this.attempts[index]!);
     const input = first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!];
-    const listener: MapListener = {
+    const listener: SegmentListener = {
       nodeStarted: (index, startedAt) => this.nodeStarted(flight, index, startedAt),
       nodeCompleted: (index, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, index, output, startedAt, endedAt, moved),
-      progress: (index, value, element) => this.progress(segment.nodes[index]!, value, element),
+      progress: (index, value, element?: number) => this.progress(segment.nodes[index]!, value, element),
       settled: (settlement, startedAt) => this.segmentSettled(flight, settlement, startedAt),
-      elementFailed: (error, kind) => this.fail(() => error, Stop.Failure, segment.index, kind === 'timeout' ? Stop.NodeTimeout : undefined),
     };
-    const job = {
+    // Written out, not spread: object spread is a slow path in V8, and this runs per segment.
+    const job: SegmentJob = {
       runId: this.runId,
       pipelineId: plan.pipelineId,
       nodes,
       segmentId,
       first,
+      attempts,
+      input,
       reportStarts: trace !== undefined || this.hooks.wantsStarts(),
       timeouts,
       graceMs: this.timeouts.cleanupGraceMs,
       deadline: Date.now() + this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt),
+      listener,
     };
     const map = plan.nodes[segment.nodes[0]!]!.map;
-    const ticket =
-      map === undefined
-        ? this.dispatcher.submit({ ...job, attempts, input, listener })
-        : new MapTicket({ job, input, plan: map, failFast: this.spec.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener });
+    const ticket = map === undefined ? this.dispatcher.submit(job) : this.mapTicket(job, segment, map);
     const flight: Flight = {
       segment,
       first,
@@ -290,6 +296,15 @@ export class PipelineRun {
       startedUpTo: -1,
     };
     this.inFlight.set(segment.index, flight);
+  }
+
+  /** A map node's segment: its elements, each a segment of its own (see `map.ts`). */
+  private mapTicket(job: SegmentJob, segment: Segment, map: MapPlan): MapTicket {
+    const listener: MapListener = {
+      ...job.listener,
+      elementFailed: (error, kind) => this.fail(() => error, Stop.Failure, segment.index, kind === 'timeout' ? Stop.NodeTimeout : undefined),
+    };
+    return new MapTicket({ job, plan: map, failFast: this.spec.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener });
   }
 
   /** `initialInput` for a root, the output of a single dependency, or `{ [depId]: output }`. */
@@ -605,5 +620,6 @@ function runStatusOf(error: unknown): Status {
  * `__proto__` would otherwise change the record's prototype instead.
  */
 function setOwn(record: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+  if (key === '__proto__') Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+  else record[key] = value;
 }
