@@ -76,42 +76,66 @@ export class RawPiscina {
   /**
    * Runs the steps as the orchestrator would: a chain in order, each taking the previous
    * output; a DAG with each node starting once its dependencies are done, taking one
-   * dependency's output or `{ [depId]: output }`, and resolving with the sink's output.
+   * dependency's output or `{ [depId]: output }`, and resolving with the sink's output
+   * (`{ [sinkId]: output }` for several). A map step runs its node once per element of
+   * its input, all at once (`Promise.all` of one `run()` each).
    */
   async graph(steps: readonly Step[], input: unknown): Promise<unknown> {
-    if (!steps.some((step) => step.dependsOn !== undefined)) {
+    const dag = dagOf(steps);
+    if (dag === undefined) {
       let value = input;
-      for (const step of steps) value = await this.node(step, value);
+      for (const step of steps) value = await this.step(step, value);
       return value;
     }
-    const outputs = new Map<string, Promise<unknown>>();
-    const outputOf = (step: Step): Promise<unknown> => {
-      let output = outputs.get(step.id);
+    const outputs = new Array<Promise<unknown>>(steps.length);
+    const outputOf = (index: number): Promise<unknown> => {
+      let output = outputs[index];
       if (output === undefined) {
-        output = this.inputOf(step, steps, input, outputOf).then((value) => this.node(step, value));
-        outputs.set(step.id, output);
+        const deps = dag.deps[index]!;
+        const given =
+          deps.length === 0
+            ? Promise.resolve(input)
+            : deps.length === 1
+              ? outputOf(deps[0]!)
+              : Promise.all(deps.map(outputOf)).then((values) => Object.fromEntries(deps.map((dep, i) => [steps[dep]!.id, values[i]])));
+        output = given.then((value) => this.step(steps[index]!, value));
+        outputs[index] = output;
       }
       return output;
     };
-    const sinks = steps.filter((step) => !steps.some((other) => other.dependsOn?.includes(step.id)));
-    if (sinks.length !== 1) throw new Error('the baseline runs DAGs with a single sink');
-    return outputOf(sinks[0]!);
+    if (dag.sinks.length === 1) return outputOf(dag.sinks[0]!);
+    const values = await Promise.all(dag.sinks.map(outputOf));
+    return Object.fromEntries(dag.sinks.map((sink, i) => [steps[sink]!.id, values[i]]));
+  }
+
+  /** One step: a node, or a map node's `run()` per element. */
+  private step(step: Step, input: unknown): Promise<unknown> {
+    if (step.map !== true) return this.node(step, input);
+    return Promise.all((input as unknown[]).map((element) => this.node(step, element)));
   }
 
   close(): Promise<void> {
     return this.pool.destroy();
   }
+}
 
-  private async inputOf(
-    step: Step,
-    steps: readonly Step[],
-    input: unknown,
-    outputOf: (step: Step) => Promise<unknown>,
-  ): Promise<unknown> {
-    const deps = (step.dependsOn ?? []).map((id) => steps.find((other) => other.id === id)!);
-    if (deps.length === 0) return input;
-    if (deps.length === 1) return outputOf(deps[0]!);
-    const values = await Promise.all(deps.map(outputOf));
-    return Object.fromEntries(deps.map((dep, i) => [dep.id, values[i]]));
+/** A DAG's edges by step index, and its sinks; made once per list of steps (undefined for a chain). */
+interface Dag {
+  readonly deps: readonly (readonly number[])[];
+  readonly sinks: readonly number[];
+}
+
+const dags = new WeakMap<readonly Step[], Dag | undefined>();
+
+function dagOf(steps: readonly Step[]): Dag | undefined {
+  if (dags.has(steps)) return dags.get(steps);
+  let dag: Dag | undefined;
+  if (steps.some((step) => step.dependsOn !== undefined)) {
+    const byId = new Map(steps.map((step, index) => [step.id, index]));
+    const deps = steps.map((step) => (step.dependsOn ?? []).map((id) => byId.get(id)!));
+    const used = new Set(deps.flat());
+    dag = { deps, sinks: steps.map((_, index) => index).filter((index) => !used.has(index)) };
   }
+  dags.set(steps, dag);
+  return dag;
 }

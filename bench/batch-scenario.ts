@@ -11,6 +11,7 @@ import type { Progress } from './progress';
 import { figuresOf, METRICS, ratiosOf, warmUpOf, type Candidate, type Metric, type ScenarioResult } from './report';
 import type { BatchScenario } from './scenarios';
 import { percentile, ratio, sorted } from './stats';
+import { Rounds, judge } from './verdict';
 
 function criterion(def: BatchScenario): string {
   const batches = def.trialBatches === 1 ? 'one trial batch' : `the best of ${def.trialBatches} trial batches`;
@@ -38,8 +39,11 @@ async function warmUp(run: RunFn, def: BatchScenario): Promise<Samples> {
   return samples;
 }
 
-/** A contender whose iterations are batches of `def.count` runs, inputs made off the clock. */
-function batchContender(label: string, run: RunFn, def: BatchScenario, into: Samples): Contender {
+/**
+ * A contender whose iterations are batches of `def.count` runs, inputs made off the
+ * clock; `rounds` keeps each iteration's latencies apart.
+ */
+function batchContender(label: string, run: RunFn, def: BatchScenario, into: Samples, rounds: Rounds): Contender {
   const batch = spec(def);
   let inputs: unknown[] = [];
   return {
@@ -47,7 +51,11 @@ function batchContender(label: string, run: RunFn, def: BatchScenario, into: Sam
     prepare: () => {
       inputs = inputsFor(batch);
     },
-    iteration: () => runBatch(run, batch, inputs, into),
+    iteration: async () => {
+      rounds.begin();
+      await runBatch(run, batch, inputs, into);
+      rounds.end();
+    },
   };
 }
 
@@ -136,13 +144,16 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
     const orchestratorSamples = new Samples();
     const baselineSamples = new Samples();
     const plainSamples = new Samples();
+    const orchestratorRounds = new Rounds(orchestratorSamples);
+    const baselineRounds = new Rounds(baselineSamples);
+    const plainRounds = new Rounds(plainSamples);
     const nodeMsBefore = def.cpuRounds > 0 ? await timeNodeOnAllCores(def.cpuRounds, def.threads) : undefined;
     const [orchestratorRun, baselineRun, plainRun] = await interleave(
       def.id,
       [
-        batchContender('orchestrator', runOrchestrator, def, orchestratorSamples),
-        batchContender('raw piscina', runBaseline, def, baselineSamples),
-        ...(plain === undefined ? [] : [batchContender('plain BullMQ', plain.run, def, plainSamples)]),
+        batchContender('orchestrator', runOrchestrator, def, orchestratorSamples, orchestratorRounds),
+        batchContender('raw piscina', runBaseline, def, baselineSamples, baselineRounds),
+        ...(plain === undefined ? [] : [batchContender('plain BullMQ', plain.run, def, plainSamples, plainRounds)]),
       ],
       def.iterations,
       (label, iteration, of) => progress.update(`${def.id}  iteration ${iteration}/${of}: ${label}, ${def.count.toLocaleString('en-US')} runs`),
@@ -154,9 +165,12 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
 
     const orchestratorFigures = figuresOf(orchestratorSamples);
     const baselineFigures = figuresOf(baselineSamples);
+    const rounds = { orchestrator: orchestratorRounds.figures(orchestratorRun!.walls), baseline: baselineRounds.figures(baselineRun!.walls) };
     let third: Pick<ScenarioResult, 'plainBullmq' | 'toPlainBullmq'> = {};
+    let plainRoundFigures: ReturnType<Rounds['figures']> | undefined;
     if (plain !== undefined) {
       plainSamples.walls.push(...plainRun!.walls);
+      plainRoundFigures = plainRounds.figures(plainRun!.walls);
       const plainFigures = figuresOf(plainSamples);
       const toPlainBullmq: Partial<Record<Metric, number | null>> = {};
       for (const metric of METRICS) toPlainBullmq[metric] = ratio(orchestratorFigures[metric], plainFigures[metric]);
@@ -189,6 +203,8 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
       floorNote: floor?.note ?? null,
       floorBounds: floor?.bounds ?? [],
       ratios: ratiosOf(orchestratorFigures, baselineFigures, floor),
+      rounds: { ...rounds, ...(plainRoundFigures === undefined ? {} : { plainBullmq: plainRoundFigures }) },
+      verdicts: judge(def.targets ?? [], rounds.orchestrator, rounds.baseline, floor?.ms ?? null, plainRoundFigures),
       warmUp: { orchestrator: orchestratorWarmUp, baseline: baselineWarmUp, ...(plainWarmUp === undefined ? {} : { plainBullmq: plainWarmUp }) },
       ...third,
       ok: [orchestratorFigures, baselineFigures, orchestratorWarmUp, baselineWarmUp, third.plainBullmq, plainWarmUp].every((f) => f === undefined || f.failures === 0),

@@ -11,6 +11,19 @@ export interface Size {
   readonly warmUp: number;
 }
 
+/** The sizes of S7's and S8's shapes. */
+export interface Shapes {
+  /** S7a: a fan-out 1 -> `fanOut` -> 1. */
+  readonly fanOut: number;
+  /** S7b: `layers` layers of `width` nodes, two dependencies each. */
+  readonly layers: number;
+  readonly width: number;
+  /** S8a: elements of ~0.2 ms of CPU in one map node. */
+  readonly mapCpu: number;
+  /** S8b: trivial elements in one map node. */
+  readonly mapTrivial: number;
+}
+
 export interface Sizes {
   readonly S1: Size;
   readonly S2: Size;
@@ -19,6 +32,9 @@ export interface Sizes {
   readonly S5: Size;
   /** S6: `count` abort trials per iteration, per case; `warmUp` trials before. */
   readonly S6: Size;
+  /** S7 and S8: one run at a time, `iterations` rounds; the shapes' sizes in `shapes`. */
+  readonly S7: Size;
+  readonly shapes: Shapes;
   /**
    * Each pool (the orchestrator's, each raw piscina candidate's) runs warm-up batches
    * for at least this long, and at least two: the first batches of a fresh pool run
@@ -31,11 +47,13 @@ export interface Sizes {
 
 const FULL: Sizes = {
   S1: { count: 1_000, iterations: 10, trial: 1_000, warmUp: 1_000 },
-  S2: { count: 10_000, iterations: 3, trial: 10_000, warmUp: 10_000 },
-  S3: { count: 1_000, iterations: 3, trial: 200, warmUp: 200 },
-  S4: { count: 200, iterations: 3, trial: 40, warmUp: 40 },
-  S5: { count: 16, iterations: 3, trial: 8, warmUp: 4 },
+  S2: { count: 10_000, iterations: 5, trial: 10_000, warmUp: 10_000 },
+  S3: { count: 1_000, iterations: 5, trial: 200, warmUp: 200 },
+  S4: { count: 200, iterations: 5, trial: 40, warmUp: 40 },
+  S5: { count: 16, iterations: 5, trial: 8, warmUp: 4 },
   S6: { count: 15, iterations: 2, trial: 0, warmUp: 2 },
+  S7: { count: 1, iterations: 5, trial: 1, warmUp: 1 },
+  shapes: { fanOut: 5_000, layers: 100, width: 100, mapCpu: 10_000, mapTrivial: 100_000 },
   warmUpMs: 1_500,
   trialBatches: 2,
 };
@@ -47,6 +65,8 @@ const QUICK: Sizes = {
   S4: { count: 20, iterations: 1, trial: 8, warmUp: 8 },
   S5: { count: 4, iterations: 1, trial: 2, warmUp: 2 },
   S6: { count: 4, iterations: 1, trial: 0, warmUp: 1 },
+  S7: { count: 1, iterations: 1, trial: 1, warmUp: 1 },
+  shapes: { fanOut: 1_000, layers: 20, width: 20, mapCpu: 1_000, mapTrivial: 5_000 },
   warmUpMs: 300,
   trialBatches: 1,
 };

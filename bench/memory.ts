@@ -11,6 +11,7 @@
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { describeError } from './batch';
 import { Orchestrator, toNodes, type NodeDefinition } from './orchestrator';
 import { NODES_MODULE, chain } from './workload';
 
@@ -18,6 +19,8 @@ export interface MemoryResult {
   readonly id: 'M1';
   readonly runs: number;
   readonly failures: number;
+  /** What the first failed run rejected with (or its wrong result), if one failed. */
+  readonly firstError?: string | null;
   readonly heapAfterFirstMiB: number;
   readonly heapAfterAllMiB: number;
   /** Heap after all, over heap after the first batch, less one. */
@@ -119,6 +122,7 @@ export async function runMemory(quick: boolean, threads: number, onBatch: (done:
   const total = quick ? 10_000 : 100_000;
   const orchestrator = new Orchestrator({ threads, timeouts: SEED_TIMEOUTS }, 'M1');
   let failures = 0;
+  let firstError: string | null = null;
   let heapAfterFirst = 0;
   try {
     await orchestrator.ready();
@@ -126,7 +130,11 @@ export async function runMemory(quick: boolean, threads: number, onBatch: (done:
     for (let done = 0; done < total; done += BATCH) {
       onBatch(done, total);
       const results = await Promise.allSettled(Array.from({ length: BATCH }, (_, i) => orchestrator.run(nodes, i)));
-      failures += results.filter((result, i) => result.status === 'rejected' || result.value !== i + 3).length;
+      results.forEach((result, i) => {
+        if (result.status === 'fulfilled' && result.value === i + 3) return;
+        failures++;
+        firstError ??= result.status === 'rejected' ? describeError(result.reason) : `a wrong result: ${String(result.value)}`;
+      });
       if (done === 0) heapAfterFirst = heap();
     }
   } finally {
@@ -139,6 +147,7 @@ export async function runMemory(quick: boolean, threads: number, onBatch: (done:
     id: 'M1',
     runs: total,
     failures,
+    firstError,
     heapAfterFirstMiB: heapAfterFirst,
     heapAfterAllMiB: heapAfterAll,
     growth,
@@ -154,7 +163,8 @@ export function formatMemory(result: MemoryResult): string {
   return [
     `M1  ${result.runs.toLocaleString('en-US')} of the seed's pipelines, 1,000 at a time, batch after batch  [${result.ok ? 'ok' : 'FAILED'}]`,
     `  heap after a full GC: ${mib(result.heapAfterFirstMiB)} after the first 1,000, ${mib(result.heapAfterAllMiB)} after all ` +
-      `(${percent(result.growth)}, at most +10%); ${result.failures} of ${result.runs.toLocaleString('en-US')} runs failed`,
+      `(${percent(result.growth)}, at most +10%); ${result.failures} of ${result.runs.toLocaleString('en-US')} runs failed` +
+      (result.firstError ? `, the first with ${result.firstError}` : ''),
     `  ${v.runs.toLocaleString('en-US')} runs, each with its own pipeline id and one of many shapes: ${v.failures} failed; heap after a full GC`,
     `  main thread ${mib(v.mainFirstMiB)} after 10,000, ${mib(v.mainAllMiB)} after all (${percent(v.mainGrowth)}); ` +
       `largest worker thread ${mib(v.threadsFirstMiB)} after 10,000, ${mib(v.threadsAllMiB)} after all (${percent(v.threadsGrowth)}); at most +10% each`,

@@ -13,6 +13,7 @@ export function toNodes(steps: readonly Step[]): NodeDefinition[] {
     export: step.fn,
     ...(step.params === undefined ? {} : { params: step.params }),
     ...(step.dependsOn === undefined ? {} : { dependsOn: step.dependsOn }),
+    ...(step.map === true ? { map: true } : {}),
   }));
 }
 

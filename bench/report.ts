@@ -6,6 +6,7 @@ import type { Samples } from './batch';
 import type { Calibration } from './calibrate';
 import type { Noise } from './machine';
 import { distribution, median, percentile, ratio, sorted } from './stats';
+import type { RoundFigures, Verdict } from './verdict';
 
 export type Metric = 'p50Ms' | 'p95Ms' | 'p99Ms' | 'maxMs' | 'wallMs' | 'perSecond';
 export const METRICS: readonly Metric[] = ['p50Ms', 'p95Ms', 'p99Ms', 'maxMs', 'wallMs', 'perSecond'];
@@ -95,6 +96,10 @@ export interface ScenarioResult {
    */
   readonly plainBullmq?: ContenderResult;
   readonly toPlainBullmq?: Partial<Record<Metric, number | null>>;
+  /** The figures of each measured iteration (a round is one of each contender, back to back). */
+  readonly rounds?: { readonly orchestrator: readonly RoundFigures[]; readonly baseline: readonly RoundFigures[]; readonly plainBullmq?: readonly RoundFigures[] };
+  /** The scenario's targets, judged on the median of the rounds. */
+  readonly verdicts?: readonly Verdict[];
   /** Every run of both contenders, warm-up included, ended as it should (succeeded; for S6, was cancelled). */
   readonly ok: boolean;
   /** Why the scenario could not be measured, if it could not. */

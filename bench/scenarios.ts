@@ -4,7 +4,14 @@ import type { Calibration } from './calibrate';
 import { S5_BYTES, type Sizes } from './config';
 import type { ExecutorOptions } from './orchestrator';
 import type { Floor } from './report';
+import type { Target } from './verdict';
 import { chain, criticalPathLength, fanOutIn, type Step, type Workload } from './workload';
+
+/** The backend's scenarios against plain BullMQ on the same runs: a lead on the tail and the wall time. */
+const BACKEND_TARGETS: readonly Target[] = [
+  { metric: 'p95Ms', against: 'plainBullmq', atMost: 1, strictly: true },
+  { metric: 'wallMs', against: 'plainBullmq', atMost: 1, strictly: true },
+];
 
 export interface BatchScenario {
   readonly id: string;
@@ -34,6 +41,8 @@ export interface BatchScenario {
   readonly transferInput: boolean;
   /** The orchestrator runs its nodes on worker processes through the BullMQ backend (see remote.ts). */
   readonly remote: boolean;
+  /** Its goals, judged on the median of the rounds (see verdict.ts). */
+  readonly targets?: readonly Target[];
 }
 
 /** The seed's deadlines (LUKHAS stress suite): node 500 ms, pipeline 1500 ms, grace 50 ms. */
@@ -134,6 +143,12 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
       cpuRounds: 0,
       transferInput: false,
       remote: false,
+      targets: [
+        { metric: 'p95Ms', against: 'floor', atMost: 2 },
+        { metric: 'p95Ms', against: 'floor', atMost: 1.5 },
+        { metric: 'p99Ms', against: 'floor', atMost: 2, strictly: true },
+        { metric: 'p95Ms', against: 'baseline', atMost: 0.6 },
+      ],
     },
     {
       id: 'S2',
@@ -153,6 +168,7 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
       cpuRounds: 0,
       transferInput: false,
       remote: false,
+      targets: [{ metric: 'p95Ms', against: 'baseline', atMost: 0.6 }],
     },
     {
       id: 'S3',
@@ -172,6 +188,10 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
       cpuRounds: calibration.rounds,
       transferInput: false,
       remote: false,
+      targets: [
+        { metric: 'wallMs', against: 'floor', atMost: 1.1 },
+        { metric: 'wallMs', against: 'baseline', atMost: 1.05 },
+      ],
     },
     {
       id: 'S4',
@@ -196,10 +216,11 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
     data('S5a', 'copied between threads (structured clone)', false),
     data('S5b', 'moved between threads (transfer() / transferList)', true),
   ];
-  // S1 and S3 again through the BullMQ backend, each right after its embedded run.
+  // S1 and S3 again through the BullMQ backend, each right after its embedded run (the
+  // embedded pool's targets are not theirs: theirs is to keep the lead over plain BullMQ).
   return scenarios.flatMap((scenario) =>
     scenario.id === 'S1' || scenario.id === 'S3'
-      ? [scenario, { ...scenario, id: `${scenario.id}-bullmq`, title: `${scenario.title}, through the BullMQ backend`, remote: true }]
+      ? [scenario, { ...scenario, id: `${scenario.id}-bullmq`, title: `${scenario.title}, through the BullMQ backend`, remote: true, targets: BACKEND_TARGETS }]
       : [scenario],
   );
 }

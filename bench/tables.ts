@@ -2,6 +2,7 @@
 import type { Noise } from './machine';
 import { METRICS, type Figures, type Metric, type ScenarioResult } from './report';
 import { ratio } from './stats';
+import { formatVerdicts, summarise } from './verdict';
 
 /** Share of the CPU taken by others from which a measurement is flagged as noisy. */
 export const NOISY = 0.1;
@@ -70,8 +71,9 @@ function failed(figures: Figures): string {
 /** The printed table of a scenario: figures, ratios to raw piscina and to the floor. */
 export function formatScenario(result: ScenarioResult): string {
   const lines: string[] = [];
-  const verdict = result.ok ? 'ok' : 'FAILED';
-  lines.push(`${result.id}  ${result.title}  [${verdict}]`);
+  // `ok` says only that every run ended as it should; the targets say how fast.
+  const verdict = result.ok ? 'ok: every run ended as it should' : 'FAILED: some runs did not end as they should';
+  lines.push(`${result.id}  ${result.title}  [${verdict}${summarise(result.verdicts ?? [])}]`);
   if (result.error !== null) lines.push(`  error: ${result.error}`);
   for (const [label, warm] of [['orchestrator', result.warmUp.orchestrator], ['raw piscina', result.warmUp.baseline], ['plain BullMQ', result.warmUp.plainBullmq]] as const) {
     if (warm !== undefined && warm.failures > 0) lines.push(`  warm-up of ${label}: ${warm.failures}/${warm.runs} runs failed, first: ${warm.firstError}`);
@@ -109,6 +111,7 @@ export function formatScenario(result: ScenarioResult): string {
   for (const [label, figures] of [['orchestrator', result.orchestrator], ['raw piscina', result.baseline], ['plain BullMQ', plain]] as const) {
     if (figures !== undefined && figures.firstError !== null) lines.push(`  first failure of ${label}: ${figures.firstError}`);
   }
+  lines.push(...formatVerdicts(result.verdicts ?? []));
 
   if (result.recovery !== undefined) {
     const { orchestrator, baseline } = result.recovery;

@@ -11,7 +11,7 @@ export const NODES_MODULE = join(__dirname, 'fixtures', 'nodes.js');
 export const BASELINE_WORKER = join(__dirname, 'fixtures', 'piscina-worker.js');
 
 /** Exports of nodes.js that are nodes. */
-export type NodeName = 'sleepAdd' | 'cpu' | 'touch' | 'identity' | 'honourSignal' | 'spin';
+export type NodeName = 'sleepAdd' | 'cpu' | 'touch' | 'identity' | 'honourSignal' | 'spin' | 'increment';
 
 /** One node: a function of nodes.js, its params, and the steps whose outputs it takes. */
 export interface Step {
@@ -19,6 +19,8 @@ export interface Step {
   readonly fn: NodeName;
   readonly params?: Readonly<Record<string, unknown>>;
   readonly dependsOn?: readonly string[];
+  /** A map node: `fn` runs once per element of its input array (raw piscina: one `run()` each). */
+  readonly map?: boolean;
 }
 
 export interface Workload {
@@ -39,6 +41,22 @@ export function chain(length: number, fn: NodeName, params?: Record<string, unkn
 export function fanOutIn(width: number, fn: NodeName, params?: Record<string, unknown>): Step[] {
   const middle = Array.from({ length: width }, (_, i) => ({ id: `mid${i + 1}`, fn, params, dependsOn: ['source'] }));
   return [{ id: 'source', fn, params }, ...middle, { id: 'sink', fn, params, dependsOn: middle.map((step) => step.id) }];
+}
+
+/**
+ * `layers` layers of `width` nodes: the first take the input, each later node the
+ * outputs of two nodes of the layer before (its own column and the next, wrapping).
+ * Every node of the last layer is a sink.
+ */
+export function layered(layers: number, width: number, fn: NodeName): Step[] {
+  const steps: Step[] = [];
+  for (let layer = 0; layer < layers; layer++) {
+    for (let column = 0; column < width; column++) {
+      const dependsOn = layer === 0 ? [] : [`l${layer - 1}n${column}`, `l${layer - 1}n${(column + 1) % width}`];
+      steps.push({ id: `l${layer}n${column}`, fn, dependsOn });
+    }
+  }
+  return steps;
 }
 
 /** Steps on the longest dependency path (a chain: all of them). */

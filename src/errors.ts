@@ -13,6 +13,8 @@
  * ├── WorkerCrashedException                ERR_WORKER_CRASHED
  * ├── NodeOutputError                       ERR_NODE_OUTPUT
  * ├── NonErrorThrownException               ERR_NON_ERROR_THROWN
+ * ├── MapInputError                         ERR_MAP_INPUT
+ * ├── MapElementsFailedException            ERR_MAP_ELEMENTS_FAILED
  * ├── QueueFullException                    ERR_QUEUE_FULL
  * ├── ExecutorClosedException               ERR_EXECUTOR_CLOSED
  * ├── BackendUnavailableException           ERR_BACKEND_UNAVAILABLE
@@ -164,6 +166,8 @@ export class PipelineFailedException extends OrchestratorException {
   readonly completedNodes: readonly string[];
   /** Outputs of those nodes, by id. */
   readonly partialResults: PartialResults;
+  /** For each failed map node, by id: the positions of its elements that failed, in order. */
+  readonly failedElements: Readonly<Record<string, readonly number[]>>;
 
   constructor(args: {
     pipelineId: string;
@@ -185,10 +189,72 @@ export class PipelineFailedException extends OrchestratorException {
     this.skippedNodes = args.skippedNodes;
     this.completedNodes = args.completedNodes;
     this.partialResults = args.partialResults;
+    const failedElements: Record<string, readonly number[]> = {};
+    for (const id of args.failedNodes) {
+      const error = args.errors[id];
+      if (error instanceof MapElementsFailedException) Object.defineProperty(failedElements, id, { value: error.failedIndexes, enumerable: true });
+    }
+    this.failedElements = failedElements;
   }
 
   override get name(): string {
     return 'PipelineFailedException';
+  }
+}
+
+/** A map node's input is not an array: the node fails (before any element runs). */
+export class MapInputError extends OrchestratorException {
+  override readonly code = 'ERR_MAP_INPUT';
+  readonly nodeId: string;
+  readonly pipelineId: string;
+  readonly runId: string;
+
+  constructor(args: { nodeId: string; pipelineId: string; runId: string; input: unknown }) {
+    super(`Map node "${args.nodeId}" of pipeline "${args.pipelineId}" takes an array, got ${describeType(args.input)}`);
+    this.nodeId = args.nodeId;
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+  }
+
+  override get name(): string {
+    return 'MapInputError';
+  }
+}
+
+/**
+ * With `failFast: false`, elements of a map node failed (after their retries): the other
+ * elements ran to their end, then the node failed with this. Each element's error
+ * carries its `index`.
+ */
+export class MapElementsFailedException extends OrchestratorException {
+  override readonly code = 'ERR_MAP_ELEMENTS_FAILED';
+  readonly nodeId: string;
+  readonly pipelineId: string;
+  readonly runId: string;
+  /** Positions of the elements that failed, in order. */
+  readonly failedIndexes: readonly number[];
+  /** The error of each failed element, in the order of `failedIndexes`. */
+  readonly errors: readonly unknown[];
+  /** How many elements the input held. */
+  readonly elements: number;
+
+  constructor(args: { nodeId: string; pipelineId: string; runId: string; failedIndexes: readonly number[]; errors: readonly unknown[]; elements: number }) {
+    const shown = args.failedIndexes.slice(0, 10).join(', ') + (args.failedIndexes.length > 10 ? ', ...' : '');
+    super(
+      `${args.failedIndexes.length} of ${args.elements} element(s) of map node "${args.nodeId}" of pipeline "${args.pipelineId}" ` +
+        `failed (index ${shown}; first: ${describeReason(args.errors[0])})`,
+      { cause: args.errors[0] },
+    );
+    this.nodeId = args.nodeId;
+    this.pipelineId = args.pipelineId;
+    this.runId = args.runId;
+    this.failedIndexes = args.failedIndexes;
+    this.errors = args.errors;
+    this.elements = args.elements;
+  }
+
+  override get name(): string {
+    return 'MapElementsFailedException';
   }
 }
 
@@ -354,6 +420,12 @@ export class MissingPackageError extends OrchestratorException {
   override get name(): string {
     return 'MissingPackageError';
   }
+}
+
+function describeType(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'object') return `an object (${Object.prototype.toString.call(value).slice(8, -1)})`;
+  return typeof value === 'string' ? 'a string' : `${typeof value === 'undefined' ? '' : 'a '}${typeof value}`;
 }
 
 function describeReason(reason: unknown): string {

@@ -104,7 +104,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
       threads: () => this.dispatcher.stats().threads,
     });
     const events: DispatcherEvents = {
-      nodeCrashed: (runId, nodeId, exitCode, cause) => this.runs.get(runId)?.crashed(nodeId, exitCode, cause),
+      nodeCrashed: (runId, nodeId, exitCode, cause, element) => this.runs.get(runId)?.crashed(nodeId, exitCode, cause, element),
       threadExited: (exit) => {
         this.observer.threadEnded(exit.reason, performance.now());
         this.emit('threadExit', exit);

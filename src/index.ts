@@ -8,7 +8,7 @@ export { PipelineExecutor } from './executor';
 export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
 export type { ExecutorOptions, TimeoutOptions } from './options';
 export { DEFAULT_TIMEOUTS } from './options';
-export type { NodeDefinition, PipelineRequest, ProgressEvent } from './plan/definition';
+export type { NodeDefinition, MapOptions, PipelineRequest, ProgressEvent } from './plan/definition';
 
 // Typed definitions: types that flow from each node to the result.
 export { defineNode, nodeModule } from './plan/typed';
@@ -50,6 +50,8 @@ export {
   WorkerCrashedException,
   NodeOutputError,
   NonErrorThrownException,
+  MapInputError,
+  MapElementsFailedException,
   BackendUnavailableException,
   MissingPackageError,
   ExecutorClosedException,

@@ -181,6 +181,24 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
   });
 
   describe('the guarantees across processes', () => {
+    it("a map node's elements run on the worker processes, each with its ctx.index and its own retries", async () => {
+      const { executor } = await cluster(1);
+      const output = (await executor.executePipeline({
+        nodes: [{ id: 'each', module: fixture('map-element.js'), export: 'describe', map: true }],
+        initialInput: [7, 8, 9],
+      })) as { input: number; index: number }[];
+      expect(output.map(({ input, index }) => [input, index])).to.deep.equal([
+        [7, 0],
+        [8, 1],
+        [9, 2],
+      ]);
+      const doubled = await executor.executePipeline({
+        nodes: [{ id: 'each', module: fixture('map-element.js'), export: 'failSome', params: { fail: [1], times: 1 }, map: true, retries: 1, backoff: { baseMs: 1, maxMs: 1 } }],
+        initialInput: [1, 2, 3],
+      });
+      expect(doubled).to.deep.equal([2, 4, 6]);
+    });
+
     it("a node's error crosses with its class name, code, own properties and cause", async () => {
       const { executor } = await cluster(1);
       const error = (await rejection(executor.executePipeline({ nodes: [{ id: 'validate', module: fixture('throw-custom.js'), export: 'custom' }] }))) as Error & {

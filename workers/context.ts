@@ -13,6 +13,7 @@ export class Context implements RunningContext {
     readonly pipelineId: string,
     readonly runId: string,
     readonly attempt: number,
+    readonly index: number | undefined,
     readonly traceparent: string | undefined,
     private readonly onProgress: (run: SegmentRun) => void,
   ) {}

@@ -32,6 +32,7 @@ export function reportCrashes(control: MessagePort, holder: () => NodeScope | un
         kind: 'crash',
         runId: node.run.task.runId,
         nodeId: node.run.nodes[node.position]?.id ?? '',
+        element: node.run.task.element,
         error: error === undefined ? undefined : serializeThrown(error),
       };
       control.postMessage(note);

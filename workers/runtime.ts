@@ -272,7 +272,8 @@ function load(run: SegmentRun, node: TaskNode): undefined {
 
 function callNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
   const { slot } = run.task;
-  const ctx = new Context(run, node.params, node.id, run.task.pipelineId, run.task.runId, run.task.attempts[run.position] ?? 1, node.trace, (pending) =>
+  const { task } = run;
+  const ctx = new Context(run, node.params, node.id, task.pipelineId, task.runId, task.attempts[run.position] ?? 1, task.element, node.trace, (pending) =>
     outbox.progressPending(pending),
   );
   run.ctx = ctx;

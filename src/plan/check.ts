@@ -14,7 +14,7 @@ import { NO_RETRY, type RetryPolicy } from './retry';
 export type Fail = (message: string, nodeId?: string, cause?: unknown) => never;
 
 const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress'];
-const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs', 'retries', 'backoff', 'retryOn', 'retryTimeouts'];
+const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs', 'retries', 'backoff', 'retryOn', 'retryTimeouts', 'map'];
 const NODE_KEY_SET = new Set(NODE_KEYS);
 
 /** A failure of pipeline `pipelineId`'s definition. */
@@ -64,6 +64,8 @@ export interface CheckedNode {
   readonly retry: RetryPolicy;
   /** `dependsOn`, when given. */
   readonly dependsOn: readonly string[] | undefined;
+  /** For a map node: how many of a run's elements may be in flight at once. */
+  readonly map: { readonly concurrency: number } | undefined;
 }
 
 /**
@@ -96,7 +98,26 @@ export function checkNode(def: NodeDefinition, index: number, fail: Fail, module
   if (def.dependsOn !== undefined && (!Array.isArray(def.dependsOn) || def.dependsOn.some((dep) => typeof dep !== 'string'))) {
     fail(`Expected \`dependsOn\` of node "${id}" to be an array of node ids, got ${show(def.dependsOn)}`, id);
   }
-  return { id, module, exportName: def.export, timeoutMs: def.timeoutMs, retry, dependsOn: def.dependsOn };
+  const map = mapOptions(def.map, id, fail);
+  return { id, module, exportName: def.export, timeoutMs: def.timeoutMs, retry, dependsOn: def.dependsOn, map };
+}
+
+/** `map`: `true`, `false` or `{ concurrency }`, a positive integer or `Infinity`. */
+function mapOptions(map: unknown, id: string, fail: Fail): { readonly concurrency: number } | undefined {
+  if (map === undefined || map === false) return undefined;
+  if (map === true) return { concurrency: Infinity };
+  if (map === null || typeof map !== 'object' || Object.getPrototypeOf(map) !== Object.prototype) {
+    return fail(`Expected \`map\` of node "${id}" to be a boolean or { concurrency }, got ${show(map)}`, id);
+  }
+  for (const key of Object.keys(map)) {
+    if (key !== 'concurrency') fail(`\`map\` of node "${id}" has an unknown key \`${key}\`; the known key is: concurrency`, id);
+  }
+  const { concurrency } = map as { concurrency?: unknown };
+  if (concurrency === undefined) return { concurrency: Infinity };
+  if (typeof concurrency !== 'number' || !(concurrency === Infinity || (Number.isInteger(concurrency) && concurrency >= 1))) {
+    fail(`Expected \`map.concurrency\` of node "${id}" to be a positive integer or Infinity, got ${show(concurrency)}`, id);
+  }
+  return { concurrency };
 }
 
 function retryPolicy(def: NodeDefinition, id: string, fail: Fail): RetryPolicy {

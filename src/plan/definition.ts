@@ -52,6 +52,25 @@ export interface NodeDefinition<Params = unknown> {
    * @default false
    */
   readonly retryTimeouts?: boolean;
+  /**
+   * A map node: its input must be an array, and its function runs once per element, in
+   * parallel across the threads (`ctx.index` is the element's position); its output is
+   * the array of the results, in input order. The node's timeout, retries and `retryOn`
+   * apply to each element. `{ concurrency }` bounds the elements of one run in flight
+   * at once.
+   * @default false
+   */
+  readonly map?: boolean | MapOptions;
+}
+
+/** The options of a map node (see {@link NodeDefinition.map}). */
+export interface MapOptions {
+  /**
+   * Elements of one run in flight at once (sent to the threads, running or waiting
+   * there); the next starts as one ends. A positive integer, or `Infinity`.
+   * @default Infinity
+   */
+  readonly concurrency?: number;
 }
 
 /** What `executePipeline` takes. */
@@ -88,5 +107,7 @@ export interface ProgressEvent {
   readonly runId: string;
   readonly pipelineId: string;
   readonly nodeId: string;
+  /** The element's position, for a map node's element; undefined for any other node. */
+  readonly index?: number;
   readonly value: unknown;
 }

@@ -8,7 +8,7 @@ import type { TaskNode } from '../shared/protocol';
 import { checkNode, checkParams, checkRequest, failer, moduleName } from './check';
 import type { NodeDefinition, PipelineRequest } from './definition';
 import type { ModuleRoots } from './module-roots';
-import type { RetryPolicy } from './retry';
+import { NO_RETRY, type RetryPolicy } from './retry';
 
 export interface PlannedNode {
   readonly id: string;
@@ -16,10 +16,21 @@ export interface PlannedNode {
   readonly module: string;
   readonly exportName: string | undefined;
   readonly timeoutMs: number | undefined;
+  /** The node's retry policy as a whole: none for a map node, whose elements retry each. */
   readonly retry: RetryPolicy;
+  /** Set for a map node (see `run/map.ts`): a segment of its own. */
+  readonly map: MapPlan | undefined;
   readonly deps: readonly number[];
   readonly dependents: number[];
   segment: number;
+}
+
+/** How a map node runs its elements. */
+export interface MapPlan {
+  /** Elements of one run in flight at once. */
+  readonly concurrency: number;
+  /** The retry policy of each element. */
+  readonly retry: RetryPolicy;
 }
 
 /**
@@ -35,7 +46,14 @@ export interface Segment {
   /** Segments that wait on this one's last node. */
   readonly dependents: number[];
   /** What dispatching it needs every time, made once per plan (plans are shared by runs). */
-  cache?: { readonly tasks?: readonly TaskNode[]; readonly id?: number; readonly ones?: readonly number[] };
+  cache?: {
+    readonly tasks?: readonly TaskNode[];
+    readonly id?: number;
+    readonly ones?: readonly number[];
+    /** Each node's timeout, for runs whose `nodeTimeoutMs` is `timeoutsFor`. */
+    readonly timeouts?: readonly number[];
+    readonly timeoutsFor?: number;
+  };
 }
 
 export interface Plan {
@@ -121,6 +139,12 @@ function shapeKey(pipelineId: string, defs: readonly NodeDefinition[]): string |
         let id = functionIds.get(value);
         if (id === undefined) functionIds.set(value, (id = ++nextFunctionId));
         key += `f${id}`;
+      } else if (name === 'map' && value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+        // `{ concurrency }` plans by its value; anything else is planned afresh (and refused).
+        const keys = Object.keys(value);
+        const { concurrency } = value as { concurrency?: unknown };
+        if (keys.length > 1 || (keys.length === 1 && keys[0] !== 'concurrency') || (concurrency !== undefined && typeof concurrency !== 'number')) return undefined;
+        key += `m${String(concurrency)}`;
       } else if (Array.isArray(value)) {
         key += `a${value.length}`;
         for (const item of value) {
@@ -153,7 +177,8 @@ function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesA
     dependsOn.push(checked.dependsOn);
     // Written out: object rest and spread are slow paths in V8, and this runs per node.
     const { module, exportName, timeoutMs, retry } = checked;
-    nodes.push({ id, index, module, exportName, timeoutMs, retry, deps: [], dependents: [], segment: -1 });
+    const map = checked.map === undefined ? undefined : { concurrency: checked.map.concurrency, retry };
+    nodes.push({ id, index, module, exportName, timeoutMs, retry: map === undefined ? retry : NO_RETRY, map, deps: [], dependents: [], segment: -1 });
   }
 
   // Edges: list order for a chain, `dependsOn` for a DAG.
@@ -186,12 +211,12 @@ function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesA
   }
 
   // Segments: a node continues its only dependency's segment when it is that
-  // dependency's only dependent.
+  // dependency's only dependent. A map node is a segment of its own.
   const segments: Segment[] = [];
   for (const index of order) {
     const node = nodes[index]!;
     const parent = node.deps.length === 1 ? nodes[node.deps[0]!]! : undefined;
-    if (parent !== undefined && parent.dependents.length === 1) {
+    if (parent !== undefined && parent.dependents.length === 1 && node.map === undefined && parent.map === undefined) {
       node.segment = parent.segment;
       segments[parent.segment]!.nodes.push(index);
     } else {

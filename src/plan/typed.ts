@@ -4,7 +4,7 @@
  * return the plain definitions the rest of the planner takes.
  */
 import type { NodeContext } from '../shared/node';
-import type { NodeDefinition, PipelineRequest } from './definition';
+import type { MapOptions, NodeDefinition, PipelineRequest } from './definition';
 
 /** The key of a typed node's types. No node has it at run time. */
 declare const nodeTypes: unique symbol;
@@ -90,12 +90,19 @@ export type NodeDefinitionOf<F, Id extends string = string> = Omit<NodeDefinitio
  * const parse = defineNode<typeof nodes.parse>({ id: 'parse', module, export: 'parse' });
  * const sum = defineNode<typeof nodes.sum>({ id: 'sum', module, export: 'sum' });
  * const total = await executor.executePipeline({ nodes: [parse, sum], initialInput: '1,2' }); // number
+ * // A map node (`map: true` or `{ concurrency }`, given literally) takes an array of the
+ * // function's input and gives an array of its output:
+ * const squares = defineNode<typeof nodes.square>({ id: 'squares', module, export: 'square', map: true }); // number[] -> number[]
  * ```
  */
 export function defineNode<F extends AnyFunction, Id extends string = string>(
-  definition: NodeDefinitionOf<F, Id>,
-): TypedNode<Id, NodeInput<F>, NodeOutput<F>, NodeParams<F>, undefined> {
-  return definition as never;
+  definition: NodeDefinitionOf<F, Id> & { readonly map: true | MapOptions },
+): TypedNode<Id, readonly NodeInput<F>[], NodeOutput<F>[], NodeParams<F>, undefined>;
+export function defineNode<F extends AnyFunction, Id extends string = string>(
+  definition: NodeDefinitionOf<F, Id> & { readonly map?: false },
+): TypedNode<Id, NodeInput<F>, NodeOutput<F>, NodeParams<F>, undefined>;
+export function defineNode(definition: NodeDefinition): unknown {
+  return definition;
 }
 
 /** The names of a module type's exports that are functions. */
@@ -120,6 +127,11 @@ export type NodeOptions<F> = Omit<NodeDefinition, 'id' | 'module' | 'export' | '
 type NoKeysBut<Given, Allowed> = { readonly [K in Exclude<keyof Given, keyof Allowed>]: never };
 /** The node's id: `options.id`, or the export's name. */
 type IdOf<Options, Name extends string> = Options extends { readonly id: infer Id extends string } ? Id : Name;
+/** Whether the options make a map node: `map: true` or `map: { ... }`, given literally. */
+type IsMap<Options> = Options extends { readonly map: true | MapOptions } ? true : false;
+/** A node's input and output types: a map node's are arrays of its function's. */
+type MapInput<Options, I> = IsMap<Options> extends true ? readonly I[] : I;
+type MapOutput<Options, O> = IsMap<Options> extends true ? O[] : O;
 /** The node's dependencies: `options.dependsOn`, or none. */
 type DependsOf<Options> = Options extends { readonly dependsOn: infer Deps extends readonly string[] } ? Deps : undefined;
 
@@ -130,12 +142,13 @@ export interface NodeModule<M> {
   /**
    * A definition of the node that calls export `name`, typed by the export's type; the
    * node's id is `name` unless `options.id` gives another, its dependencies
-   * `options.dependsOn` (a literal list, for the types to follow).
+   * `options.dependsOn` (a literal list, for the types to follow). With `map: true` (or
+   * `{ concurrency }`) it takes an array of the export's input and gives an array of its output.
    */
   node<const Name extends NodeExports<M>, const Options extends NodeOptions<M[Name]> & NoKeysBut<Options, NodeOptions<M[Name]>>>(
     name: Name,
     options: Options,
-  ): TypedNode<IdOf<Options, Name>, NodeInput<M[Name]>, NodeOutput<M[Name]>, NodeParams<M[Name]>, DependsOf<Options>>;
+  ): TypedNode<IdOf<Options, Name>, MapInput<Options, NodeInput<M[Name]>>, MapOutput<Options, NodeOutput<M[Name]>>, NodeParams<M[Name]>, DependsOf<Options>>;
   /** The node that calls export `name`, with the id `name`, for a function that needs no params. */
   node<const Name extends NodeExports<M, true>>(name: Name): TypedNode<Name, NodeInput<M[Name]>, NodeOutput<M[Name]>, NodeParams<M[Name]>, undefined>;
 }

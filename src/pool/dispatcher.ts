@@ -44,6 +44,8 @@ export interface SegmentJob {
   readonly segmentId: number | undefined;
   /** The node to start with. */
   readonly first: number;
+  /** For an element of a map node: its position in the node's input (`ctx.index`). */
+  readonly element?: number;
   /** Attempt number of each node. */
   readonly attempts: readonly number[];
   /** Input of `nodes[first]`; moved rather than copied if marked with `transfer()`. */
@@ -120,8 +122,9 @@ export interface DispatcherEvents {
   /**
    * A node took its thread down (`process.exit()`, an uncaught error from one of its
    * callbacks, running out of memory), possibly after its own segment had completed.
+   * `element`: the element of a map node it was running (the job's `element`).
    */
-  nodeCrashed(runId: string, nodeId: string, exitCode: number | undefined, cause: unknown): void;
+  nodeCrashed(runId: string, nodeId: string, exitCode: number | undefined, cause: unknown, element?: number): void;
   /** A worker thread ended: terminated by the dispatcher, or dead by itself. */
   threadExited(exit: ThreadExit): void;
   /** A thread started in place of one that ended. */

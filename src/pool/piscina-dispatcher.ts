@@ -40,6 +40,7 @@ import { receiveSettlement, type Settlement } from '../shared/settlement';
 import { deserializeThrown } from '../shared/thrown';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
 import { Pings, leastLoaded, newThread, routeOf, stealPlan, usable, type Thread as PoolThread } from './threads';
+import { Fifo } from './fifo';
 import { Ticket, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
 import { workerRuntime } from './worker-path';
@@ -66,7 +67,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly tickets: (Ticket | undefined)[];
   private readonly freeSlots: number[] = [];
   /** Waiting for a free slot. */
-  private readonly waiting: Ticket[] = [];
+  private readonly waiting = new Fifo<Ticket>();
   /** Holding a slot, to be sent at the end of this turn. */
   private outgoing: Ticket[] = [];
   private readonly threads = new Map<number, Thread>();
@@ -143,7 +144,7 @@ export class PiscinaDispatcher implements Dispatcher {
     return {
       threads: this.pool.threads.length,
       tasksInFlight: this.tickets.length - this.freeSlots.length,
-      tasksWaiting: this.waiting.length,
+      tasksWaiting: this.waiting.size,
       ...this.counts,
     };
   }
@@ -210,7 +211,7 @@ export class PiscinaDispatcher implements Dispatcher {
     ticket.stopCode = code;
     if (ticket.slot < 0 || ticket.thread === undefined) {
       // Not sent yet: it never starts.
-      if (ticket.slot < 0) this.waiting.splice(this.waiting.indexOf(ticket), 1);
+      if (ticket.slot < 0) this.waiting.remove(ticket);
       else this.outgoing.splice(this.outgoing.indexOf(ticket), 1);
       return this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
@@ -230,7 +231,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.destroyed) return;
     this.destroyed = true;
     clearInterval(this.watchdog);
-    for (const ticket of [...this.waiting.splice(0), ...this.outgoing.splice(0)]) {
+    for (const ticket of [...this.waiting.drain(), ...this.outgoing.splice(0)]) {
       this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     await this.pool.destroy();
@@ -249,12 +250,14 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   /**
-   * Sends at the end of this turn, or now once a batch is full: a long burst of
-   * submissions reaches the threads while it is still going on.
+   * Sends once the event loop has taken in what is waiting (every thread's reports of
+   * this pass, and what they make ready: `setImmediate`, not a microtask, which would
+   * send after each report), or now once a batch is full: a long burst of submissions
+   * reaches the threads while it is still going on.
    */
   private enqueueOutgoing(ticket: Ticket): void {
     this.outgoing.push(ticket);
-    if (this.outgoing.length === 1) queueMicrotask(this.flush);
+    if (this.outgoing.length === 1) setImmediate(this.flush);
     else if (this.outgoing.length >= BATCH_SIZE) this.flush();
   }
 
@@ -304,7 +307,7 @@ export class PiscinaDispatcher implements Dispatcher {
       const { segmentId } = ticket.job;
       const known = segmentId !== undefined && thread.knows.has(segmentId);
       if (segmentId !== undefined) thread.knows.add(segmentId);
-      return {
+      const task: SegmentTask = {
         slot: ticket.slot,
         gen: ticket.gen,
         runId: ticket.job.runId,
@@ -316,6 +319,9 @@ export class PiscinaDispatcher implements Dispatcher {
         reportStarts: ticket.job.reportStarts,
         input: ticket.input,
       };
+      // Only a map node's elements carry one: the others' tasks do not grow.
+      if (ticket.job.element !== undefined) (task as { element?: number }).element = ticket.job.element;
+      return task;
     });
     const task: BatchTask & { [key: symbol]: unknown } = { tasks, forget, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
     const batch: Batch = { thread, tickets: group, gens: group.map((ticket) => ticket.gen) };
@@ -543,7 +549,7 @@ export class PiscinaDispatcher implements Dispatcher {
     const culprit = killed ? undefined : this.culpritOf(thread);
     if (!killed) {
       this.counts.crashes++;
-      if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause);
+      if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause, culprit.element);
     }
     const end = { killed, culpritKnown: culprit !== undefined, orphaned: thread.orphaned };
     for (const ticket of [...thread.tickets]) this.afterThreadEnd(ticket, end, cause ?? new Error(`worker exited with code: ${exitCode}`));
@@ -561,16 +567,16 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   /** The node that took a dying thread down: from its last word, or the node holding the thread. */
-  private culpritOf(thread: Thread): { runId: string; nodeId: string; error: unknown } | undefined {
+  private culpritOf(thread: Thread): { runId: string; nodeId: string; error: unknown; element?: number } | undefined {
     if (thread.crash !== undefined) {
-      const { runId, nodeId, error } = thread.crash;
-      return { runId, nodeId, error: error === undefined ? undefined : deserializeThrown(error) };
+      const { runId, nodeId, error, element } = thread.crash;
+      return { runId, nodeId, error: error === undefined ? undefined : deserializeThrown(error), element };
     }
     if (thread.card === undefined) return undefined;
     const holder = this.tickets[Atomics.load(thread.card.i32, T_HOLDER) - 1];
     if (holder === undefined) return undefined;
     const node = holder.job.nodes[Math.max(this.board.nodeOf(holder.slot), holder.first)];
-    return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined };
+    return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined, element: holder.job.element };
   }
 
   private onControlMessage(thread: Thread, message: ControlMessage): void {
@@ -603,9 +609,11 @@ export class PiscinaDispatcher implements Dispatcher {
         ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1, entry.m === 1);
       }
     }
-    // A thread with nothing left to start takes work waiting on another.
+    // A thread with nothing left to start takes work waiting on another, unless work is
+    // about to be sent this turn (the least loaded thread gets it): moving a segment
+    // costs a second send, more than a short one takes to run where it waits.
     const card = thread.card;
-    if (card !== undefined && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
+    if (card !== undefined && this.outgoing.length === 0 && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
       this.rebalance(thread);
     }
   }

@@ -177,6 +177,7 @@ export class BullmqDispatcher implements Dispatcher {
         pipelineId: job.pipelineId,
         nodes: this.encodeNodes(job.nodes),
         first: job.first,
+        ...(job.element === undefined ? {} : { element: job.element }),
         attempts: job.attempts,
         input: job.input,
         timeouts: job.timeouts,

@@ -50,9 +50,9 @@ export function checkJob(jobId: string, name: string, data: unknown, signer: Sig
 export function checkPayload(encoded: string): SegmentPayload {
   const value = decoded(encoded, 'its payload');
   if (!isRecord(value)) throw new Refused('a segment payload is not an object');
-  const { runId, pipelineId, nodes, first, attempts, timeouts, graceMs, reportStarts, deadline, executor } = value;
+  const { runId, pipelineId, nodes, first, element, attempts, timeouts, graceMs, reportStarts, deadline, executor } = value;
   if (typeof runId !== 'string' || typeof pipelineId !== 'string' || typeof nodes !== 'string') throw new Refused('a segment payload lacks its run, pipeline or nodes');
-  if (!isIndex(first) || typeof reportStarts !== 'boolean' || typeof graceMs !== 'number' || !(graceMs >= 0)) {
+  if (!isIndex(first) || (element !== undefined && !isIndex(element)) || typeof reportStarts !== 'boolean' || typeof graceMs !== 'number' || !(graceMs >= 0)) {
     throw new Refused('a segment payload has a bad first node, grace period or start flag');
   }
   if (!Array.isArray(attempts) || !attempts.every((n) => isIndex(n)) || !Array.isArray(timeouts) || !timeouts.every((n) => typeof n === 'number' && n >= 0)) {

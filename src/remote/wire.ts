@@ -16,6 +16,8 @@ export interface SegmentPayload {
    */
   readonly nodes: string;
   readonly first: number;
+  /** For an element of a map node: its position (`ctx.index`). */
+  readonly element?: number;
   readonly attempts: readonly number[];
   readonly input: unknown;
   readonly timeouts: readonly number[];

@@ -75,10 +75,10 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   const nodeLists = new NodeLists(roots);
   const dispatcher = new PiscinaDispatcher(resolved, {
     // A node took its thread down: its segment ends as crashed, not sent again.
-    nodeCrashed: (runId, nodeId, exitCode, cause) => {
+    nodeCrashed: (runId, nodeId, exitCode, cause, element) => {
       for (const entry of running.values()) {
         const { payload, ticket } = entry;
-        if (payload.runId !== runId || ticket === undefined) continue;
+        if (payload.runId !== runId || ticket === undefined || payload.element !== element) continue;
         const progress = ticket.progress();
         const position = progress.started ? progress.position : payload.first;
         if (entry.nodes.list[position]?.id !== nodeId) continue;
@@ -183,6 +183,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         nodes: nodes.list,
         segmentId: nodes.segmentId,
         first,
+        element: payload.element,
         attempts: payload.attempts,
         input,
         reportStarts: payload.reportStarts,

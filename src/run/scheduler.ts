@@ -17,20 +17,19 @@ import { Stop, type StopCode } from '../shared/board';
 import { runCleanups, type CleanupHandler } from './cleanup';
 import type { ResolvedTimeouts } from '../options';
 import { NodeDeadlineWatch } from './deadlines';
-import type { Dispatcher, SegmentTicket, Settlement } from '../pool/dispatcher';
+import { MapTicket, type MapListener } from './map';
+import type { Dispatcher, SegmentJob, SegmentListener, SegmentTicket, Settlement } from '../pool/dispatcher';
+import { segmentError, type Failing } from './failures';
 import {
   CancellationException,
-  NodeOutputError,
   NodeTimeoutException,
-  NonErrorThrownException,
-  PipelineDefinitionError,
   PipelineFailedException,
   PipelineTimeoutException,
   WorkerCrashedException,
   type PartialResults,
 } from '../errors';
 import type { ProgressEvent } from '../plan/definition';
-import type { Plan, Segment } from '../plan/plan';
+import type { MapPlan, Plan, Segment } from '../plan/plan';
 import type { TaskNode } from '../shared/protocol';
 import { backoffMs, shouldRetry, type FailureKind } from '../plan/retry';
 import { unwatchSignal, watchSignal } from './signals';
@@ -196,11 +195,13 @@ export class PipelineRun {
   }
 
   /** A node of this run took its thread down (perhaps after its own segment completed). */
-  crashed(nodeId: string, exitCode: number | undefined, cause: unknown): void {
+  crashed(nodeId: string, exitCode: number | undefined, cause: unknown, element?: number): void {
     if (this.settled || this.failure !== undefined) return;
     const index = this.plan.nodes.findIndex((node) => node.id === nodeId);
     const error = new WorkerCrashedException({ nodeId, pipelineId: this.pipelineId, runId: this.runId, exitCode, cause });
     const flight = this.flightRunning(index);
+    // An element of a map node: it alone stops, then is retried or fails.
+    if (flight?.ticket instanceof MapTicket && element !== undefined) return flight.ticket.crashed(element, exitCode, cause);
     if (flight !== undefined) {
       const node = flight.segment.nodes.indexOf(index);
       this.stopAlone(flight, node, error, 'crash', Stop.Failure);
@@ -251,39 +252,59 @@ export class PipelineRun {
       // Without params or tracing, every run of this plan sends the same nodes.
       if (trace === undefined && nodes.every((node) => node.params === undefined)) segment.cache = { ...cache, tasks: nodes, id: nextSegmentId++ };
     }
-    const timeouts = segment.nodes.map((index) => plan.nodes[index]!.timeoutMs ?? this.timeouts.nodeTimeoutMs);
+    // Every run of this plan with the same node timeout watches the same timeouts.
+    const { nodeTimeoutMs } = this.timeouts;
+    let timeouts = segment.cache.timeouts;
+    if (timeouts === undefined || segment.cache.timeoutsFor !== nodeTimeoutMs) {
+      timeouts = segment.nodes.map((index) => plan.nodes[index]!.timeoutMs ?? nodeTimeoutMs);
+      segment.cache = { ...segment.cache, timeouts, timeoutsFor: nodeTimeoutMs };
+    }
     const attempts = segment.nodes.every((index) => this.attempts[index] === 1)
-      ? (cache.ones ?? (segment.cache = { ...segment.cache, ones: segment.nodes.map(() => 1) }).ones!)
+      ? (segment.cache.ones ?? (segment.cache = { ...segment.cache, ones: segment.nodes.map(() => 1) }).ones!)
       : segment.nodes.map((index) => this.attempts[index]!);
-    const ticket = this.dispatcher.submit({
+    const input = first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!];
+    const listener: SegmentListener = {
+      nodeStarted: (index, startedAt) => this.nodeStarted(flight, index, startedAt),
+      nodeCompleted: (index, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, index, output, startedAt, endedAt, moved),
+      progress: (index, value, element?: number) => this.progress(segment.nodes[index]!, value, element),
+      settled: (settlement, startedAt) => this.segmentSettled(flight, settlement, startedAt),
+    };
+    // Written out, not spread: object spread is a slow path in V8, and this runs per segment.
+    const job: SegmentJob = {
       runId: this.runId,
       pipelineId: plan.pipelineId,
       nodes,
       segmentId,
       first,
       attempts,
-      input: first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!],
+      input,
       reportStarts: trace !== undefined || this.hooks.wantsStarts(),
       timeouts,
       graceMs: this.timeouts.cleanupGraceMs,
       deadline: Date.now() + this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt),
-      listener: {
-        nodeStarted: (index, startedAt) => this.nodeStarted(flight, index, startedAt),
-        nodeCompleted: (index, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, index, output, startedAt, endedAt, moved),
-        progress: (index, value) => this.progress(segment.nodes[index]!, value),
-        settled: (settlement, startedAt) => this.segmentSettled(flight, settlement, startedAt),
-      },
-    });
+      listener,
+    };
+    const map = plan.nodes[segment.nodes[0]!]!.map;
+    const ticket = map === undefined ? this.dispatcher.submit(job) : this.mapTicket(job, segment, map);
     const flight: Flight = {
       segment,
       first,
       ticket,
-      watch: this.dispatcher.enforcesNodeTimeouts ? NO_WATCH : new NodeDeadlineWatch(ticket, timeouts, first, (node) => this.nodeOverdue(flight, node)),
+      watch: this.dispatcher.enforcesNodeTimeouts || map !== undefined ? NO_WATCH : new NodeDeadlineWatch(ticket, timeouts, first, (node) => this.nodeOverdue(flight, node)),
       stopping: undefined,
       stopStatus: 'cancelled',
       startedUpTo: -1,
     };
     this.inFlight.set(segment.index, flight);
+  }
+
+  /** A map node's segment: its elements, each a segment of its own (see `map.ts`). */
+  private mapTicket(job: SegmentJob, segment: Segment, map: MapPlan): MapTicket {
+    const listener: MapListener = {
+      ...job.listener,
+      elementFailed: (error, kind) => this.fail(() => error, Stop.Failure, segment.index, kind === 'timeout' ? Stop.NodeTimeout : undefined),
+    };
+    return new MapTicket({ job, plan: map, failFast: this.spec.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener });
   }
 
   /** `initialInput` for a root, the output of a single dependency, or `{ [depId]: output }`. */
@@ -342,9 +363,10 @@ export class PipelineRun {
     }
   }
 
-  private progress(index: number, value: unknown): void {
+  private progress(index: number, value: unknown, element: number | undefined): void {
     if (this.settled) return;
-    const event: ProgressEvent = { runId: this.runId, pipelineId: this.pipelineId, nodeId: this.plan.nodes[index]!.id, value };
+    const nodeId = this.plan.nodes[index]!.id;
+    const event: ProgressEvent = element === undefined ? { runId: this.runId, pipelineId: this.pipelineId, nodeId, value } : { runId: this.runId, pipelineId: this.pipelineId, nodeId, index: element, value };
     try {
       this.spec.onProgress?.(event);
     } catch (error) {
@@ -387,7 +409,7 @@ export class PipelineRun {
       return this.maybeFinish();
     }
     const node = 'position' in settlement ? settlement.position : flight.first;
-    const [error, kind] = this.segmentError(segment.nodes[node] ?? segment.nodes[0]!, settlement);
+    const [error, kind] = segmentError(this.failing(segment.nodes[node] ?? segment.nodes[0]!), settlement);
     this.nodeEnded(flight, node, statusOf(kind), startedAt, error);
     this.nodeFailed(flight, node, error, kind);
   }
@@ -548,6 +570,12 @@ export class PipelineRun {
     return { completedNodes, partialResults };
   }
 
+  /** Node `index`, as its errors name it. */
+  private failing(index: number): Failing {
+    const node = this.plan.nodes[index]!;
+    return { nodeId: node.id, pipelineId: this.pipelineId, runId: this.runId, timeoutMs: node.timeoutMs ?? this.timeouts.nodeTimeoutMs };
+  }
+
   private cancellation(reason: unknown): CancellationException {
     return new CancellationException({ pipelineId: this.pipelineId, runId: this.runId, reason, ...this.partial() });
   }
@@ -574,37 +602,6 @@ export class PipelineRun {
       .map((node) => node.id);
     return new PipelineFailedException({ pipelineId: this.pipelineId, runId: this.runId, errors, failedNodes, skippedNodes, ...this.partial() });
   }
-
-  private segmentError(nodeIndex: number, settlement: Exclude<Settlement, { kind: 'done' }>): [unknown, FailureKind] {
-    const nodeId = this.plan.nodes[nodeIndex]!.id;
-    const { pipelineId, runId } = this;
-    switch (settlement.kind) {
-      case 'failed':
-        return [attribute(settlement.error, nodeId, pipelineId, runId), 'error'];
-      case 'load-failed':
-        return [new PipelineDefinitionError(settlement.message, { pipelineId, nodeId, cause: settlement.cause }), 'fatal'];
-      case 'unclonable':
-        return [new NodeOutputError({ nodeId, pipelineId, runId, cause: settlement.cause }), 'fatal'];
-      case 'input-unclonable':
-        return [
-          new PipelineDefinitionError(
-            `The input of node "${nodeId}" of pipeline "${pipelineId}" cannot be sent to a worker thread: ${describe(settlement.cause)}`,
-            { pipelineId, nodeId, cause: settlement.cause },
-          ),
-          'fatal',
-        ];
-      case 'crashed':
-        return [new WorkerCrashedException({ nodeId, pipelineId, runId, exitCode: settlement.exitCode, cause: settlement.cause }), 'crash'];
-      case 'timed-out': {
-        const timeoutMs = this.plan.nodes[nodeIndex]!.timeoutMs ?? this.timeouts.nodeTimeoutMs;
-        return [new NodeTimeoutException({ nodeId, pipelineId, runId, timeoutMs }), 'timeout'];
-      }
-      case 'stopped':
-      case 'killed':
-        // Only the run stops its segments, and it decided then what follows; reaching here is a bug.
-        return [new WorkerCrashedException({ nodeId, pipelineId, runId, cause: new Error(`segment ${settlement.kind} unasked`) }), 'fatal'];
-    }
-  }
 }
 
 function statusOf(kind: FailureKind): Status {
@@ -618,22 +615,11 @@ function runStatusOf(error: unknown): Status {
   return 'error';
 }
 
-/** The node's own error, with where it came from added. */
-function attribute(error: unknown, nodeId: string, pipelineId: string, runId: string): unknown {
-  if (error instanceof Error) {
-    const target = error as Error & { nodeId?: string; pipelineId?: string; runId?: string };
-    if (target.nodeId === undefined) target.nodeId = nodeId;
-    if (target.pipelineId === undefined) target.pipelineId = pipelineId;
-    if (target.runId === undefined) target.runId = runId;
-    return error;
-  }
-  return new NonErrorThrownException({ nodeId, pipelineId, runId, value: error });
-}
-
 /**
  * Sets `record[key]` as an own property, whatever the key: a node id such as
  * `__proto__` would otherwise change the record's prototype instead.
  */
 function setOwn(record: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+  if (key === '__proto__') Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+  else record[key] = value;
 }

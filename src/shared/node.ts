@@ -16,6 +16,11 @@ export interface NodeContext<Params = unknown> {
   /** Which attempt this is: 1 for the first, 2 for the first retry (see the node's `retries`). */
   readonly attempt: number;
   /**
+   * For a map node, the position of the element this call runs (its input is that
+   * element); undefined for any other node.
+   */
+  readonly index: number | undefined;
+  /**
    * Reports progress to the caller (`onProgress` of the run, the executor's `'progress'`
    * event). Throttled: the caller gets at most one value per `progressIntervalMs` per
    * node, the latest, and the last one before the node completes. Must be cloneable.

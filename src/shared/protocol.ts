@@ -52,6 +52,8 @@ export interface SegmentTask {
   readonly segment?: number;
   /** Position of the node to start with (later than 0 when a task is resumed elsewhere). */
   readonly first: number;
+  /** For an element of a map node: its position in the node's input (`ctx.index`). */
+  readonly element?: number;
   /** Attempt number of each node (`ctx.attempt`, 1 for the first). */
   readonly attempts: readonly number[];
   /** Report each node's start, not only its end. */
@@ -112,6 +114,8 @@ export interface CrashNote {
   readonly kind: 'crash';
   readonly runId: string;
   readonly nodeId: string;
+  /** The element of a map node it was running, if it was one. */
+  readonly element?: number;
   /** What was thrown, if anything. */
   readonly error: Thrown | undefined;
 }
