@@ -57,6 +57,13 @@ export interface ExecutorOptions {
    */
   readonly maxConcurrentPipelines?: number;
   /**
+   * Runs in flight at once with the same `concurrencyKey`; more wait, in order of
+   * priority and then arrival, while runs of other keys go ahead (the pipeline timeout
+   * counts the wait). Runs without a key are bounded by `maxConcurrentPipelines` only.
+   * @default Infinity
+   */
+  readonly maxConcurrentPerKey?: number;
+  /**
    * Runs waiting at once; a run beyond it is refused with a `QueueFullException`.
    * @default Infinity
    */
@@ -98,6 +105,7 @@ export interface ResolvedOptions extends DispatcherOptions {
   readonly timeouts: ResolvedTimeouts;
   readonly closeTimeoutMs: number;
   readonly maxConcurrentPipelines: number;
+  readonly maxConcurrentPerKey: number;
   readonly maxQueuedPipelines: number;
   readonly backend: Backend | undefined;
   readonly moduleRoots: ModuleRoots | undefined;
@@ -114,6 +122,7 @@ export const DEFAULTS = Object.freeze({
   tasksPerThread: 1024,
   closeTimeoutMs: 10_000,
   maxConcurrentPipelines: Infinity,
+  maxConcurrentPerKey: Infinity,
   maxQueuedPipelines: Infinity,
   progressIntervalMs: 50,
 });
@@ -126,6 +135,7 @@ const OPTION_KEYS = [
   'resourceLimits',
   'closeTimeoutMs',
   'maxConcurrentPipelines',
+  'maxConcurrentPerKey',
   'maxQueuedPipelines',
   'progressIntervalMs',
   'backend',
@@ -147,6 +157,7 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
   const threads = integer('threads', opts.threads ?? DEFAULTS.threads, 1, false);
   const tasksPerThread = integer('tasksPerThread', opts.tasksPerThread ?? DEFAULTS.tasksPerThread, 1, false);
   const maxConcurrentPipelines = integer('maxConcurrentPipelines', opts.maxConcurrentPipelines ?? DEFAULTS.maxConcurrentPipelines, 1, true);
+  const maxConcurrentPerKey = integer('maxConcurrentPerKey', opts.maxConcurrentPerKey ?? DEFAULTS.maxConcurrentPerKey, 1, true);
   const maxQueuedPipelines = integer('maxQueuedPipelines', opts.maxQueuedPipelines ?? DEFAULTS.maxQueuedPipelines, 0, true);
   const closeTimeoutMs = opts.closeTimeoutMs ?? DEFAULTS.closeTimeoutMs;
   expectDuration(closeTimeoutMs, 'closeTimeoutMs');
@@ -191,6 +202,7 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
     resourceLimits,
     closeTimeoutMs,
     maxConcurrentPipelines,
+    maxConcurrentPerKey,
     maxQueuedPipelines,
     progressIntervalMs,
     backend,

@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { Stop, ThreadBoard } from '../src/shared/board';
 import { uncrossable } from '../src/shared/crossing';
 import type { NodeFunction } from '../src/shared/node';
-import type { BatchTask, Ping, Pong, SegmentTask, TaskNode, WorkerConfig, WorkerHello } from '../src/shared/protocol';
+import { HUNGRY, type BatchTask, type Ping, type Pong, type SegmentTask, type TaskNode, type WorkerConfig, type WorkerHello } from '../src/shared/protocol';
 import type { SentSettlement } from '../src/shared/settlement';
 import { serializeThrown } from '../src/shared/thrown';
 import { transferListOf } from '../src/shared/transfer';
@@ -171,6 +171,9 @@ function drain(): void {
     scheduleDrain();
   }
   outbox.flush();
+  // Nothing left to start here, and the main thread holds tasks back: ask for them now
+  // rather than with the next report, which may be a long node away.
+  if (readyHead === ready.length && board.wanted()) control.postMessage([HUNGRY]);
 }
 
 function stopRequested(run: SegmentRun): number {

@@ -13,7 +13,7 @@ import { NO_RETRY, type RetryPolicy } from './retry';
 
 export type Fail = (message: string, nodeId?: string, cause?: unknown) => never;
 
-const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress'];
+const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress', 'priority', 'concurrencyKey'];
 const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs', 'retries', 'backoff', 'retryOn', 'retryTimeouts'];
 const NODE_KEY_SET = new Set(NODE_KEYS);
 
@@ -52,6 +52,11 @@ export function checkRequest(request: PipelineRequest): string {
   if (request.onProgress !== undefined && typeof request.onProgress !== 'function') {
     fail(`Expected \`onProgress\` to be a function, got ${show(request.onProgress)}`);
   }
+  if (request.priority !== undefined && (typeof request.priority !== 'number' || !Number.isFinite(request.priority))) {
+    fail(`Expected \`priority\` to be a finite number, got ${show(request.priority)}`);
+  }
+  const key = request.concurrencyKey;
+  if (key !== undefined && (typeof key !== 'string' || key === '')) fail(`Expected \`concurrencyKey\` to be a non-empty string, got ${show(key)}`);
   return pipelineId;
 }
 

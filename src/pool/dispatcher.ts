@@ -58,6 +58,12 @@ export interface SegmentJob {
    * without one. A remote worker starts no segment past it.
    */
   readonly deadline: number;
+  /**
+   * The run's `priority` and `concurrencyKey`: among segments waiting for a thread, a
+   * higher priority goes first, and keys take turns (see `fair-queue.ts`).
+   */
+  readonly priority: number;
+  readonly concurrencyKey: string | undefined;
   readonly listener: SegmentListener;
 }
 
@@ -158,7 +164,12 @@ export interface DispatcherStats {
   readonly threads: number;
   /** Node tasks on threads or on their way. */
   readonly tasksInFlight: number;
-  /** Node tasks waiting for room on a thread. */
+  /**
+   * Node tasks held back until a thread has room for them, served by priority and then
+   * by key in turn (see `fair-queue.ts`).
+   */
+  readonly tasksQueued: number;
+  /** Of those, the ones that wait because every slot is taken (`threads * tasksPerThread` in flight). */
   readonly tasksWaiting: number;
   /** Threads terminated because a node did not stop in time. */
   terminations: number;

@@ -29,6 +29,7 @@ import {
   T_HOLDER,
   T_HOLDER_SINCE,
   T_READY,
+  T_WANTED,
   createBoardMemory,
   type StopCode,
   type TaskProgress,
@@ -39,7 +40,8 @@ import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNot
 import { receiveSettlement, type Settlement } from '../shared/settlement';
 import { deserializeThrown } from '../shared/thrown';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
-import { Pings, leastLoaded, newThread, routeOf, stealPlan, usable, type Thread as PoolThread } from './threads';
+import { FairQueue, NO_KEY, type Placement } from './fair-queue';
+import { Pings, adjustWindow, leastLoaded, newThread, routeOf, stealPlan, usable, withRoom, type Thread as PoolThread } from './threads';
 import { Ticket, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
 import { workerRuntime } from './worker-path';
@@ -65,10 +67,18 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly board: Board;
   private readonly tickets: (Ticket | undefined)[];
   private readonly freeSlots: number[] = [];
-  /** Waiting for a free slot. */
-  private readonly waiting: Ticket[] = [];
+  /**
+   * Waiting for a free slot and a thread with room: each thread holds only a few
+   * segments ahead (see `withRoom()` in `threads.ts`), the rest wait here in the order of
+   * a {@link FairQueue} (priority, then keys in turn). CPU-bound work queued in a thread
+   * would be served there in arrival order, whatever its priority or key.
+   */
+  private readonly pending = new FairQueue<Ticket>();
   /** Holding a slot, to be sent at the end of this turn. */
   private outgoing: Ticket[] = [];
+  private flushScheduled = false;
+  /** What the threads' cards say of `pending` (`T_WANTED`). */
+  private wanted = false;
   private readonly threads = new Map<number, Thread>();
   private gen = 0;
   private destroyed = false;
@@ -143,7 +153,8 @@ export class PiscinaDispatcher implements Dispatcher {
     return {
       threads: this.pool.threads.length,
       tasksInFlight: this.tickets.length - this.freeSlots.length,
-      tasksWaiting: this.waiting.length,
+      tasksQueued: this.pending.size,
+      tasksWaiting: this.freeSlots.length === 0 ? this.pending.size : 0,
       ...this.counts,
     };
   }
@@ -194,9 +205,8 @@ export class PiscinaDispatcher implements Dispatcher {
 
   submit(job: SegmentJob): SegmentTicket {
     const ticket = new Ticket(this, job);
-    const slot = this.freeSlots.pop();
-    if (slot === undefined) this.waiting.push(ticket);
-    else this.queue(ticket, slot);
+    this.pending.push(ticket, placementOf(ticket));
+    this.scheduleFlush();
     return ticket;
   }
 
@@ -210,7 +220,7 @@ export class PiscinaDispatcher implements Dispatcher {
     ticket.stopCode = code;
     if (ticket.slot < 0 || ticket.thread === undefined) {
       // Not sent yet: it never starts.
-      if (ticket.slot < 0) this.waiting.splice(this.waiting.indexOf(ticket), 1);
+      if (ticket.slot < 0) this.pending.remove(ticket, placementOf(ticket));
       else this.outgoing.splice(this.outgoing.indexOf(ticket), 1);
       return this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
@@ -230,7 +240,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.destroyed) return;
     this.destroyed = true;
     clearInterval(this.watchdog);
-    for (const ticket of [...this.waiting.splice(0), ...this.outgoing.splice(0)]) {
+    for (const ticket of [...this.pending.drain(), ...this.outgoing.splice(0)]) {
       this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     await this.pool.destroy();
@@ -241,53 +251,85 @@ export class PiscinaDispatcher implements Dispatcher {
   // -------------------------------------------------------------------------
   // Sending.
 
-  /** Gives the ticket a slot and a generation, and sends it at the end of this turn. */
-  private queue(ticket: Ticket, slot: number): void {
-    ticket.slot = slot;
-    this.tickets[slot] = ticket;
-    this.enqueueOutgoing(ticket);
-  }
-
   /**
-   * Sends at the end of this turn, or now once a batch is full: a long burst of
-   * submissions reaches the threads while it is still going on.
+   * Sends a ticket that holds a slot (sent again, or stolen) at the end of this turn, or
+   * now once a batch is full.
    */
   private enqueueOutgoing(ticket: Ticket): void {
     this.outgoing.push(ticket);
-    if (this.outgoing.length === 1) queueMicrotask(this.flush);
-    else if (this.outgoing.length >= BATCH_SIZE) this.flush();
+    if (this.outgoing.length >= BATCH_SIZE) this.flush();
+    else this.scheduleFlush();
   }
 
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(this.flush);
+  }
+
+  /**
+   * Sends what holds a slot (`outgoing`), then as many pending tickets as the threads
+   * have room for, in the pending queue's order.
+   */
   private flush = (): void => {
+    this.flushScheduled = false;
+    if (this.destroyed) return;
+    const groups = new Map<Thread, Ticket[]>();
     const outgoing = this.outgoing;
     this.outgoing = [];
-    if (outgoing.length === 0 || this.destroyed) return;
-    const groups = new Map<Thread, Ticket[]>();
     for (let i = 0; i < outgoing.length; i++) {
       const ticket = outgoing[i]!;
       const preferred = ticket.prefer;
       ticket.prefer = undefined;
-      const thread = preferred !== undefined && !preferred.ended && !preferred.killing ? preferred : this.pickThread();
+      const thread = preferred !== undefined && usable(preferred) ? preferred : this.pickThread();
       if (thread === undefined) {
         // Every thread is being terminated: these wait for the replacements (threadEnded).
         this.outgoing.unshift(...outgoing.slice(i));
         break;
       }
-      ticket.gen = this.gen = this.gen >= 0x7fffffff ? 1 : this.gen + 1;
-      this.board.reset(ticket.slot, ticket.gen);
-      if (ticket.stopCode !== 0) this.board.requestStop(ticket.slot, ticket.stopCode);
-      this.attach(ticket, thread);
-      if (ticket.alone) {
-        ticket.alone = false;
-        this.sendBatch(thread, [ticket]);
-        continue;
+      this.place(ticket, thread, groups);
+    }
+    // Said before the threads' room is read: a thread that runs out after this reading
+    // asks for more (`Hungry`); one that ran out before it has room in it.
+    if (this.pending.size > 0) this.setWanted(true);
+    while (this.pending.size > 0 && this.freeSlots.length > 0) {
+      const thread = withRoom(this.threads.values(), this.now());
+      if (thread === undefined) break;
+      const ticket = this.pending.shift()!;
+      ticket.slot = this.freeSlots.pop()!;
+      this.tickets[ticket.slot] = ticket;
+      this.place(ticket, thread, groups);
+      if (groups.get(thread)!.length >= BATCH_SIZE) {
+        this.sendBatch(thread, groups.get(thread)!);
+        groups.delete(thread);
       }
-      let group = groups.get(thread);
-      if (group === undefined) groups.set(thread, (group = []));
-      group.push(ticket);
     }
     for (const [thread, group] of groups) this.sendBatch(thread, group);
+    if (this.pending.size === 0) this.setWanted(false);
   };
+
+  /** Gives the ticket a generation and `thread`, in this flush's batch for `thread`. */
+  private place(ticket: Ticket, thread: Thread, groups: Map<Thread, Ticket[]>): void {
+    ticket.gen = this.gen = this.gen >= 0x7fffffff ? 1 : this.gen + 1;
+    this.board.reset(ticket.slot, ticket.gen);
+    if (ticket.stopCode !== 0) this.board.requestStop(ticket.slot, ticket.stopCode);
+    this.attach(ticket, thread);
+    if (ticket.alone) {
+      ticket.alone = false;
+      this.sendBatch(thread, [ticket]);
+      return;
+    }
+    let group = groups.get(thread);
+    if (group === undefined) groups.set(thread, (group = []));
+    group.push(ticket);
+  }
+
+  /** Tells the threads whether tasks wait here, so that one that runs out asks at once. */
+  private setWanted(wanted: boolean): void {
+    if (wanted === this.wanted) return;
+    this.wanted = wanted;
+    for (const thread of this.threads.values()) if (thread.card !== undefined) Atomics.store(thread.card.i32, T_WANTED, wanted ? 1 : 0);
+  }
 
   private sendBatch(thread: Thread, group: Ticket[]): void {
     // A thread keeps the nodes of about MAX_KNOWN segments of cached plans: past that, it
@@ -339,15 +381,22 @@ export class PiscinaDispatcher implements Dispatcher {
     let { wanted } = plan;
     for (const ticket of plan.candidates) {
       if (wanted === 0) break;
-      if (ticket.inputMoved || ticket.stopCode !== 0 || !this.board.withdraw(ticket.slot, ticket.gen)) continue;
-      ticket.thread!.sent--;
-      this.detach(ticket);
-      ticket.gen = 0;
-      ticket.prefer = hungry;
-      this.enqueueOutgoing(ticket);
+      if (!this.takeBack(ticket, hungry)) continue;
       wanted--;
     }
   }
+
+  /** Withdraws a ticket its thread has not taken up, to send it to `prefer` or any thread. */
+  private takeBack(ticket: Ticket, prefer: Thread | undefined): boolean {
+    if (ticket.inputMoved || ticket.stopCode !== 0 || !this.board.withdraw(ticket.slot, ticket.gen)) return false;
+    ticket.thread!.sent--;
+    this.detach(ticket);
+    ticket.gen = 0;
+    ticket.prefer = prefer;
+    this.enqueueOutgoing(ticket);
+    return true;
+  }
+
 
   private attach(ticket: Ticket, thread: Thread): void {
     ticket.thread = thread;
@@ -408,10 +457,9 @@ export class PiscinaDispatcher implements Dispatcher {
     if (ticket.slot >= 0) {
       if (settlement.kind !== 'done' && ticket.gen !== 0) startedAt = this.board.startedAt(ticket.slot);
       this.tickets[ticket.slot] = undefined;
-      const next = this.waiting.shift();
-      if (next !== undefined) this.queue(next, ticket.slot);
-      else this.freeSlots.push(ticket.slot);
+      this.freeSlots.push(ticket.slot);
       ticket.slot = -1;
+      if (this.pending.size > 0) this.scheduleFlush();
     }
     ticket.job.listener.settled(settlement, startedAt);
   }
@@ -510,11 +558,13 @@ export class PiscinaDispatcher implements Dispatcher {
     }
     thread.port = port;
     thread.card = card;
+    Atomics.store(card.i32, T_WANTED, this.wanted ? 1 : 0);
     if (++this.introduced > this.size) this.events.threadReplaced();
     port.on('message', (message: ControlMessage) => this.onControlMessage(thread, message));
     if (thread.tickets.size === 0) port.unref();
     // Stops requested before the thread introduced itself reach it now.
     port.postMessage(WAKE);
+    if (this.pending.size > 0) this.scheduleFlush();
     if (this.openPorts >= this.size) {
       this.onReady?.();
       this.onReady = undefined;
@@ -549,7 +599,7 @@ export class PiscinaDispatcher implements Dispatcher {
     for (const ticket of [...thread.tickets]) this.afterThreadEnd(ticket, end, cause ?? new Error(`worker exited with code: ${exitCode}`));
     this.watchThreads();
     // Segments that found every thread being terminated go to the replacement.
-    if (this.outgoing.length > 0) queueMicrotask(this.flush);
+    if (this.outgoing.length > 0 || this.pending.size > 0) this.scheduleFlush();
     this.events.threadExited({
       threadId: thread.threadId,
       reason: thread.orphaned ? 'orphaned' : killed ? 'terminated' : 'crashed',
@@ -580,9 +630,14 @@ export class PiscinaDispatcher implements Dispatcher {
       return;
     }
 
+    let hungry = false;
     for (const entry of message as Exclude<ControlMessage, CrashNote>) {
       if ('pong' in entry) {
         this.pings.answer(entry.pong, thread.threadId);
+        continue;
+      }
+      if ('hungry' in entry) {
+        hungry = true;
         continue;
       }
       const ticket = this.tickets[entry.s];
@@ -603,12 +658,20 @@ export class PiscinaDispatcher implements Dispatcher {
         ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1, entry.m === 1);
       }
     }
+    // The thread has moved on: it may have room for pending tickets.
+    adjustWindow(thread, hungry);
+    if (this.pending.size > 0) this.scheduleFlush();
     // A thread with nothing left to start takes work waiting on another.
     const card = thread.card;
     if (card !== undefined && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
       this.rebalance(thread);
     }
   }
+}
+
+/** Where a ticket waits in the pending queue. */
+function placementOf(ticket: Ticket): Placement {
+  return { priority: ticket.job.priority, key: ticket.job.concurrencyKey ?? NO_KEY };
 }
 
 /** Whether `pool.run()` failed because the batch could not be posted (not because its thread died). */

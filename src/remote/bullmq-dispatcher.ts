@@ -282,7 +282,7 @@ export class BullmqDispatcher implements Dispatcher {
   }
 
   stats(): DispatcherStats {
-    return { threads: this.workers, tasksInFlight: this.tickets.size, tasksWaiting: 0, terminations: 0, crashes: 0, resends: 0 };
+    return { threads: this.workers, tasksInFlight: this.tickets.size, tasksQueued: 0, tasksWaiting: 0, terminations: 0, crashes: 0, resends: 0 };
   }
 
   async ping(timeoutMs: number): Promise<ThreadHealth[]> {

@@ -39,6 +39,7 @@ import { RunTrace } from '../observe/tracing';
 import { describe } from '../shared/thrown';
 import { timerDelay } from '../shared/delay';
 import { transfer, transferListOf, untransfer } from '../shared/transfer';
+import { NO_KEY } from '../pool/fair-queue';
 
 export type { CleanupHandler } from './cleanup';
 
@@ -74,6 +75,9 @@ export interface RunSpec {
   readonly signal: AbortSignal | undefined;
   readonly failFast: boolean;
   readonly onProgress: ((event: ProgressEvent) => void) | undefined;
+  /** Its place among waiting runs and node tasks (see `run/admission.ts`, `pool/fair-queue.ts`). */
+  readonly priority: number;
+  readonly concurrencyKey: string | undefined;
   readonly dispatcher: Dispatcher;
   readonly hooks: RunHooks;
 }
@@ -153,6 +157,15 @@ export class PipelineRun {
 
   get pipelineId(): string {
     return this.plan.pipelineId;
+  }
+
+  get priority(): number {
+    return this.spec.priority;
+  }
+
+  /** Its `concurrencyKey`, or `NO_KEY`. */
+  get key(): string {
+    return this.spec.concurrencyKey ?? NO_KEY;
   }
 
   /** The run has not settled yet. */
@@ -267,6 +280,8 @@ export class PipelineRun {
       timeouts,
       graceMs: this.timeouts.cleanupGraceMs,
       deadline: Date.now() + this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt),
+      priority: this.spec.priority,
+      concurrencyKey: this.spec.concurrencyKey,
       listener: {
         nodeStarted: (index, startedAt) => this.nodeStarted(flight, index, startedAt),
         nodeCompleted: (index, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, index, output, startedAt, endedAt, moved),

@@ -118,7 +118,7 @@ export interface CrashNote {
 
 /** What a thread sends on its control port: batches of reports and ends, in order, or its last word. */
 export type ControlMessage = readonly ControlEntry[] | CrashNote;
-export type ControlEntry = NodeReport | StartReport | ProgressReport | EndReport | Pong;
+export type ControlEntry = NodeReport | StartReport | ProgressReport | EndReport | Pong | Hungry;
 
 /** First message of a worker thread, on `parentPort` (surfacing as the pool's `'message'`). */
 export interface WorkerHello {
@@ -145,3 +145,13 @@ export interface Ping {
 export interface Pong {
   readonly pong: number;
 }
+
+/**
+ * A thread has no segment left waiting to start a node, while the main thread holds
+ * node tasks back (the card's `T_WANTED`): send it more.
+ */
+export interface Hungry {
+  readonly hungry: 1;
+}
+
+export const HUNGRY: Hungry = Object.freeze({ hungry: 1 });

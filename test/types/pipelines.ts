@@ -164,3 +164,19 @@ export async function plain(): Promise<void> {
   // @ts-expect-error: a literal list mixing typed and plain nodes: annotate it as NodeDefinition[].
   await executor.executePipeline({ nodes: [parse, { id: 'b', module }], initialInput: '1' });
 }
+
+export async function scheduling(): Promise<void> {
+  // A run's place among waiting work: a priority, a key.
+  await executor.executePipeline({ nodes: [{ id: 'a', module }], priority: 10, concurrencyKey: 'tenant-a' });
+  // @ts-expect-error: a priority is a number.
+  await executor.executePipeline({ nodes: [{ id: 'a', module }], priority: 'high' });
+  // @ts-expect-error: a key is a string.
+  await executor.executePipeline({ nodes: [{ id: 'a', module }], concurrencyKey: 42 });
+  // The same on typed pipelines.
+  await executor.executePipeline({ nodes: [parse, sum], initialInput: '1,2', priority: -1, concurrencyKey: 'b' });
+  new PipelineExecutor({ maxConcurrentPerKey: 4 });
+  // @ts-expect-error: a limit is a number.
+  new PipelineExecutor({ maxConcurrentPerKey: '4' });
+  const keys: readonly { readonly key: string; readonly inFlight: number; readonly waiting: number }[] = executor.stats().keys;
+  void keys;
+}
