@@ -1,4 +1,5 @@
 /** The results: their JSON shape, and the figures and ratios drawn from the samples. */
+import type { FairnessResult } from './fairness';
 import type { PlainBullmqResult } from './plain-bullmq';
 import type { MemoryResult } from './memory';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
@@ -117,6 +118,8 @@ export interface BenchReport {
   readonly scenarios: readonly ScenarioResult[];
   /** S1's runs through plain BullMQ, one job per run (null when not run). */
   readonly plainBullmq?: PlainBullmqResult | null;
+  /** S9: fairness between two keys (null when not run). */
+  readonly fairness?: FairnessResult | null;
   /** M1: heap use over 100,000 runs (null when not run). */
   readonly memory: MemoryResult | null;
 }

@@ -21,6 +21,7 @@ import { formatMemory, runMemory, type MemoryResult } from './memory';
 import { clusterMissing } from './remote';
 import { measurePlainBullmq, type PlainBullmqResult } from './plain-bullmq';
 import { chain } from './workload';
+import { FAIRNESS_FULL, FAIRNESS_QUICK, formatFairness, runFairness, type FairnessResult } from './fairness';
 import { renderSvg } from './svg';
 import { describeNoise, formatScenario } from './tables';
 
@@ -108,6 +109,20 @@ async function main(): Promise<number> {
     if (job.id === 'S1-bullmq') plainBullmq = await runPlainBullmq(sizes, progress);
   }
 
+  let fairness: FairnessResult | null = null;
+  if (only === undefined || only.some((prefix) => 'S9'.startsWith(prefix))) {
+    const start = performance.now();
+    try {
+      fairness = await runFairness(quick ? FAIRNESS_QUICK : FAIRNESS_FULL, calibration, cores, (text) => progress.update(text));
+      progress.clear();
+      console.log(formatFairness(fairness));
+    } catch (error) {
+      progress.clear();
+      console.log(`S9  could not run: ${describeError(error)}`);
+    }
+    console.log(`  (${((performance.now() - start) / 1000).toFixed(1)} s)\n`);
+  }
+
   let memory: MemoryResult | null = null;
   if (only === undefined || only.some((prefix) => 'M1'.startsWith(prefix))) {
     try {
@@ -134,12 +149,14 @@ async function main(): Promise<number> {
     calibration,
     scenarios,
     plainBullmq,
+    fairness,
     memory,
   };
   writeAtomically(join(RESULTS, 'latest.json'), toJson(report));
   writeAtomically(join(RESULTS, 'latest.svg'), renderSvg(report));
   const failed = scenarios.filter((s) => !s.ok).map((s) => s.id);
   if (memory !== null && !memory.ok) failed.push('M1');
+  if (fairness !== null && !fairness.ok) failed.push('S9');
   const noise = describeNoise(report.noise);
   console.log(`Wrote bench/results/latest.json and latest.svg in ${(report.durationMs / 1000).toFixed(1)} s${noise ? `; ${noise}` : ''}.`);
   if (failed.length > 0) console.log(`FAILED: ${failed.join(', ')} (some runs did not end as they should)`);
