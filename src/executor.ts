@@ -15,6 +15,7 @@ import type { PipelineResult, PlainPipelineRequest, TypedNodeList, TypedPipeline
 import { planPipeline } from './plan/plan';
 import { PipelineRun, type CleanupHandler, type RunHooks } from './run/scheduler';
 import { Admission, type KeyStats } from './run/admission';
+import { SharedRuns, type Attachment } from './run/shared-runs';
 import type { CountsByStatus, DurationSummary } from './observe/stats';
 
 /** How often the main thread's event-loop delay is sampled, for health(). */
@@ -84,6 +85,8 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   private readonly runs = new Map<string, PipelineRun>();
   /** Runs in flight and waiting for admission (see `run/admission.ts`). */
   private readonly admission: Admission<PipelineRun>;
+  /** Runs that calls with the same `dedupeKey` share. */
+  private readonly shared = new SharedRuns<PipelineRun>();
   private closing: Promise<void> | undefined;
   private readonly observer: Observer;
   private readonly eventLoop: IntervalHistogram = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
@@ -165,11 +168,17 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
     };
   }
 
-  /** Checks and plans a request, then starts its run, or queues it for admission. */
-  private launch(request: PipelineRequest): { run: PipelineRun; promise: Promise<unknown>; cancel(reason: unknown): void } {
+  /**
+   * Checks and plans a request, then starts its run, or queues it for admission, or
+   * joins the run in flight with its `dedupeKey`.
+   */
+  private launch(request: PipelineRequest): Attachment<PipelineRun> {
     if (this.closing !== undefined) throw new ExecutorClosedException();
     const { plan, params } = planPipeline(request, this.dispatcher.modulesAreLocal, this.options.moduleRoots);
     const timeouts = requestTimeouts(this.options.timeouts, request.timeouts, plan.pipelineId);
+    const { dedupeKey } = request;
+    const joined = dedupeKey === undefined ? undefined : this.shared.join(dedupeKey, request.signal);
+    if (joined !== undefined) return joined;
     const { maxConcurrentPipelines, maxQueuedPipelines } = this.options;
     const run = new PipelineRun({
       runId: randomUUID(),
@@ -177,7 +186,8 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
       params,
       input: request.initialInput,
       timeouts,
-      signal: request.signal,
+      // A shared run's callers leave it one by one (see run/shared-runs.ts).
+      signal: dedupeKey === undefined ? request.signal : undefined,
       failFast: request.failFast ?? true,
       onProgress: request.onProgress,
       priority: request.priority ?? 0,
@@ -193,6 +203,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
     this.observer.runStarted(run, plan.nodes.length);
     run.start();
     if (admitNow) run.admit();
+    if (dedupeKey !== undefined) return this.shared.start(dedupeKey, run, request.signal);
     return { run, promise: run.promise, cancel: (reason) => run.cancel(reason) };
   }
 
@@ -249,6 +260,8 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
       runsInFlight: this.admission.inFlight,
       runsQueued: this.admission.waiting,
       keys: this.admission.busiestKeys(),
+      sharedRuns: this.shared.inFlight,
+      runsJoined: this.shared.joined,
       runs: this.observer.runs.byStatus(),
       nodes: this.observer.nodes.byStatus(),
       runDurationMs: this.observer.runs.summary(),
@@ -368,6 +381,10 @@ export interface ExecutorStats {
    * most runs first); runs without a key are not listed.
    */
   readonly keys: readonly KeyStats[];
+  /** Runs in flight with a `dedupeKey`, which calls with the same key join. */
+  readonly sharedRuns: number;
+  /** Calls that joined a run in flight (same `dedupeKey`) instead of starting one, in all. */
+  readonly runsJoined: number;
 }
 
 /** A run's own `timeouts` over the executor's: a mistake in them is one in the request. */

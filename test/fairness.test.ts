@@ -19,7 +19,7 @@ describe('fair scheduling', function () {
   const create = useExecutors();
 
   describe('checks', () => {
-    it('refuses a bad priority or concurrencyKey before any node runs, naming the option', async () => {
+    it('refuses a bad priority, concurrencyKey or dedupeKey before any node runs, naming the option', async () => {
       const executor = create({ threads: 1 });
       const gates = new Gates();
       const bad: [string, unknown][] = [
@@ -28,6 +28,8 @@ describe('fair scheduling', function () {
         ['priority', Infinity],
         ['concurrencyKey', ''],
         ['concurrencyKey', 7],
+        ['dedupeKey', ''],
+        ['dedupeKey', { id: 1 }],
       ];
       for (const [option, value] of bad) {
         const error = await rejection(executor.executePipeline({ nodes: [gates.record(1)], [option]: value }));

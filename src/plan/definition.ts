@@ -95,6 +95,15 @@ export interface PipelineRequest<Input = unknown> {
    * @default undefined (no key)
    */
   readonly concurrencyKey?: string;
+  /**
+   * While a run with the same `dedupeKey` is in flight, this call joins it instead of
+   * starting another, and gets the same result or error (the rest of this request is
+   * checked, then unused). Cancelling one caller's handle (or aborting its `signal`)
+   * detaches that caller only: the run stops once every caller has cancelled. A
+   * non-empty string.
+   * @default undefined (every call starts a run)
+   */
+  readonly dedupeKey?: string;
 }
 
 /** A node's `ctx.progress(value)`, as it reaches the main thread. */

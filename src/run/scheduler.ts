@@ -563,7 +563,8 @@ export class PipelineRun {
     return { completedNodes, partialResults };
   }
 
-  private cancellation(reason: unknown): CancellationException {
+  /** The error of a cancellation with `reason`, as of now (also for a caller that leaves a shared run). */
+  cancellation(reason: unknown): CancellationException {
     return new CancellationException({ pipelineId: this.pipelineId, runId: this.runId, reason, ...this.partial() });
   }
 

@@ -166,8 +166,8 @@ export async function plain(): Promise<void> {
 }
 
 export async function scheduling(): Promise<void> {
-  // A run's place among waiting work: a priority, a key.
-  await executor.executePipeline({ nodes: [{ id: 'a', module }], priority: 10, concurrencyKey: 'tenant-a' });
+  // A run's place among waiting work: a priority, a key, a dedupe key.
+  await executor.executePipeline({ nodes: [{ id: 'a', module }], priority: 10, concurrencyKey: 'tenant-a', dedupeKey: 'a:1' });
   // @ts-expect-error: a priority is a number.
   await executor.executePipeline({ nodes: [{ id: 'a', module }], priority: 'high' });
   // @ts-expect-error: a key is a string.
