@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { ResourceLimits } from 'node:worker_threads';
 import { ModuleRoots } from './plan/module-roots';
 import type { Backend, DispatcherOptions } from './pool/dispatcher';
+import type { RecycleLimits } from './pool/recycling';
 import { MAX_TIMER_MS } from './shared/delay';
 
 /** Deadlines. Each may be `Infinity` to mean "no deadline". */
@@ -46,6 +47,16 @@ export interface ExecutorOptions {
    * @default undefined (Node's defaults)
    */
   readonly resourceLimits?: ResourceLimits;
+  /**
+   * Replaces a worker thread, between its nodes, once it has run `afterNodes` nodes or
+   * once its V8 heap in use after a node (garbage not yet collected included) passes
+   * `heapUsedMb`, to contain code that leaks. The pool then keeps one spare thread
+   * started, which takes a due thread's place at once: no run waits for a thread to
+   * start, and none fails. The replaced thread finishes the nodes it runs, gives back
+   * those it has not started, and is terminated (a `'threadExit'` with reason `'recycled'`).
+   * @default undefined (threads are kept for the executor's lifetime)
+   */
+  readonly recycleThreads?: RecycleOptions;
   /**
    * How long `close()` lets in-flight runs finish before cancelling them.
    * @default 10000
@@ -94,6 +105,14 @@ export interface ExecutorOptions {
   readonly moduleRoots?: readonly string[];
 }
 
+/** When to replace a worker thread (see `ExecutorOptions.recycleThreads`); at least one is needed. */
+export interface RecycleOptions {
+  /** Nodes a thread runs to their end before it is replaced. */
+  readonly afterNodes?: number;
+  /** Heap in use after a node, in MiB, past which its thread is replaced. */
+  readonly heapUsedMb?: number;
+}
+
 /** Timeouts after defaults and overrides are applied. */
 export interface ResolvedTimeouts {
   readonly nodeTimeoutMs: number;
@@ -140,7 +159,9 @@ const OPTION_KEYS = [
   'progressIntervalMs',
   'backend',
   'moduleRoots',
+  'recycleThreads',
 ] as const;
+const RECYCLE_KEYS = ['afterNodes', 'heapUsedMb'] as const;
 const RESOURCE_LIMIT_KEYS = ['maxOldGenerationSizeMb', 'maxYoungGenerationSizeMb', 'codeRangeSizeMb', 'stackSizeMb'] as const;
 
 /**
@@ -173,7 +194,7 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
   }
   if (backend !== undefined) {
     // They would size a pool this process does not start: silently ignored, they would mislead.
-    for (const key of ['threads', 'tasksPerThread', 'resourceLimits'] as const) {
+    for (const key of ['threads', 'tasksPerThread', 'resourceLimits', 'recycleThreads'] as const) {
       if (opts[key] !== undefined) {
         throw new TypeError(`\`${key}\` sizes the embedded pool and has no effect with a \`backend\`: the worker processes take it on their command line`);
       }
@@ -197,6 +218,7 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
 
   return {
     timeouts: resolveTimeouts(DEFAULT_TIMEOUTS, opts.timeouts, 'timeouts'),
+    recycleThreads: resolveRecycle(opts.recycleThreads),
     threads,
     tasksPerThread,
     resourceLimits,
@@ -208,6 +230,18 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
     backend,
     moduleRoots,
   };
+}
+
+function resolveRecycle(options: RecycleOptions | undefined): RecycleLimits | undefined {
+  if (options === undefined) return undefined;
+  expectPlainObject(options, 'recycleThreads');
+  rejectUnknownKeys(options, RECYCLE_KEYS, 'recycleThreads');
+  if (options.afterNodes === undefined && options.heapUsedMb === undefined) {
+    throw new TypeError('Expected `recycleThreads` to give `afterNodes`, `heapUsedMb` or both, got `{}`');
+  }
+  const afterNodes = options.afterNodes === undefined ? Infinity : integer('recycleThreads.afterNodes', options.afterNodes, 1, false);
+  if (options.heapUsedMb !== undefined) expectPositiveFinite(options.heapUsedMb, 'recycleThreads.heapUsedMb');
+  return { afterNodes, heapUsedBytes: options.heapUsedMb === undefined ? Infinity : options.heapUsedMb * 1024 * 1024 };
 }
 
 /**

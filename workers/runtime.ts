@@ -17,6 +17,7 @@
  */
 import { MessageChannel, parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
+import { getHeapStatistics } from 'node:v8';
 import { Stop, ThreadBoard } from '../src/shared/board';
 import { uncrossable } from '../src/shared/crossing';
 import type { NodeFunction } from '../src/shared/node';
@@ -310,6 +311,7 @@ function callNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
 function nodeDone(run: SegmentRun, output: unknown): void {
   if (run.settled) return;
   run.ctx = undefined;
+  nodeRan();
   // No longer running: the main thread stops its clock even before the report arrives.
   board.nodeEnded(run.task.slot, run.position);
   if (stopRequested(run) !== Stop.None) {
@@ -344,6 +346,7 @@ function nodeDone(run: SegmentRun, output: unknown): void {
 function nodeFailed(run: SegmentRun, error: unknown): void {
   if (run.settled) return;
   run.ctx = undefined;
+  nodeRan();
   if (stopRequested(run) !== Stop.None) {
     settle(run, { kind: 'stopped', position: run.position });
     return;
@@ -382,6 +385,11 @@ function markSettled(run: SegmentRun): boolean {
   // The batch's piscina task settles once the flush has sent its segments' ends.
   if (--run.batch.pending === 0) outbox.batchFinished(run.batch);
   return true;
+}
+
+/** Counts a node that ran to its end, and the heap it leaves, for thread recycling. */
+function nodeRan(): void {
+  board.nodeRan(config.measureHeap ? getHeapStatistics().used_heap_size : undefined);
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

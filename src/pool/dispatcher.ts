@@ -13,6 +13,7 @@ import type { ResourceLimits } from 'node:worker_threads';
 import type { StopCode, TaskProgress } from '../shared/board';
 import type { TaskNode } from '../shared/protocol';
 import type { Settlement } from '../shared/settlement';
+import type { RecycleLimits } from './recycling';
 
 export type { Settlement } from '../shared/settlement';
 
@@ -24,6 +25,8 @@ export interface DispatcherOptions {
   readonly tasksPerThread: number;
   readonly resourceLimits: ResourceLimits | undefined;
   readonly progressIntervalMs: number;
+  /** When to replace a thread (see `recycling.ts`); undefined to keep them. */
+  readonly recycleThreads: RecycleLimits | undefined;
 }
 
 /**
@@ -149,9 +152,10 @@ export interface ThreadExit {
   /** `'terminated'` to stop a node that did not stop in time; `'crashed'` when it died by itself. */
   /**
    * `'terminated'` to stop a node that did not stop in time; `'orphaned'` because code
-   * that no live node owns held it (see `pool/watchdog.ts`); `'crashed'` when it died by itself.
+   * that no live node owns held it (see `pool/watchdog.ts`); `'crashed'` when it died by
+   * itself; `'recycled'` replaced once drained (`recycleThreads`, see `pool/recycling.ts`).
    */
-  readonly reason: 'terminated' | 'orphaned' | 'crashed';
+  readonly reason: 'terminated' | 'orphaned' | 'crashed' | 'recycled';
   readonly exitCode: number | undefined;
   /** The node that took it down, when known. */
   readonly runId: string | undefined;

@@ -44,6 +44,7 @@ import { FairQueue, NO_KEY, type Placement } from './fair-queue';
 import { Pings, adjustWindow, leastLoaded, newThread, routeOf, stealPlan, usable, withRoom, type Thread as PoolThread } from './threads';
 import { Ticket, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
+import { drained, handOver, isDue, poolSize, roleOfNew, type RecycleLimits } from './recycling';
 import { workerRuntime } from './worker-path';
 
 type Thread = PoolThread<Ticket>;
@@ -87,6 +88,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private endedBusyMs = 0;
   private readonly pings = new Pings();
   private readonly size: number;
+  private readonly recycle: RecycleLimits | undefined;
   private readonly whenReady: Promise<void>;
   private readonly watchdog: NodeJS.Timeout;
   private onReady: (() => void) | undefined;
@@ -96,6 +98,8 @@ export class PiscinaDispatcher implements Dispatcher {
     private readonly events: DispatcherEvents,
   ) {
     this.size = options.threads;
+    this.recycle = options.recycleThreads;
+    const started = poolSize(options.threads, this.recycle);
     this.whenReady = new Promise((resolve) => {
       this.onReady = resolve;
     });
@@ -110,12 +114,13 @@ export class PiscinaDispatcher implements Dispatcher {
       mainTimeOrigin: performance.timeOrigin,
       tsNodeRegister: runtime.tsNodeRegister,
       progressIntervalMs: options.progressIntervalMs,
+      measureHeap: this.recycle !== undefined && this.recycle.heapUsedBytes !== Infinity,
     };
     this.pool = new Piscina({
       filename: runtime.filename,
       execArgv: runtime.execArgv,
-      minThreads: options.threads,
-      maxThreads: options.threads,
+      minThreads: started,
+      maxThreads: started,
       idleTimeout: Infinity,
       // Our slots bound the segments in flight; a batch holds at least one.
       concurrentTasksPerWorker: capacity,
@@ -163,7 +168,7 @@ export class PiscinaDispatcher implements Dispatcher {
   allThreadsHeld(): boolean {
     let held = 0;
     for (const thread of this.threads.values()) {
-      if (thread.ended) continue;
+      if (thread.ended || thread.role === 'spare') continue;
       if (thread.card === undefined || Atomics.load(thread.card.i32, T_HOLDER) === 0) return false;
       held++;
     }
@@ -397,6 +402,18 @@ export class PiscinaDispatcher implements Dispatcher {
     return true;
   }
 
+  /** Recycling (see `recycling.ts`): a spare takes `due`'s place; `due` gives back what it has not started. */
+  private replace(due: Thread): void {
+    if (handOver(due, this.threads.values()) === undefined) return;
+    for (const ticket of [...due.tickets]) this.takeBack(ticket, undefined);
+    if (drained(due)) this.retire(due);
+    this.scheduleFlush();
+  }
+
+  private retire(thread: Thread): void {
+    thread.role = 'retired';
+    void thread.worker.terminate();
+  }
 
   private attach(ticket: Ticket, thread: Thread): void {
     ticket.thread = thread;
@@ -410,7 +427,10 @@ export class PiscinaDispatcher implements Dispatcher {
     if (thread === undefined) return;
     ticket.thread = undefined;
     thread.tickets.delete(ticket);
-    if (thread.tickets.size === 0) thread.port?.unref();
+    if (thread.tickets.size === 0) {
+      thread.port?.unref();
+      if (drained(thread)) this.retire(thread);
+    }
   }
 
   /** A batch that could not be sent (an input that cannot be cloned), or whose thread died. */
@@ -515,7 +535,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private watch = (): void => {
     const now = this.now();
     for (const thread of [...this.threads.values()]) {
-      if (thread.port === undefined || !usable(thread)) continue;
+      if (thread.port === undefined || !(usable(thread) || thread.role === 'draining')) continue;
       this.drain(thread);
       if (isOrphaned(thread, now, () => this.nodeRunningOn(thread))) {
         thread.orphaned = true;
@@ -542,6 +562,7 @@ export class PiscinaDispatcher implements Dispatcher {
     for (const worker of this.pool.threads) {
       if (this.threads.has(worker.threadId)) continue;
       const thread: Thread = newThread(worker);
+      thread.role = roleOfNew(this.threads.values(), this.size);
       this.threads.set(worker.threadId, thread);
       // piscina listens first, so it is done with the thread when these run.
       worker.once('error', (error: unknown) => this.threadEnded(thread, undefined, error));
@@ -559,7 +580,7 @@ export class PiscinaDispatcher implements Dispatcher {
     thread.port = port;
     thread.card = card;
     Atomics.store(card.i32, T_WANTED, this.wanted ? 1 : 0);
-    if (++this.introduced > this.size) this.events.threadReplaced();
+    if (++this.introduced > poolSize(this.size, this.recycle)) this.events.threadReplaced();
     port.on('message', (message: ControlMessage) => this.onControlMessage(thread, message));
     if (thread.tickets.size === 0) port.unref();
     // Stops requested before the thread introduced itself reach it now.
@@ -585,7 +606,8 @@ export class PiscinaDispatcher implements Dispatcher {
     thread.port?.close();
     this.threads.delete(thread.threadId);
     this.endedBusyMs += thread.card?.f64[T_BUSY_TOTAL] ?? 0;
-    const killed = thread.killing;
+    // A retired thread (recycling) was terminated on purpose, between its nodes.
+    const killed = thread.killing || thread.role === 'retired';
     if (this.destroyed) {
       for (const ticket of thread.tickets) this.afterThreadEnd(ticket, { killed, culpritKnown: false }, cause);
       return;
@@ -602,7 +624,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.outgoing.length > 0 || this.pending.size > 0) this.scheduleFlush();
     this.events.threadExited({
       threadId: thread.threadId,
-      reason: thread.orphaned ? 'orphaned' : killed ? 'terminated' : 'crashed',
+      reason: thread.orphaned ? 'orphaned' : thread.role === 'retired' ? 'recycled' : killed ? 'terminated' : 'crashed',
       exitCode,
       runId: culprit?.runId,
       nodeId: culprit?.nodeId,
@@ -658,6 +680,7 @@ export class PiscinaDispatcher implements Dispatcher {
         ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1, entry.m === 1);
       }
     }
+    if (isDue(thread, this.recycle)) this.replace(thread);
     // The thread has moved on: it may have room for pending tickets.
     adjustWindow(thread, hungry);
     if (this.pending.size > 0) this.scheduleFlush();

@@ -37,6 +37,12 @@ export interface Thread<T = unknown> {
   orphaned: boolean;
   /** Segments it may hold ahead at most (see {@link withRoom}, {@link adjustWindow}). */
   window: number;
+  /**
+   * Its part in thread recycling (see `recycling.ts`): `'spare'` started and kept idle to
+   * replace one; `'draining'` replaced, it finishes what it holds and takes nothing new;
+   * `'retired'` terminated once drained.
+   */
+  role: 'active' | 'spare' | 'draining' | 'retired';
 }
 
 export function newThread<T>(worker: Worker): Thread<T> {
@@ -55,6 +61,7 @@ export function newThread<T>(worker: Worker): Thread<T> {
     pingedAt: undefined,
     orphaned: false,
     window: AHEAD_MIN,
+    role: 'active',
   };
 }
 
@@ -77,9 +84,9 @@ export function adjustWindow(thread: Thread, hungry: boolean): void {
   else if (thread.card !== undefined && Atomics.load(thread.card.i32, T_READY) >= AHEAD_MIN) thread.window = AHEAD_MIN;
 }
 
-/** Not ended and not being terminated: it may take work. */
+/** Not ended, not being terminated, neither a spare nor replaced: it may take work. */
 export function usable(thread: Thread): boolean {
-  return !thread.ended && !thread.killing;
+  return !thread.ended && !thread.killing && thread.role === 'active';
 }
 
 /**

@@ -18,6 +18,8 @@ export interface WorkerConfig {
   readonly tsNodeRegister: string | undefined;
   /** A node's `ctx.progress()` reaches the main thread at most this often. */
   readonly progressIntervalMs: number;
+  /** Write the thread's heap in use on its card after each node (for thread recycling). */
+  readonly measureHeap: boolean;
 }
 
 /** A node as the worker needs it. */

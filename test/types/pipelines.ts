@@ -177,6 +177,9 @@ export async function scheduling(): Promise<void> {
   new PipelineExecutor({ maxConcurrentPerKey: 4 });
   // @ts-expect-error: a limit is a number.
   new PipelineExecutor({ maxConcurrentPerKey: '4' });
+  new PipelineExecutor({ recycleThreads: { afterNodes: 10_000, heapUsedMb: 256 } });
+  // @ts-expect-error: recycling by a count of runs is not offered.
+  new PipelineExecutor({ recycleThreads: { afterRuns: 10 } });
   const keys: readonly { readonly key: string; readonly inFlight: number; readonly waiting: number }[] = executor.stats().keys;
   void keys;
 }
