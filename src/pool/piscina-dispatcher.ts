@@ -20,7 +20,7 @@
  */
 import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
-import { receiveMessageOnPort, type MessagePort, type TransferListItem } from 'node:worker_threads';
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import {
   Board,
   ThreadCard,
@@ -35,14 +35,13 @@ import {
   type TaskProgress,
 } from '../shared/board';
 import type { ResolvedOptions } from '../options';
-import { transferListOf } from '../shared/transfer';
-import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNote, type Ping, type SegmentTask, type WorkerConfig } from '../shared/protocol';
+import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNote, type Ping, type WorkerConfig } from '../shared/protocol';
 import { receiveSettlement, type Settlement } from '../shared/settlement';
 import { deserializeThrown } from '../shared/thrown';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
 import { FairQueue, NO_KEY, type Placement } from './fair-queue';
 import { Pings, adjustWindow, leastLoaded, newThread, routeOf, stealPlan, usable, withRoom, type Thread as PoolThread } from './threads';
-import { Ticket, type Batch } from './ticket';
+import { Ticket, batchTask, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
 import { drained, handOver, isDue, poolSize, roleOfNew, type RecycleLimits } from './recycling';
 import { workerRuntime } from './worker-path';
@@ -337,37 +336,11 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   private sendBatch(thread: Thread, group: Ticket[]): void {
-    // A thread keeps the nodes of about MAX_KNOWN segments of cached plans: past that, it
-    // forgets them all (before this batch), and learns again those it meets.
-    const forget = thread.knows.size >= MAX_KNOWN;
-    if (forget) thread.knows.clear();
-    let transferList: TransferListItem[] | undefined;
-    const tasks: SegmentTask[] = group.map((ticket) => {
-      const moves = transferListOf(ticket.input);
-      if (moves !== undefined) {
-        (transferList ??= []).push(...moves);
-        ticket.inputMoved = true;
-      }
-      const { segmentId } = ticket.job;
-      const known = segmentId !== undefined && thread.knows.has(segmentId);
-      if (segmentId !== undefined) thread.knows.add(segmentId);
-      return {
-        slot: ticket.slot,
-        gen: ticket.gen,
-        runId: ticket.job.runId,
-        pipelineId: ticket.job.pipelineId,
-        ...(known ? {} : { nodes: ticket.job.nodes }),
-        segment: segmentId,
-        first: ticket.first,
-        attempts: ticket.job.attempts,
-        reportStarts: ticket.job.reportStarts,
-        input: ticket.input,
-      };
-    });
-    const task: BatchTask & { [key: symbol]: unknown } = { tasks, forget, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
+    const { task, transferList } = batchTask(thread, group, MAX_KNOWN);
+    const routed: BatchTask & { [key: symbol]: unknown } = { ...task, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
     const batch: Batch = { thread, tickets: group, gens: group.map((ticket) => ticket.gen) };
-    const options = transferList === undefined ? undefined : { transferList: [...new Set(transferList)] };
-    this.pool.run(task, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
+    const options = transferList === undefined ? undefined : { transferList };
+    this.pool.run(routed, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
   }
 
   /** The thread to send to next; see `threads.ts`. */
