@@ -69,6 +69,11 @@ export interface Placement {
   readonly key: string;
 }
 
+/** Where a segment of a run waits: its run's priority and key. */
+export function placementOf(job: { readonly priority: number; readonly concurrencyKey: string | undefined }): Placement {
+  return { priority: job.priority, key: job.concurrencyKey ?? NO_KEY };
+}
+
 /** Waiting work in serving order; see the file comment. */
 export class FairQueue<T> {
   private readonly levels = new Map<number, Level<T>>();

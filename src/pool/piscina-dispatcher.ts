@@ -39,7 +39,7 @@ import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNot
 import { receiveSettlement, type Settlement } from '../shared/settlement';
 import { deserializeThrown } from '../shared/thrown';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
-import { FairQueue, NO_KEY, type Placement } from './fair-queue';
+import { FairQueue, placementOf } from './fair-queue';
 import { Pings, adjustWindow, leastLoaded, newThread, routeOf, stealPlan, usable, withRoom, type Thread as PoolThread } from './threads';
 import { Ticket, batchTask, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
@@ -209,7 +209,7 @@ export class PiscinaDispatcher implements Dispatcher {
 
   submit(job: SegmentJob): SegmentTicket {
     const ticket = new Ticket(this, job);
-    this.pending.push(ticket, placementOf(ticket));
+    this.pending.push(ticket, placementOf(ticket.job));
     this.scheduleFlush();
     return ticket;
   }
@@ -224,7 +224,7 @@ export class PiscinaDispatcher implements Dispatcher {
     ticket.stopCode = code;
     if (ticket.slot < 0 || ticket.thread === undefined) {
       // Not sent yet: it never starts.
-      if (ticket.slot < 0) this.pending.remove(ticket, placementOf(ticket));
+      if (ticket.slot < 0) this.pending.remove(ticket, placementOf(ticket.job));
       else this.outgoing.splice(this.outgoing.indexOf(ticket), 1);
       return this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
@@ -663,11 +663,6 @@ export class PiscinaDispatcher implements Dispatcher {
       this.rebalance(thread);
     }
   }
-}
-
-/** Where a ticket waits in the pending queue. */
-function placementOf(ticket: Ticket): Placement {
-  return { priority: ticket.job.priority, key: ticket.job.concurrencyKey ?? NO_KEY };
 }
 
 /** Whether `pool.run()` failed because the batch could not be posted (not because its thread died). */

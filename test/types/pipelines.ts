@@ -2,6 +2,7 @@
 // run's result, and each mistake marked @ts-expect-error must not compile.
 import {
   PipelineExecutor,
+  bullmqBackend,
   defineNode,
   nodeModule,
   type NodeDefinition,
@@ -178,6 +179,7 @@ export async function scheduling(): Promise<void> {
   // @ts-expect-error: a limit is a number.
   new PipelineExecutor({ maxConcurrentPerKey: '4' });
   new PipelineExecutor({ recycleThreads: { afterNodes: 10_000, heapUsedMb: 256 } });
+  new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:6379', maxSegmentsInFlight: 64 }) });
   // @ts-expect-error: recycling by a count of runs is not offered.
   new PipelineExecutor({ recycleThreads: { afterRuns: 10 } });
   const keys: readonly { readonly key: string; readonly inFlight: number; readonly waiting: number }[] = executor.stats().keys;
