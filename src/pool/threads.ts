@@ -121,25 +121,27 @@ export function ahead(thread: Thread): number {
  * The thread to send a pending segment to: of the usable threads that hold fewer
  * segments ahead than their window, the one with the fewest. A thread held by a long node gets
  * none while another thread is free of one (it will have room soon, and work stealing
- * moves what waits on the held one); a thread still starting, only if no started one has room.
+ * moves what waits on the held one). A thread still starting gets none: piscina queues
+ * the tasks of every thread in one list, and a task for a thread that is not ready would
+ * hold back those behind it for the others.
  */
 export function withRoom<T>(threads: Iterable<Thread<T>>, now: number): Thread<T> | undefined {
   let best: Thread<T> | undefined;
   let bestScore = Infinity;
   let unblocked = false;
   for (const thread of threads) {
-    if (!usable(thread)) continue;
+    if (!usable(thread) || thread.port === undefined) continue;
     const blocked = isBlocked(thread.card, now);
-    if (!blocked && thread.port !== undefined) unblocked = true;
+    if (!blocked) unblocked = true;
     const held = ahead(thread);
     if (held >= thread.window) continue;
-    const score = held + (thread.port === undefined ? 1e9 : blocked ? 1e6 : 0);
+    const score = held + (blocked ? 1e6 : 0);
     if (score < bestScore) {
       best = thread;
       bestScore = score;
     }
   }
-  if (best !== undefined && unblocked && bestScore >= 1e6 && bestScore < 1e9) return undefined;
+  if (best !== undefined && unblocked && bestScore >= 1e6) return undefined;
   return best;
 }
 
