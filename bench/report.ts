@@ -1,4 +1,5 @@
 /** The results: their JSON shape, and the figures and ratios drawn from the samples. */
+import type { FairnessResult } from './fairness';
 import type { MemoryResult } from './memory';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -126,6 +127,8 @@ export interface BenchReport {
   readonly noise: Noise;
   readonly calibration: Calibration;
   readonly scenarios: readonly ScenarioResult[];
+  /** S9: fairness between two keys (null when not run). */
+  readonly fairness?: FairnessResult | null;
   /** M1: heap use over 100,000 runs (null when not run). */
   readonly memory: MemoryResult | null;
 }

@@ -22,6 +22,7 @@ import { shapeScenarios } from './shapes';
 import { runStopCase, stopCases } from './stopping';
 import { formatMemory, runMemory, type MemoryResult } from './memory';
 import { clusterMissing } from './remote';
+import { FAIRNESS_FULL, FAIRNESS_QUICK, formatFairness, runFairness, type FairnessResult } from './fairness';
 import { renderSvg } from './svg';
 import { describeNoise, formatScenario } from './tables';
 
@@ -107,6 +108,20 @@ async function main(): Promise<number> {
     scenarios.push(result);
   }
 
+  let fairness: FairnessResult | null = null;
+  if (only === undefined || only.some((prefix) => 'S9'.startsWith(prefix))) {
+    const start = performance.now();
+    try {
+      fairness = await runFairness(quick ? FAIRNESS_QUICK : FAIRNESS_FULL, calibration, cores, (text) => progress.update(text));
+      progress.clear();
+      console.log(formatFairness(fairness));
+    } catch (error) {
+      progress.clear();
+      console.log(`S9  could not run: ${describeError(error)}`);
+    }
+    console.log(`  (${((performance.now() - start) / 1000).toFixed(1)} s)\n`);
+  }
+
   let memory: MemoryResult | null = null;
   if (only === undefined || only.some((prefix) => 'M1'.startsWith(prefix))) {
     try {
@@ -132,6 +147,7 @@ async function main(): Promise<number> {
     noise: runNoise(),
     calibration,
     scenarios,
+    fairness,
     memory,
   };
   // Both ignored by git; the README's picture is refreshed only when asked (--picture).
@@ -140,6 +156,7 @@ async function main(): Promise<number> {
   if (args.includes('--picture')) writeAtomically(join(RESULTS, 'readme.svg'), renderSvg(report));
   const failed = scenarios.filter((s) => !s.ok).map((s) => s.id);
   if (memory !== null && !memory.ok) failed.push('M1');
+  if (fairness !== null && !fairness.ok) failed.push('S9');
   const noise = describeNoise(report.noise);
   console.log(`Wrote bench/results/latest.json and latest.svg${args.includes('--picture') ? ' and readme.svg (the README\'s picture)' : ''} in ${(report.durationMs / 1000).toFixed(1)} s${noise ? `; ${noise}` : ''}.`);
   if (failed.length > 0) console.log(`FAILED: ${failed.join(', ')} (some runs did not end as they should)`);

@@ -14,6 +14,8 @@ import type { PipelineRequest } from './plan/definition';
 import type { PipelineResult, PlainPipelineRequest, TypedNodeList, TypedPipelineRequest } from './plan/typed';
 import { planPipeline } from './plan/plan';
 import { PipelineRun, type CleanupHandler, type RunHooks } from './run/scheduler';
+import { Admission, type KeyStats } from './run/admission';
+import { SharedRuns, type Attachment } from './run/shared-runs';
 import type { CountsByStatus, DurationSummary } from './observe/stats';
 
 /** How often the main thread's event-loop delay is sampled, for health(). */
@@ -81,10 +83,10 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   private readonly options: ResolvedOptions;
   private readonly dispatcher: Dispatcher;
   private readonly runs = new Map<string, PipelineRun>();
-  /** Runs waiting for admission, in order. */
-  private readonly queued: PipelineRun[] = [];
-  /** Runs admitted and not settled. */
-  private admitted = 0;
+  /** Runs in flight and waiting for admission (see `run/admission.ts`). */
+  private readonly admission: Admission<PipelineRun>;
+  /** Runs that calls with the same `dedupeKey` share. */
+  private readonly shared = new SharedRuns<PipelineRun>();
   private closing: Promise<void> | undefined;
   private readonly observer: Observer;
   private readonly eventLoop: IntervalHistogram = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
@@ -98,9 +100,10 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   constructor(options?: ExecutorOptions) {
     super();
     this.options = resolveOptions(options);
+    this.admission = new Admission(this.options);
     this.observer = new Observer(this, VERSION, {
-      runsInFlight: () => this.admitted,
-      runsQueued: () => this.queued.length,
+      runsInFlight: () => this.admission.inFlight,
+      runsQueued: () => this.admission.waiting,
       threads: () => this.dispatcher.stats().threads,
     });
     const events: DispatcherEvents = {
@@ -155,45 +158,53 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   startPipeline<const Nodes extends TypedNodeList>(request: TypedPipelineRequest<Nodes>): PipelineHandle<PipelineResult<Nodes>>;
   startPipeline<Result = unknown, Input = unknown>(request: PlainPipelineRequest<Input>): PipelineHandle<Result>;
   startPipeline(request: PipelineRequest): PipelineHandle {
-    const run = this.launch(request);
+    const { run, promise, cancel } = this.launch(request);
     return {
       runId: run.runId,
       pipelineId: run.pipelineId,
-      result: run.promise,
-      cancel: (reason = new DOMException('This operation was aborted', 'AbortError')) => run.cancel(reason),
+      result: promise,
+      cancel: (reason = new DOMException('This operation was aborted', 'AbortError')) => cancel(reason),
       onCleanup: (handler) => run.onCleanup(handler),
     };
   }
 
-  /** Checks and plans a request, then starts its run, or queues it for admission. */
-  private launch(request: PipelineRequest): PipelineRun {
+  /**
+   * Checks and plans a request, then starts its run, or queues it for admission, or
+   * joins the run in flight with its `dedupeKey`.
+   */
+  private launch(request: PipelineRequest): Attachment<PipelineRun> {
     if (this.closing !== undefined) throw new ExecutorClosedException();
     const { plan, params } = planPipeline(request, this.dispatcher.modulesAreLocal, this.options.moduleRoots);
     const timeouts = requestTimeouts(this.options.timeouts, request.timeouts, plan.pipelineId);
+    const { dedupeKey } = request;
+    const joined = dedupeKey === undefined ? undefined : this.shared.join(dedupeKey, request.signal);
+    if (joined !== undefined) return joined;
     const { maxConcurrentPipelines, maxQueuedPipelines } = this.options;
-    const admitNow = this.admitted < maxConcurrentPipelines;
-    if (!admitNow && this.queued.length >= maxQueuedPipelines) {
-      throw new QueueFullException({ pipelineId: plan.pipelineId, maxConcurrentPipelines, maxQueuedPipelines });
-    }
     const run = new PipelineRun({
       runId: randomUUID(),
       plan,
       params,
       input: request.initialInput,
       timeouts,
-      signal: request.signal,
+      // A shared run's callers leave it one by one (see run/shared-runs.ts).
+      signal: dedupeKey === undefined ? request.signal : undefined,
       failFast: request.failFast ?? true,
       onProgress: request.onProgress,
+      priority: request.priority ?? 0,
+      concurrencyKey: request.concurrencyKey,
       dispatcher: this.dispatcher,
       hooks: this.hooks,
     });
+    if (!this.admission.hasRoomFor(run) && this.admission.waiting >= maxQueuedPipelines) {
+      throw new QueueFullException({ pipelineId: plan.pipelineId, maxConcurrentPipelines, maxQueuedPipelines });
+    }
     this.runs.set(run.runId, run);
-    if (admitNow) this.admitted++;
-    else this.queued.push(run);
+    const admitNow = this.admission.add(run);
     this.observer.runStarted(run, plan.nodes.length);
     run.start();
     if (admitNow) run.admit();
-    return run;
+    if (dedupeKey !== undefined) return this.shared.start(dedupeKey, run, request.signal);
+    return { run, promise: run.promise, cancel: (reason) => run.cancel(reason) };
   }
 
   private readonly hooks: RunHooks = {
@@ -204,13 +215,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
     ended: (run, status, error, durationMs) => {
       this.observer.runEnded(run, status, error, durationMs);
       this.runs.delete(run.runId);
-      const waiting = this.queued.indexOf(run);
-      if (waiting >= 0) this.queued.splice(waiting, 1);
-      else this.admitted--;
-      while (this.admitted < this.options.maxConcurrentPipelines && this.queued.length > 0) {
-        this.admitted++;
-        this.queued.shift()!.admit();
-      }
+      for (const next of this.admission.remove(run)) next.admit();
     },
     cleanupFailed: (error, run) => this.reportCleanupError(error, run),
     progress: (event) => {
@@ -252,8 +257,11 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
     const elapsed = performance.now() - this.createdAt;
     return {
       ...dispatcher,
-      runsInFlight: this.admitted,
-      runsQueued: this.queued.length,
+      runsInFlight: this.admission.inFlight,
+      runsQueued: this.admission.waiting,
+      keys: this.admission.busiestKeys(),
+      sharedRuns: this.shared.inFlight,
+      runsJoined: this.shared.joined,
       runs: this.observer.runs.byStatus(),
       nodes: this.observer.nodes.byStatus(),
       runDurationMs: this.observer.runs.summary(),
@@ -281,7 +289,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
       eventLoop: this.eventLoop,
       eventLoopResolutionMs: EVENT_LOOP_RESOLUTION_MS,
       threadsEndedLastMinute: this.observer.recentThreadEnds(performance.now()),
-      runsQueued: this.queued.length,
+      runsQueued: this.admission.waiting,
       maxQueuedPipelines: this.options.maxQueuedPipelines,
       tasksWaiting: stats.tasksWaiting,
     });
@@ -351,7 +359,12 @@ export interface ExecutorStats {
   readonly threads: number;
   /** Node tasks on threads or on their way to one. */
   readonly tasksInFlight: number;
-  /** Node tasks waiting for room on a thread (`threads * tasksPerThread` are in flight). */
+  /**
+   * Node tasks held back on the main thread until a thread has room for them, served by
+   * `priority`, then round-robin across `concurrencyKey`s.
+   */
+  readonly tasksQueued: number;
+  /** Of those, the ones that wait because every slot is taken (`threads * tasksPerThread` are in flight). */
   readonly tasksWaiting: number;
   /** Threads terminated because a node did not stop in time. */
   readonly terminations: number;
@@ -361,8 +374,17 @@ export interface ExecutorStats {
   readonly resends: number;
   /** Runs admitted and not yet settled. */
   readonly runsInFlight: number;
-  /** Runs waiting for admission (`maxConcurrentPipelines`). */
+  /** Runs waiting for admission (`maxConcurrentPipelines`, `maxConcurrentPerKey`). */
   readonly runsQueued: number;
+  /**
+   * Runs in flight and waiting per `concurrencyKey`: the busiest keys only (at most 10,
+   * most runs first); runs without a key are not listed.
+   */
+  readonly keys: readonly KeyStats[];
+  /** Runs in flight with a `dedupeKey`, which calls with the same key join. */
+  readonly sharedRuns: number;
+  /** Calls that joined a run in flight (same `dedupeKey`) instead of starting one, in all. */
+  readonly runsJoined: number;
 }
 
 /** A run's own `timeouts` over the executor's: a mistake in them is one in the request. */

@@ -6,7 +6,8 @@
 // Running pipelines.
 export { PipelineExecutor } from './executor';
 export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
-export type { ExecutorOptions, TimeoutOptions } from './options';
+export type { KeyStats } from './run/admission';
+export type { ExecutorOptions, RecycleOptions, TimeoutOptions } from './options';
 export { DEFAULT_TIMEOUTS } from './options';
 export type { NodeDefinition, MapOptions, PipelineRequest, ProgressEvent } from './plan/definition';
 
@@ -85,6 +86,7 @@ export type {
   ThreadExit,
   ThreadHealth,
 } from './pool/dispatcher';
+export type { RecycleLimits } from './pool/recycling';
 export { Stop } from './shared/board';
 export type { StopCode, TaskProgress } from './shared/board';
 export type { TaskNode } from './shared/protocol';

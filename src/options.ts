@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { ResourceLimits } from 'node:worker_threads';
 import { ModuleRoots } from './plan/module-roots';
 import type { Backend, DispatcherOptions } from './pool/dispatcher';
+import type { RecycleLimits } from './pool/recycling';
 import { MAX_TIMER_MS } from './shared/delay';
 
 /** Deadlines. Each may be `Infinity` to mean "no deadline". */
@@ -47,6 +48,16 @@ export interface ExecutorOptions {
    */
   readonly resourceLimits?: ResourceLimits;
   /**
+   * Replaces a worker thread, between its nodes, once it has run `afterNodes` nodes or
+   * once its V8 heap in use after a node (garbage not yet collected included) passes
+   * `heapUsedMb`, to contain code that leaks. The pool then keeps one spare thread
+   * started, which takes a due thread's place at once: no run waits for a thread to
+   * start, and none fails. The replaced thread finishes the nodes it runs, gives back
+   * those it has not started, and is terminated (a `'threadExit'` with reason `'recycled'`).
+   * @default undefined (threads are kept for the executor's lifetime)
+   */
+  readonly recycleThreads?: RecycleOptions;
+  /**
    * How long `close()` lets in-flight runs finish before cancelling them.
    * @default 10000
    */
@@ -56,6 +67,13 @@ export interface ExecutorOptions {
    * @default Infinity
    */
   readonly maxConcurrentPipelines?: number;
+  /**
+   * Runs in flight at once with the same `concurrencyKey`; more wait, in order of
+   * priority and then arrival, while runs of other keys go ahead (the pipeline timeout
+   * counts the wait). Runs without a key are bounded by `maxConcurrentPipelines` only.
+   * @default Infinity
+   */
+  readonly maxConcurrentPerKey?: number;
   /**
    * Runs waiting at once; a run beyond it is refused with a `QueueFullException`.
    * @default Infinity
@@ -87,6 +105,14 @@ export interface ExecutorOptions {
   readonly moduleRoots?: readonly string[];
 }
 
+/** When to replace a worker thread (see `ExecutorOptions.recycleThreads`); at least one is needed. */
+export interface RecycleOptions {
+  /** Nodes a thread runs to their end before it is replaced. */
+  readonly afterNodes?: number;
+  /** Heap in use after a node, in MiB, past which its thread is replaced. */
+  readonly heapUsedMb?: number;
+}
+
 /** Timeouts after defaults and overrides are applied. */
 export interface ResolvedTimeouts {
   readonly nodeTimeoutMs: number;
@@ -98,6 +124,7 @@ export interface ResolvedOptions extends DispatcherOptions {
   readonly timeouts: ResolvedTimeouts;
   readonly closeTimeoutMs: number;
   readonly maxConcurrentPipelines: number;
+  readonly maxConcurrentPerKey: number;
   readonly maxQueuedPipelines: number;
   readonly backend: Backend | undefined;
   readonly moduleRoots: ModuleRoots | undefined;
@@ -114,6 +141,7 @@ export const DEFAULTS = Object.freeze({
   tasksPerThread: 1024,
   closeTimeoutMs: 10_000,
   maxConcurrentPipelines: Infinity,
+  maxConcurrentPerKey: Infinity,
   maxQueuedPipelines: Infinity,
   progressIntervalMs: 50,
 });
@@ -126,11 +154,14 @@ const OPTION_KEYS = [
   'resourceLimits',
   'closeTimeoutMs',
   'maxConcurrentPipelines',
+  'maxConcurrentPerKey',
   'maxQueuedPipelines',
   'progressIntervalMs',
   'backend',
   'moduleRoots',
+  'recycleThreads',
 ] as const;
+const RECYCLE_KEYS = ['afterNodes', 'heapUsedMb'] as const;
 const RESOURCE_LIMIT_KEYS = ['maxOldGenerationSizeMb', 'maxYoungGenerationSizeMb', 'codeRangeSizeMb', 'stackSizeMb'] as const;
 
 /**
@@ -147,6 +178,7 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
   const threads = integer('threads', opts.threads ?? DEFAULTS.threads, 1, false);
   const tasksPerThread = integer('tasksPerThread', opts.tasksPerThread ?? DEFAULTS.tasksPerThread, 1, false);
   const maxConcurrentPipelines = integer('maxConcurrentPipelines', opts.maxConcurrentPipelines ?? DEFAULTS.maxConcurrentPipelines, 1, true);
+  const maxConcurrentPerKey = integer('maxConcurrentPerKey', opts.maxConcurrentPerKey ?? DEFAULTS.maxConcurrentPerKey, 1, true);
   const maxQueuedPipelines = integer('maxQueuedPipelines', opts.maxQueuedPipelines ?? DEFAULTS.maxQueuedPipelines, 0, true);
   const closeTimeoutMs = opts.closeTimeoutMs ?? DEFAULTS.closeTimeoutMs;
   expectDuration(closeTimeoutMs, 'closeTimeoutMs');
@@ -162,7 +194,7 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
   }
   if (backend !== undefined) {
     // They would size a pool this process does not start: silently ignored, they would mislead.
-    for (const key of ['threads', 'tasksPerThread', 'resourceLimits'] as const) {
+    for (const key of ['threads', 'tasksPerThread', 'resourceLimits', 'recycleThreads'] as const) {
       if (opts[key] !== undefined) {
         throw new TypeError(`\`${key}\` sizes the embedded pool and has no effect with a \`backend\`: the worker processes take it on their command line`);
       }
@@ -186,16 +218,30 @@ export function resolveOptions(options: ExecutorOptions | undefined): ResolvedOp
 
   return {
     timeouts: resolveTimeouts(DEFAULT_TIMEOUTS, opts.timeouts, 'timeouts'),
+    recycleThreads: resolveRecycle(opts.recycleThreads),
     threads,
     tasksPerThread,
     resourceLimits,
     closeTimeoutMs,
     maxConcurrentPipelines,
+    maxConcurrentPerKey,
     maxQueuedPipelines,
     progressIntervalMs,
     backend,
     moduleRoots,
   };
+}
+
+function resolveRecycle(options: RecycleOptions | undefined): RecycleLimits | undefined {
+  if (options === undefined) return undefined;
+  expectPlainObject(options, 'recycleThreads');
+  rejectUnknownKeys(options, RECYCLE_KEYS, 'recycleThreads');
+  if (options.afterNodes === undefined && options.heapUsedMb === undefined) {
+    throw new TypeError('Expected `recycleThreads` to give `afterNodes`, `heapUsedMb` or both, got `{}`');
+  }
+  const afterNodes = options.afterNodes === undefined ? Infinity : integer('recycleThreads.afterNodes', options.afterNodes, 1, false);
+  if (options.heapUsedMb !== undefined) expectPositiveFinite(options.heapUsedMb, 'recycleThreads.heapUsedMb');
+  return { afterNodes, heapUsedBytes: options.heapUsedMb === undefined ? Infinity : options.heapUsedMb * 1024 * 1024 };
 }
 
 /**

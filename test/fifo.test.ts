@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { Fifo } from '../src/pool/fifo';
 
-describe('Fifo (the queue of segments waiting for a slot)', () => {
+describe('Fifo (the lists of waiting node tasks and of keys taking turns)', () => {
   it('gives items back oldest first, skipping the removed ones, and counts what is left', () => {
     const fifo = new Fifo<number>();
     for (let i = 0; i < 5; i++) fifo.push(i);
@@ -25,5 +25,19 @@ describe('Fifo (the queue of segments waiting for a slot)', () => {
     fifo.remove(4_999);
     taken.push(...fifo.drain());
     expect(taken).to.deep.equal(Array.from({ length: 4_999 }, (_, i) => i));
+  });
+
+  it('peeks without taking, tells whether a removal found the item, and serves an item queued again after its removal once', () => {
+    const fifo = new Fifo<string>();
+    fifo.push('a');
+    fifo.push('b');
+    expect(fifo.remove('a')).to.equal(true);
+    expect(fifo.remove('a')).to.equal(false);
+    expect(fifo.peek()).to.equal('b');
+    fifo.push('a');
+    expect([...fifo]).to.deep.equal(['b', 'a']);
+    expect(fifo.size).to.equal(2);
+    expect(fifo.drain()).to.deep.equal(['b', 'a']);
+    expect(fifo.peek()).to.equal(undefined);
   });
 });

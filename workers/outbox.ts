@@ -6,12 +6,12 @@
  * per `progressIntervalMs`, and before the node's own output.
  */
 import type { MessagePort, TransferListItem } from 'node:worker_threads';
-import type { ControlEntry, EndReport, Pong } from '../src/shared/protocol';
+import type { ControlEntry, EndReport, Hungry, Pong } from '../src/shared/protocol';
 import { serializeThrown } from '../src/shared/thrown';
 import type { BatchState, SegmentRun } from './segment';
 import { runtimeTimers } from './node-timers';
 
-type Entry = Exclude<ControlEntry, Pong>;
+type Entry = Exclude<ControlEntry, Pong | Hungry>;
 
 export class Outbox {
   /** Reports and ends waiting to be sent, the segment each one is about, and what each moves. */

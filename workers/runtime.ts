@@ -17,10 +17,11 @@
  */
 import { MessageChannel, parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
+import { getHeapStatistics } from 'node:v8';
 import { Stop, ThreadBoard } from '../src/shared/board';
 import { uncrossable } from '../src/shared/crossing';
 import type { NodeFunction } from '../src/shared/node';
-import type { BatchTask, Ping, Pong, SegmentTask, TaskNode, WorkerConfig, WorkerHello } from '../src/shared/protocol';
+import { HUNGRY, type BatchTask, type Ping, type Pong, type SegmentTask, type TaskNode, type WorkerConfig, type WorkerHello } from '../src/shared/protocol';
 import type { SentSettlement } from '../src/shared/settlement';
 import { serializeThrown } from '../src/shared/thrown';
 import { transferListOf } from '../src/shared/transfer';
@@ -171,6 +172,9 @@ function drain(): void {
     scheduleDrain();
   }
   outbox.flush();
+  // Nothing left to start here, and the main thread holds tasks back: ask for them now
+  // rather than with the next report, which may be a long node away.
+  if (readyHead === ready.length && board.wanted()) control.postMessage([HUNGRY]);
 }
 
 function stopRequested(run: SegmentRun): number {
@@ -308,6 +312,7 @@ function callNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
 function nodeDone(run: SegmentRun, output: unknown): void {
   if (run.settled) return;
   run.ctx = undefined;
+  nodeRan();
   // No longer running: the main thread stops its clock even before the report arrives.
   board.nodeEnded(run.task.slot, run.position);
   if (stopRequested(run) !== Stop.None) {
@@ -342,6 +347,7 @@ function nodeDone(run: SegmentRun, output: unknown): void {
 function nodeFailed(run: SegmentRun, error: unknown): void {
   if (run.settled) return;
   run.ctx = undefined;
+  nodeRan();
   if (stopRequested(run) !== Stop.None) {
     settle(run, { kind: 'stopped', position: run.position });
     return;
@@ -380,6 +386,11 @@ function markSettled(run: SegmentRun): boolean {
   // The batch's piscina task settles once the flush has sent its segments' ends.
   if (--run.batch.pending === 0) outbox.batchFinished(run.batch);
   return true;
+}
+
+/** Counts a node that ran to its end, and the heap it leaves, for thread recycling. */
+function nodeRan(): void {
+  board.nodeRan(config.measureHeap ? getHeapStatistics().used_heap_size : undefined);
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -125,7 +125,8 @@ export class Observer {
   }
 
   threadEnded(reason: ThreadExit['reason'], at: number): void {
-    this.threadEnds.push(at);
+    // A thread replaced on schedule is no sign of trouble.
+    if (reason !== 'recycled') this.threadEnds.push(at);
     if (this.metrics.enabled) this.metrics.threadEnded(reason);
   }
 

@@ -13,7 +13,7 @@ import { NO_RETRY, type RetryPolicy } from './retry';
 
 export type Fail = (message: string, nodeId?: string, cause?: unknown) => never;
 
-const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress'];
+const REQUEST_KEYS = ['pipelineId', 'nodes', 'initialInput', 'signal', 'timeouts', 'failFast', 'onProgress', 'priority', 'concurrencyKey', 'dedupeKey'];
 const NODE_KEYS = ['id', 'module', 'export', 'params', 'dependsOn', 'timeoutMs', 'retries', 'backoff', 'retryOn', 'retryTimeouts', 'map'];
 const NODE_KEY_SET = new Set(NODE_KEYS);
 
@@ -51,6 +51,13 @@ export function checkRequest(request: PipelineRequest): string {
   }
   if (request.onProgress !== undefined && typeof request.onProgress !== 'function') {
     fail(`Expected \`onProgress\` to be a function, got ${show(request.onProgress)}`);
+  }
+  if (request.priority !== undefined && (typeof request.priority !== 'number' || !Number.isFinite(request.priority))) {
+    fail(`Expected \`priority\` to be a finite number, got ${show(request.priority)}`);
+  }
+  for (const key of ['concurrencyKey', 'dedupeKey'] as const) {
+    const value = request[key];
+    if (value !== undefined && (typeof value !== 'string' || value === '')) fail(`Expected \`${key}\` to be a non-empty string, got ${show(value)}`);
   }
   return pipelineId;
 }

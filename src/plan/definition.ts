@@ -100,6 +100,29 @@ export interface PipelineRequest<Input = unknown> {
    * at most one call per node every `progressIntervalMs`, with the latest value.
    */
   readonly onProgress?: (event: ProgressEvent) => void;
+  /**
+   * Among runs waiting for admission and node tasks waiting for a thread, a higher
+   * priority goes first; equal priorities keep their order of arrival. Any finite number.
+   * @default 0
+   */
+  readonly priority?: number;
+  /**
+   * Who the run is for (a tenant, a user, a kind of request). Node tasks waiting for a
+   * thread are served round-robin across keys (runs without one share a key of their
+   * own), so a burst of one key's runs does not hold back the others'; the executor's
+   * `maxConcurrentPerKey` bounds the runs in flight per key. A non-empty string.
+   * @default undefined (no key)
+   */
+  readonly concurrencyKey?: string;
+  /**
+   * While a run with the same `dedupeKey` is in flight, this call joins it instead of
+   * starting another, and gets the same result or error (the rest of this request is
+   * checked, then unused). Cancelling one caller's handle (or aborting its `signal`)
+   * detaches that caller only: the run stops once every caller has cancelled. A
+   * non-empty string.
+   * @default undefined (every call starts a run)
+   */
+  readonly dedupeKey?: string;
 }
 
 /** A node's `ctx.progress(value)`, as it reaches the main thread. */

@@ -13,6 +13,7 @@ import type { ResourceLimits } from 'node:worker_threads';
 import type { StopCode, TaskProgress } from '../shared/board';
 import type { TaskNode } from '../shared/protocol';
 import type { Settlement } from '../shared/settlement';
+import type { RecycleLimits } from './recycling';
 
 export type { Settlement } from '../shared/settlement';
 
@@ -24,6 +25,8 @@ export interface DispatcherOptions {
   readonly tasksPerThread: number;
   readonly resourceLimits: ResourceLimits | undefined;
   readonly progressIntervalMs: number;
+  /** When to replace a thread (see `recycling.ts`); undefined to keep them. */
+  readonly recycleThreads: RecycleLimits | undefined;
 }
 
 /**
@@ -60,6 +63,12 @@ export interface SegmentJob {
    * without one. A remote worker starts no segment past it.
    */
   readonly deadline: number;
+  /**
+   * The run's `priority` and `concurrencyKey`: among segments waiting for a thread, a
+   * higher priority goes first, and keys take turns (see `fair-queue.ts`).
+   */
+  readonly priority: number;
+  readonly concurrencyKey: string | undefined;
   readonly listener: SegmentListener;
 }
 
@@ -146,9 +155,10 @@ export interface ThreadExit {
   /** `'terminated'` to stop a node that did not stop in time; `'crashed'` when it died by itself. */
   /**
    * `'terminated'` to stop a node that did not stop in time; `'orphaned'` because code
-   * that no live node owns held it (see `pool/watchdog.ts`); `'crashed'` when it died by itself.
+   * that no live node owns held it (see `pool/watchdog.ts`); `'crashed'` when it died by
+   * itself; `'recycled'` replaced once drained (`recycleThreads`, see `pool/recycling.ts`).
    */
-  readonly reason: 'terminated' | 'orphaned' | 'crashed';
+  readonly reason: 'terminated' | 'orphaned' | 'crashed' | 'recycled';
   readonly exitCode: number | undefined;
   /** The node that took it down, when known. */
   readonly runId: string | undefined;
@@ -161,7 +171,12 @@ export interface DispatcherStats {
   readonly threads: number;
   /** Node tasks on threads or on their way. */
   readonly tasksInFlight: number;
-  /** Node tasks waiting for room on a thread. */
+  /**
+   * Node tasks held back until a thread has room for them, served by priority and then
+   * by key in turn (see `fair-queue.ts`).
+   */
+  readonly tasksQueued: number;
+  /** Of those, the ones that wait because every slot is taken (`threads * tasksPerThread` in flight). */
   readonly tasksWaiting: number;
   /** Threads terminated because a node did not stop in time. */
   terminations: number;

@@ -20,7 +20,7 @@
  */
 import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
-import { receiveMessageOnPort, type MessagePort, type TransferListItem } from 'node:worker_threads';
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import {
   Board,
   ThreadCard,
@@ -29,20 +29,21 @@ import {
   T_HOLDER,
   T_HOLDER_SINCE,
   T_READY,
+  T_WANTED,
   createBoardMemory,
   type StopCode,
   type TaskProgress,
 } from '../shared/board';
 import type { ResolvedOptions } from '../options';
-import { transferListOf } from '../shared/transfer';
-import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNote, type Ping, type SegmentTask, type WorkerConfig } from '../shared/protocol';
+import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNote, type Ping, type WorkerConfig } from '../shared/protocol';
 import { receiveSettlement, type Settlement } from '../shared/settlement';
 import { deserializeThrown } from '../shared/thrown';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
-import { Pings, leastLoaded, newThread, routeOf, stealPlan, usable, type Thread as PoolThread } from './threads';
-import { Fifo } from './fifo';
-import { Ticket, type Batch } from './ticket';
+import { FairQueue, placementOf } from './fair-queue';
+import { Pings, adjustWindow, leastLoaded, newThread, routeOf, stealPlan, usable, withRoom, type Thread as PoolThread } from './threads';
+import { Ticket, batchTask, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
+import { drained, handOver, isDue, poolSize, roleOfNew, type RecycleLimits } from './recycling';
 import { workerRuntime } from './worker-path';
 
 type Thread = PoolThread<Ticket>;
@@ -66,10 +67,18 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly board: Board;
   private readonly tickets: (Ticket | undefined)[];
   private readonly freeSlots: number[] = [];
-  /** Waiting for a free slot. */
-  private readonly waiting = new Fifo<Ticket>();
+  /**
+   * Waiting for a free slot and a thread with room: each thread holds only a few
+   * segments ahead (see `withRoom()` in `threads.ts`), the rest wait here in the order of
+   * a {@link FairQueue} (priority, then keys in turn). CPU-bound work queued in a thread
+   * would be served there in arrival order, whatever its priority or key.
+   */
+  private readonly pending = new FairQueue<Ticket>();
   /** Holding a slot, to be sent at the end of this turn. */
   private outgoing: Ticket[] = [];
+  private flushScheduled = false;
+  /** What the threads' cards say of `pending` (`T_WANTED`). */
+  private wanted = false;
   private readonly threads = new Map<number, Thread>();
   private gen = 0;
   private destroyed = false;
@@ -78,6 +87,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private endedBusyMs = 0;
   private readonly pings = new Pings();
   private readonly size: number;
+  private readonly recycle: RecycleLimits | undefined;
   private readonly whenReady: Promise<void>;
   private readonly watchdog: NodeJS.Timeout;
   private onReady: (() => void) | undefined;
@@ -87,6 +97,8 @@ export class PiscinaDispatcher implements Dispatcher {
     private readonly events: DispatcherEvents,
   ) {
     this.size = options.threads;
+    this.recycle = options.recycleThreads;
+    const started = poolSize(options.threads, this.recycle);
     this.whenReady = new Promise((resolve) => {
       this.onReady = resolve;
     });
@@ -101,12 +113,13 @@ export class PiscinaDispatcher implements Dispatcher {
       mainTimeOrigin: performance.timeOrigin,
       tsNodeRegister: runtime.tsNodeRegister,
       progressIntervalMs: options.progressIntervalMs,
+      measureHeap: this.recycle !== undefined && this.recycle.heapUsedBytes !== Infinity,
     };
     this.pool = new Piscina({
       filename: runtime.filename,
       execArgv: runtime.execArgv,
-      minThreads: options.threads,
-      maxThreads: options.threads,
+      minThreads: started,
+      maxThreads: started,
       idleTimeout: Infinity,
       // Our slots bound the segments in flight; a batch holds at least one.
       concurrentTasksPerWorker: capacity,
@@ -144,7 +157,8 @@ export class PiscinaDispatcher implements Dispatcher {
     return {
       threads: this.pool.threads.length,
       tasksInFlight: this.tickets.length - this.freeSlots.length,
-      tasksWaiting: this.waiting.size,
+      tasksQueued: this.pending.size,
+      tasksWaiting: this.freeSlots.length === 0 ? this.pending.size : 0,
       ...this.counts,
     };
   }
@@ -153,7 +167,7 @@ export class PiscinaDispatcher implements Dispatcher {
   allThreadsHeld(): boolean {
     let held = 0;
     for (const thread of this.threads.values()) {
-      if (thread.ended) continue;
+      if (thread.ended || thread.role === 'spare') continue;
       if (thread.card === undefined || Atomics.load(thread.card.i32, T_HOLDER) === 0) return false;
       held++;
     }
@@ -195,9 +209,8 @@ export class PiscinaDispatcher implements Dispatcher {
 
   submit(job: SegmentJob): SegmentTicket {
     const ticket = new Ticket(this, job);
-    const slot = this.freeSlots.pop();
-    if (slot === undefined) this.waiting.push(ticket);
-    else this.queue(ticket, slot);
+    this.pending.push(ticket, placementOf(ticket.job));
+    this.scheduleFlush();
     return ticket;
   }
 
@@ -211,7 +224,7 @@ export class PiscinaDispatcher implements Dispatcher {
     ticket.stopCode = code;
     if (ticket.slot < 0 || ticket.thread === undefined) {
       // Not sent yet: it never starts.
-      if (ticket.slot < 0) this.waiting.remove(ticket);
+      if (ticket.slot < 0) this.pending.remove(ticket, placementOf(ticket.job));
       else this.outgoing.splice(this.outgoing.indexOf(ticket), 1);
       return this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
@@ -231,7 +244,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.destroyed) return;
     this.destroyed = true;
     clearInterval(this.watchdog);
-    for (const ticket of [...this.waiting.drain(), ...this.outgoing.splice(0)]) {
+    for (const ticket of [...this.pending.drain(), ...this.outgoing.splice(0)]) {
       this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     await this.pool.destroy();
@@ -242,91 +255,97 @@ export class PiscinaDispatcher implements Dispatcher {
   // -------------------------------------------------------------------------
   // Sending.
 
-  /** Gives the ticket a slot and a generation, and sends it at the end of this turn. */
-  private queue(ticket: Ticket, slot: number): void {
-    ticket.slot = slot;
-    this.tickets[slot] = ticket;
-    this.enqueueOutgoing(ticket);
+  /**
+   * Sends a ticket that holds a slot (sent again, or stolen) once the event loop has
+   * taken in what is waiting, or now once a batch is full.
+   */
+  private enqueueOutgoing(ticket: Ticket): void {
+    this.outgoing.push(ticket);
+    if (this.outgoing.length >= BATCH_SIZE) this.flush();
+    else this.scheduleFlush();
   }
 
   /**
    * Sends once the event loop has taken in what is waiting (every thread's reports of
    * this pass, and what they make ready: `setImmediate`, not a microtask, which would
-   * send after each report), or now once a batch is full: a long burst of submissions
-   * reaches the threads while it is still going on.
+   * send after each report).
    */
-  private enqueueOutgoing(ticket: Ticket): void {
-    this.outgoing.push(ticket);
-    if (this.outgoing.length === 1) setImmediate(this.flush);
-    else if (this.outgoing.length >= BATCH_SIZE) this.flush();
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(this.flush);
   }
 
+  /**
+   * Sends what holds a slot (`outgoing`), then as many pending tickets as the threads
+   * have room for, in the pending queue's order.
+   */
   private flush = (): void => {
+    this.flushScheduled = false;
+    if (this.destroyed) return;
+    const groups = new Map<Thread, Ticket[]>();
     const outgoing = this.outgoing;
     this.outgoing = [];
-    if (outgoing.length === 0 || this.destroyed) return;
-    const groups = new Map<Thread, Ticket[]>();
     for (let i = 0; i < outgoing.length; i++) {
       const ticket = outgoing[i]!;
       const preferred = ticket.prefer;
       ticket.prefer = undefined;
-      const thread = preferred !== undefined && !preferred.ended && !preferred.killing ? preferred : this.pickThread();
+      const thread = preferred !== undefined && usable(preferred) ? preferred : this.pickThread();
       if (thread === undefined) {
         // Every thread is being terminated: these wait for the replacements (threadEnded).
         this.outgoing.unshift(...outgoing.slice(i));
         break;
       }
-      ticket.gen = this.gen = this.gen >= 0x7fffffff ? 1 : this.gen + 1;
-      this.board.reset(ticket.slot, ticket.gen);
-      if (ticket.stopCode !== 0) this.board.requestStop(ticket.slot, ticket.stopCode);
-      this.attach(ticket, thread);
-      if (ticket.alone) {
-        ticket.alone = false;
-        this.sendBatch(thread, [ticket]);
-        continue;
+      this.place(ticket, thread, groups);
+    }
+    // Said before the threads' room is read: a thread that runs out after this reading
+    // asks for more (`Hungry`); one that ran out before it has room in it.
+    if (this.pending.size > 0) this.setWanted(true);
+    while (this.pending.size > 0 && this.freeSlots.length > 0) {
+      const thread = withRoom(this.threads.values(), this.now());
+      if (thread === undefined) break;
+      const ticket = this.pending.shift()!;
+      ticket.slot = this.freeSlots.pop()!;
+      this.tickets[ticket.slot] = ticket;
+      this.place(ticket, thread, groups);
+      if (groups.get(thread)!.length >= BATCH_SIZE) {
+        this.sendBatch(thread, groups.get(thread)!);
+        groups.delete(thread);
       }
-      let group = groups.get(thread);
-      if (group === undefined) groups.set(thread, (group = []));
-      group.push(ticket);
     }
     for (const [thread, group] of groups) this.sendBatch(thread, group);
+    if (this.pending.size === 0) this.setWanted(false);
   };
 
+  /** Gives the ticket a generation and `thread`, in this flush's batch for `thread`. */
+  private place(ticket: Ticket, thread: Thread, groups: Map<Thread, Ticket[]>): void {
+    ticket.gen = this.gen = this.gen >= 0x7fffffff ? 1 : this.gen + 1;
+    this.board.reset(ticket.slot, ticket.gen);
+    if (ticket.stopCode !== 0) this.board.requestStop(ticket.slot, ticket.stopCode);
+    this.attach(ticket, thread);
+    if (ticket.alone) {
+      ticket.alone = false;
+      this.sendBatch(thread, [ticket]);
+      return;
+    }
+    let group = groups.get(thread);
+    if (group === undefined) groups.set(thread, (group = []));
+    group.push(ticket);
+  }
+
+  /** Tells the threads whether tasks wait here, so that one that runs out asks at once. */
+  private setWanted(wanted: boolean): void {
+    if (wanted === this.wanted) return;
+    this.wanted = wanted;
+    for (const thread of this.threads.values()) if (thread.card !== undefined) Atomics.store(thread.card.i32, T_WANTED, wanted ? 1 : 0);
+  }
+
   private sendBatch(thread: Thread, group: Ticket[]): void {
-    // A thread keeps the nodes of about MAX_KNOWN segments of cached plans: past that, it
-    // forgets them all (before this batch), and learns again those it meets.
-    const forget = thread.knows.size >= MAX_KNOWN;
-    if (forget) thread.knows.clear();
-    let transferList: TransferListItem[] | undefined;
-    const tasks: SegmentTask[] = group.map((ticket) => {
-      const moves = transferListOf(ticket.input);
-      if (moves !== undefined) {
-        (transferList ??= []).push(...moves);
-        ticket.inputMoved = true;
-      }
-      const { segmentId } = ticket.job;
-      const known = segmentId !== undefined && thread.knows.has(segmentId);
-      if (segmentId !== undefined) thread.knows.add(segmentId);
-      const task: SegmentTask = {
-        slot: ticket.slot,
-        gen: ticket.gen,
-        runId: ticket.job.runId,
-        pipelineId: ticket.job.pipelineId,
-        ...(known ? {} : { nodes: ticket.job.nodes }),
-        segment: segmentId,
-        first: ticket.first,
-        attempts: ticket.job.attempts,
-        reportStarts: ticket.job.reportStarts,
-        input: ticket.input,
-      };
-      // Only a map node's elements carry one: the others' tasks do not grow.
-      if (ticket.job.element !== undefined) (task as { element?: number }).element = ticket.job.element;
-      return task;
-    });
-    const task: BatchTask & { [key: symbol]: unknown } = { tasks, forget, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
+    const { task, transferList } = batchTask(thread, group, MAX_KNOWN);
+    const routed: BatchTask & { [key: symbol]: unknown } = { ...task, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
     const batch: Batch = { thread, tickets: group, gens: group.map((ticket) => ticket.gen) };
-    const options = transferList === undefined ? undefined : { transferList: [...new Set(transferList)] };
-    this.pool.run(task, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
+    const options = transferList === undefined ? undefined : { transferList };
+    this.pool.run(routed, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
   }
 
   /** The thread to send to next; see `threads.ts`. */
@@ -345,14 +364,33 @@ export class PiscinaDispatcher implements Dispatcher {
     let { wanted } = plan;
     for (const ticket of plan.candidates) {
       if (wanted === 0) break;
-      if (ticket.inputMoved || ticket.stopCode !== 0 || !this.board.withdraw(ticket.slot, ticket.gen)) continue;
-      ticket.thread!.sent--;
-      this.detach(ticket);
-      ticket.gen = 0;
-      ticket.prefer = hungry;
-      this.enqueueOutgoing(ticket);
+      if (!this.takeBack(ticket, hungry)) continue;
       wanted--;
     }
+  }
+
+  /** Withdraws a ticket its thread has not taken up, to send it to `prefer` or any thread. */
+  private takeBack(ticket: Ticket, prefer: Thread | undefined): boolean {
+    if (ticket.inputMoved || ticket.stopCode !== 0 || !this.board.withdraw(ticket.slot, ticket.gen)) return false;
+    ticket.thread!.sent--;
+    this.detach(ticket);
+    ticket.gen = 0;
+    ticket.prefer = prefer;
+    this.enqueueOutgoing(ticket);
+    return true;
+  }
+
+  /** Recycling (see `recycling.ts`): a spare takes `due`'s place; `due` gives back what it has not started. */
+  private replace(due: Thread): void {
+    if (handOver(due, this.threads.values()) === undefined) return;
+    for (const ticket of [...due.tickets]) this.takeBack(ticket, undefined);
+    if (drained(due)) this.retire(due);
+    this.scheduleFlush();
+  }
+
+  private retire(thread: Thread): void {
+    thread.role = 'retired';
+    void thread.worker.terminate();
   }
 
   private attach(ticket: Ticket, thread: Thread): void {
@@ -367,7 +405,10 @@ export class PiscinaDispatcher implements Dispatcher {
     if (thread === undefined) return;
     ticket.thread = undefined;
     thread.tickets.delete(ticket);
-    if (thread.tickets.size === 0) thread.port?.unref();
+    if (thread.tickets.size === 0) {
+      thread.port?.unref();
+      if (drained(thread)) this.retire(thread);
+    }
   }
 
   /** A batch that could not be sent (an input that cannot be cloned), or whose thread died. */
@@ -414,10 +455,9 @@ export class PiscinaDispatcher implements Dispatcher {
     if (ticket.slot >= 0) {
       if (settlement.kind !== 'done' && ticket.gen !== 0) startedAt = this.board.startedAt(ticket.slot);
       this.tickets[ticket.slot] = undefined;
-      const next = this.waiting.shift();
-      if (next !== undefined) this.queue(next, ticket.slot);
-      else this.freeSlots.push(ticket.slot);
+      this.freeSlots.push(ticket.slot);
       ticket.slot = -1;
+      if (this.pending.size > 0) this.scheduleFlush();
     }
     ticket.job.listener.settled(settlement, startedAt);
   }
@@ -473,7 +513,7 @@ export class PiscinaDispatcher implements Dispatcher {
   private watch = (): void => {
     const now = this.now();
     for (const thread of [...this.threads.values()]) {
-      if (thread.port === undefined || !usable(thread)) continue;
+      if (thread.port === undefined || !(usable(thread) || thread.role === 'draining')) continue;
       this.drain(thread);
       if (isOrphaned(thread, now, () => this.nodeRunningOn(thread))) {
         thread.orphaned = true;
@@ -500,6 +540,7 @@ export class PiscinaDispatcher implements Dispatcher {
     for (const worker of this.pool.threads) {
       if (this.threads.has(worker.threadId)) continue;
       const thread: Thread = newThread(worker);
+      thread.role = roleOfNew(this.threads.values(), this.size);
       this.threads.set(worker.threadId, thread);
       // piscina listens first, so it is done with the thread when these run.
       worker.once('error', (error: unknown) => this.threadEnded(thread, undefined, error));
@@ -516,11 +557,13 @@ export class PiscinaDispatcher implements Dispatcher {
     }
     thread.port = port;
     thread.card = card;
-    if (++this.introduced > this.size) this.events.threadReplaced();
+    Atomics.store(card.i32, T_WANTED, this.wanted ? 1 : 0);
+    if (++this.introduced > poolSize(this.size, this.recycle)) this.events.threadReplaced();
     port.on('message', (message: ControlMessage) => this.onControlMessage(thread, message));
     if (thread.tickets.size === 0) port.unref();
     // Stops requested before the thread introduced itself reach it now.
     port.postMessage(WAKE);
+    if (this.pending.size > 0) this.scheduleFlush();
     if (this.openPorts >= this.size) {
       this.onReady?.();
       this.onReady = undefined;
@@ -541,7 +584,8 @@ export class PiscinaDispatcher implements Dispatcher {
     thread.port?.close();
     this.threads.delete(thread.threadId);
     this.endedBusyMs += thread.card?.f64[T_BUSY_TOTAL] ?? 0;
-    const killed = thread.killing;
+    // A retired thread (recycling) was terminated on purpose, between its nodes.
+    const killed = thread.killing || thread.role === 'retired';
     if (this.destroyed) {
       for (const ticket of thread.tickets) this.afterThreadEnd(ticket, { killed, culpritKnown: false }, cause);
       return;
@@ -555,10 +599,10 @@ export class PiscinaDispatcher implements Dispatcher {
     for (const ticket of [...thread.tickets]) this.afterThreadEnd(ticket, end, cause ?? new Error(`worker exited with code: ${exitCode}`));
     this.watchThreads();
     // Segments that found every thread being terminated go to the replacement.
-    if (this.outgoing.length > 0) queueMicrotask(this.flush);
+    if (this.outgoing.length > 0 || this.pending.size > 0) this.scheduleFlush();
     this.events.threadExited({
       threadId: thread.threadId,
-      reason: thread.orphaned ? 'orphaned' : killed ? 'terminated' : 'crashed',
+      reason: thread.orphaned ? 'orphaned' : thread.role === 'retired' ? 'recycled' : killed ? 'terminated' : 'crashed',
       exitCode,
       runId: culprit?.runId,
       nodeId: culprit?.nodeId,
@@ -586,9 +630,14 @@ export class PiscinaDispatcher implements Dispatcher {
       return;
     }
 
+    let hungry = false;
     for (const entry of message as Exclude<ControlMessage, CrashNote>) {
       if ('pong' in entry) {
         this.pings.answer(entry.pong, thread.threadId);
+        continue;
+      }
+      if ('hungry' in entry) {
+        hungry = true;
         continue;
       }
       const ticket = this.tickets[entry.s];
@@ -609,6 +658,10 @@ export class PiscinaDispatcher implements Dispatcher {
         ticket.job.listener.nodeCompleted(entry.n, entry.o, entry.t0, entry.t1, entry.m === 1);
       }
     }
+    if (isDue(thread, this.recycle)) this.replace(thread);
+    // The thread has moved on: it may have room for pending tickets.
+    adjustWindow(thread, hungry);
+    if (this.pending.size > 0) this.scheduleFlush();
     // A thread with nothing left to start takes work waiting on another, unless work is
     // about to be sent this turn (the least loaded thread gets it): moving a segment
     // costs a second send, more than a short one takes to run where it waits.

@@ -7,7 +7,7 @@
  */
 import { Piscina } from 'piscina';
 import type { MessagePort, Worker } from 'node:worker_threads';
-import { T_CLAIMED, T_HOLDER, T_HOLDER_SINCE, type ThreadCard } from '../shared/board';
+import { T_CLAIMED, T_HOLDER, T_HOLDER_SINCE, T_READY, type ThreadCard } from '../shared/board';
 import type { CrashNote, Ping } from '../shared/protocol';
 
 /** A thread whose node code has held it this long is not given new work while others are free. */
@@ -35,6 +35,14 @@ export interface Thread<T = unknown> {
   pingedAt: number | undefined;
   /** Terminated by the watchdog: code no live node owns held it. */
   orphaned: boolean;
+  /** Segments it may hold ahead at most (see {@link withRoom}, {@link adjustWindow}). */
+  window: number;
+  /**
+   * Its part in thread recycling (see `recycling.ts`): `'spare'` started and kept idle to
+   * replace one; `'draining'` replaced, it finishes what it holds and takes nothing new;
+   * `'retired'` terminated once drained.
+   */
+  role: 'active' | 'spare' | 'draining' | 'retired';
 }
 
 export function newThread<T>(worker: Worker): Thread<T> {
@@ -52,12 +60,33 @@ export function newThread<T>(worker: Worker): Thread<T> {
     lastHeard: 0,
     pingedAt: undefined,
     orphaned: false,
+    window: AHEAD_MIN,
+    role: 'active',
   };
 }
 
-/** Not ended and not being terminated: it may take work. */
+/**
+ * Segments a thread may hold ahead: at least {@link AHEAD_MIN}, so that its CPU-bound
+ * work waits here in a fair order rather than there in arrival order; up to
+ * {@link AHEAD_MAX} while its nodes are asynchronous (they leave the count as soon as
+ * they start), so that feeding it costs few round trips.
+ */
+export const AHEAD_MIN = 8;
+export const AHEAD_MAX = 256;
+
+/**
+ * A thread that ran out of segments to start (`hungry`) may hold four times as many ahead;
+ * one found with {@link AHEAD_MIN} or more waiting to start a node is CPU-bound, and back
+ * to the least.
+ */
+export function adjustWindow(thread: Thread, hungry: boolean): void {
+  if (hungry) thread.window = Math.min(AHEAD_MAX, thread.window * 4);
+  else if (thread.card !== undefined && Atomics.load(thread.card.i32, T_READY) >= AHEAD_MIN) thread.window = AHEAD_MIN;
+}
+
+/** Not ended, not being terminated, neither a spare nor replaced: it may take work. */
 export function usable(thread: Thread): boolean {
-  return !thread.ended && !thread.killing;
+  return !thread.ended && !thread.killing && thread.role === 'active';
 }
 
 /**
@@ -77,6 +106,42 @@ export function leastLoaded<T>(threads: Iterable<Thread<T>>, now: number): Threa
       bestScore = score;
     }
   }
+  return best;
+}
+
+/**
+ * Segments `thread` holds ahead: sent and not taken up, plus those waiting there to start
+ * their next node (a segment may count in both for a moment, so this may overstate).
+ */
+export function ahead(thread: Thread): number {
+  return thread.card === undefined ? thread.sent : waitingOn(thread) + Atomics.load(thread.card.i32, T_READY);
+}
+
+/**
+ * The thread to send a pending segment to: of the usable threads that hold fewer
+ * segments ahead than their window, the one with the fewest. A thread held by a long node gets
+ * none while another thread is free of one (it will have room soon, and work stealing
+ * moves what waits on the held one). A thread still starting gets none: piscina queues
+ * the tasks of every thread in one list, and a task for a thread that is not ready would
+ * hold back those behind it for the others.
+ */
+export function withRoom<T>(threads: Iterable<Thread<T>>, now: number): Thread<T> | undefined {
+  let best: Thread<T> | undefined;
+  let bestScore = Infinity;
+  let unblocked = false;
+  for (const thread of threads) {
+    if (!usable(thread) || thread.port === undefined) continue;
+    const blocked = isBlocked(thread.card, now);
+    if (!blocked) unblocked = true;
+    const held = ahead(thread);
+    if (held >= thread.window) continue;
+    const score = held + (blocked ? 1e6 : 0);
+    if (score < bestScore) {
+      best = thread;
+      bestScore = score;
+    }
+  }
+  if (best !== undefined && unblocked && bestScore >= 1e6) return undefined;
   return best;
 }
 

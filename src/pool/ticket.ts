@@ -6,7 +6,10 @@
  * (which sending of it this is): what a thread reports about a slot counts only if it
  * names the ticket's current generation.
  */
+import type { TransferListItem } from 'node:worker_threads';
 import type { StopCode, TaskProgress } from '../shared/board';
+import type { BatchTask, SegmentTask } from '../shared/protocol';
+import { transferListOf } from '../shared/transfer';
 import type { SegmentJob, SegmentTicket } from './dispatcher';
 import type { Thread } from './threads';
 
@@ -64,4 +67,41 @@ export class Ticket implements SegmentTicket {
   stop(code: StopCode, graceMs: number): void {
     this.dispatcher.stop(this, code, graceMs);
   }
+}
+
+/**
+ * What the tickets of a batch send to `thread`: one piscina task, and what it moves.
+ * A thread keeps the nodes of about `maxKnown` segments of cached plans: past that, it
+ * forgets them all (before this batch), and learns again those it meets.
+ */
+export function batchTask(thread: Thread<Ticket>, group: readonly Ticket[], maxKnown: number): { task: BatchTask; transferList: TransferListItem[] | undefined } {
+  const forget = thread.knows.size >= maxKnown;
+  if (forget) thread.knows.clear();
+  let moved: TransferListItem[] | undefined;
+  const tasks: SegmentTask[] = group.map((ticket) => {
+    const moves = transferListOf(ticket.input);
+    if (moves !== undefined) {
+      (moved ??= []).push(...moves);
+      ticket.inputMoved = true;
+    }
+    const { segmentId } = ticket.job;
+    const known = segmentId !== undefined && thread.knows.has(segmentId);
+    if (segmentId !== undefined) thread.knows.add(segmentId);
+    const task: SegmentTask = {
+      slot: ticket.slot,
+      gen: ticket.gen,
+      runId: ticket.job.runId,
+      pipelineId: ticket.job.pipelineId,
+      ...(known ? {} : { nodes: ticket.job.nodes }),
+      segment: segmentId,
+      first: ticket.first,
+      attempts: ticket.job.attempts,
+      reportStarts: ticket.job.reportStarts,
+      input: ticket.input,
+    };
+    // Only a map node's elements carry one: the others' tasks do not grow.
+    if (ticket.job.element !== undefined) (task as { element?: number }).element = ticket.job.element;
+    return task;
+  });
+  return { task: { tasks, forget }, transferList: moved === undefined ? undefined : [...new Set(moved)] };
 }

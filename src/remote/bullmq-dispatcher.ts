@@ -28,7 +28,8 @@ import { EventReader, type StreamEvent } from './events';
 import { deliver, RemoteTicket } from './remote-ticket';
 import { Heartbeat, markTtl } from './liveness';
 import { Sweeper, SWEEP_MS } from './sweep';
-import { MAX_SEGMENTS_PER_JOB, quoted, type Signer } from './trust';
+import { quoted, type Signer } from './trust';
+import { SendQueue, packJobs } from './send-queue';
 import { decode, encode, names, type JobData, type RemoteEndReport, type SegmentPayload, type StopMessage } from './wire';
 
 /** What the backend was given besides its connection and queue. */
@@ -38,13 +39,13 @@ export interface BullmqSettings {
   readonly signer: Signer;
   /** Jobs sent and outcomes read weigh at most this. */
   readonly maxJobBytes: number;
+  /** Segments in Redis (sent and not ended) at most; the rest wait (see `send-queue.ts`). */
+  readonly maxSegmentsInFlight: number;
   readonly log: (line: string) => void;
 }
 
 /** How long closing waits for Redis to acknowledge before it drops the connections. */
 const CLOSE_WAIT_MS = 2_000;
-/** A turn's segments are spread over about this many jobs, for the worker processes to share... */
-const JOBS_PER_TURN = 32;
 /** The name of every job: signed with its data. */
 const JOB_NAME = 'segments';
 /** Job states in which no process has taken the job up yet. */
@@ -78,8 +79,9 @@ export class BullmqDispatcher implements Dispatcher {
   private seq = 0;
   private jobSeq = 0;
   private workers = 0;
-  /** Segments to send at the end of this turn. */
-  private outgoing: RemoteTicket[] = [];
+  /** Segments waiting to be sent (see `send-queue.ts`), and whether a flush is due. */
+  private readonly sending: SendQueue<RemoteTicket>;
+  private flushDue = false;
   private destroyed = false;
   /** The latest connection error, for the message of a failed `ready()`. */
   private lastError: Error | undefined;
@@ -100,6 +102,7 @@ export class BullmqDispatcher implements Dispatcher {
     const { Queue } = bullmq;
     const { Redis: RedisClient } = ioredis;
     this.names = names(prefix, queueName);
+    this.sending = new SendQueue(settings.maxSegmentsInFlight);
     // Connections of our own, given to BullMQ as shared ones: closing can then drop them
     // even when Redis never answered (BullMQ's own wait for a first connection).
     const client = (): Redis => new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
@@ -200,8 +203,8 @@ export class BullmqDispatcher implements Dispatcher {
       queueMicrotask(() => this.settle(ticket, { kind: 'input-unclonable', cause: unclonable }));
       return ticket;
     }
-    this.outgoing.push(ticket);
-    if (this.outgoing.length === 1) queueMicrotask(() => this.flush());
+    this.sending.push(ticket);
+    this.scheduleFlush();
     return ticket;
   }
 
@@ -212,40 +215,27 @@ export class BullmqDispatcher implements Dispatcher {
     return encoded;
   }
 
+  private scheduleFlush(): void {
+    if (this.flushDue) return;
+    this.flushDue = true;
+    queueMicrotask(() => this.flush());
+  }
+
   /**
-   * Sends this turn's segments as a few jobs added in one go, once the event stream is
-   * read so that no end goes unheard.
+   * Sends the segments that may go (see `send-queue.ts`) as a few jobs added in one go,
+   * once the event stream is read so that no end goes unheard.
    */
   private flush(): void {
-    const ready = this.outgoing.filter((ticket) => !ticket.settled);
-    this.outgoing = [];
+    this.flushDue = false;
+    const ready = this.sending.take();
     if (ready.length === 0) return;
-    const size = Math.min(MAX_SEGMENTS_PER_JOB, Math.ceil(ready.length / JOBS_PER_TURN));
-    const jobs: { name: string; data: JobData; opts: { jobId: string } }[] = [];
-    // Up to `size` segments a job, and fewer where their payloads would weigh more than a
-    // worker process takes (each one alone is within the limit: see `submit`).
-    let tickets: RemoteTicket[] = [];
-    let bytes = 0;
-    const pack = (): void => {
+    const jobs = packJobs(ready, this.settings.maxJobBytes, (tickets) => {
       const jobId = `${this.idPrefix}-j${++this.jobSeq}`;
-      tickets.forEach((ticket, index) => {
-        ticket.jobId = jobId;
-        ticket.index = index;
-      });
       this.jobs.set(jobId, tickets);
       const s = tickets.map((ticket) => [ticket.id, ticket.payload!] as const);
       const m = this.settings.signer.sign('job', jobId, JOB_NAME, JSON.stringify(s));
-      jobs.push({ name: JOB_NAME, data: m === undefined ? { s } : { s, m }, opts: { jobId } });
-      tickets = [];
-      bytes = 0;
-    };
-    for (const ticket of ready) {
-      const weight = ticket.id.length + ticket.payload!.length + 8;
-      if (tickets.length > 0 && (tickets.length >= size || bytes + weight > this.settings.maxJobBytes - 1024)) pack();
-      tickets.push(ticket);
-      bytes += weight;
-    }
-    pack();
+      return { name: JOB_NAME, data: m === undefined ? { s } : { s, m }, opts: { jobId } };
+    });
     this.connected
       .then(() => this.queue.addBulk(jobs))
       .then(() => {
@@ -260,7 +250,10 @@ export class BullmqDispatcher implements Dispatcher {
     if (ticket.settled || ticket.stopCode !== 0) return;
     ticket.stopCode = code;
     // Not sent yet: it never will be. Or the worker process already stopped it (its deadline passed).
-    if (ticket.jobId === undefined || ticket.stoppedThere) return this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
+    if (ticket.jobId === undefined || ticket.stoppedThere) {
+      this.sending.remove(ticket);
+      return this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
+    }
     const jobId = ticket.jobId;
     const message: StopMessage = { id: ticket.id, code, graceMs };
     // The process that has it may be dead: the run does not wait for ever.
@@ -283,7 +276,8 @@ export class BullmqDispatcher implements Dispatcher {
   }
 
   stats(): DispatcherStats {
-    return { threads: this.workers, tasksInFlight: this.tickets.size, tasksWaiting: 0, terminations: 0, crashes: 0, resends: 0 };
+    const tasksQueued = this.sending.waiting;
+    return { threads: this.workers, tasksInFlight: this.tickets.size - tasksQueued, tasksQueued, tasksWaiting: 0, terminations: 0, crashes: 0, resends: 0 };
   }
 
   async ping(timeoutMs: number): Promise<ThreadHealth[]> {
@@ -327,6 +321,8 @@ export class BullmqDispatcher implements Dispatcher {
     ticket.settled = true;
     clearTimeout(ticket.stopTimer);
     this.tickets.delete(ticket.id);
+    // Its room in Redis goes to the next segment waiting.
+    if (ticket.jobId !== undefined && this.sending.ended()) this.scheduleFlush();
     if (ticket.jobId !== undefined && this.jobs.get(ticket.jobId)?.every((other) => other.settled)) {
       this.jobs.delete(ticket.jobId);
       this.attempts.delete(ticket.jobId);

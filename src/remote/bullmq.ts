@@ -67,9 +67,19 @@ export interface BullmqBackendOptions {
    * @default 10000
    */
   readonly connectTimeoutMs?: number;
+  /**
+   * Segments in Redis (sent and not ended) at most. The rest wait in the executor, where
+   * they are served by `priority`, then round-robin across `concurrencyKey`s: worker
+   * processes take jobs from Redis in the order they were added, so without a bound a
+   * burst sent first is run first, whatever the keys and priorities of what follows.
+   * About what the worker processes run at once (their threads times their
+   * `--tasks-per-thread`, or a few per CPU-bound thread) keeps them busy.
+   * @default Infinity
+   */
+  readonly maxSegmentsInFlight?: number;
 }
 
-const OPTION_KEYS = ['connection', 'connectionFile', 'queue', 'prefix', 'stopTimeoutMs', 'connectTimeoutMs', 'secret', 'maxJobBytes', 'log'];
+const OPTION_KEYS = ['connection', 'connectionFile', 'queue', 'prefix', 'stopTimeoutMs', 'connectTimeoutMs', 'secret', 'maxJobBytes', 'log', 'maxSegmentsInFlight'];
 
 /**
  * Runs the executor's nodes on BullMQ worker processes.
@@ -109,12 +119,16 @@ export function bullmqBackend(options: BullmqBackendOptions): Backend {
       throw new RangeError(`Expected \`${name}\` to be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${show(value)}`);
     }
   }
+  const { maxSegmentsInFlight = Infinity } = options;
+  if (typeof maxSegmentsInFlight !== 'number' || !(Number.isInteger(maxSegmentsInFlight) || maxSegmentsInFlight === Infinity) || maxSegmentsInFlight < 1) {
+    throw new RangeError(`Expected \`maxSegmentsInFlight\` to be an integer of at least 1, or Infinity, got ${show(maxSegmentsInFlight)}`);
+  }
   const signer = new Signer(secret, prefix, queue);
   return {
     name: 'bullmq',
     createDispatcher: (resolved: DispatcherOptions, events: DispatcherEvents) => {
       if (!signer.signs) log(`warning: BullMQ backend on queue "${queue}" with ${NO_SECRET_WARNING}`);
-      return new BullmqDispatcher(resolvedConnection, queue, prefix, { stopTimeoutMs, connectTimeoutMs, signer, maxJobBytes, log }, resolved, events);
+      return new BullmqDispatcher(resolvedConnection, queue, prefix, { stopTimeoutMs, connectTimeoutMs, signer, maxJobBytes, maxSegmentsInFlight, log }, resolved, events);
     },
   };
 }

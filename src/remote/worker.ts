@@ -190,6 +190,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         timeouts: payload.timeouts,
         graceMs: payload.graceMs,
         deadline: payload.deadline,
+        // This process's threads serve the segments it took in the order it took them.
+        priority: 0,
+        concurrencyKey: undefined,
         listener: {
           nodeStarted: (n) => reporter.update({ k: 's', i: index, n }),
           nodeCompleted: (n, output, startedAt, endedAt) => {

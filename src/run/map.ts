@@ -149,6 +149,8 @@ export class MapTicket implements SegmentTicket {
       timeouts: node.timeouts,
       graceMs: node.graceMs,
       deadline: node.deadline,
+      priority: node.priority,
+      concurrencyKey: node.concurrencyKey,
       listener: {
         nodeStarted: (_position, startedAt) => this.started(startedAt),
         nodeCompleted: (_position, output, startedAt) => {

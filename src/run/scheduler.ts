@@ -38,6 +38,7 @@ import { RunTrace } from '../observe/tracing';
 import { describe } from '../shared/thrown';
 import { timerDelay } from '../shared/delay';
 import { transfer, transferListOf, untransfer } from '../shared/transfer';
+import { NO_KEY } from '../pool/fair-queue';
 
 export type { CleanupHandler } from './cleanup';
 
@@ -73,6 +74,9 @@ export interface RunSpec {
   readonly signal: AbortSignal | undefined;
   readonly failFast: boolean;
   readonly onProgress: ((event: ProgressEvent) => void) | undefined;
+  /** Its place among waiting runs and node tasks (see `run/admission.ts`, `pool/fair-queue.ts`). */
+  readonly priority: number;
+  readonly concurrencyKey: string | undefined;
   readonly dispatcher: Dispatcher;
   readonly hooks: RunHooks;
 }
@@ -152,6 +156,15 @@ export class PipelineRun {
 
   get pipelineId(): string {
     return this.plan.pipelineId;
+  }
+
+  get priority(): number {
+    return this.spec.priority;
+  }
+
+  /** Its `concurrencyKey`, or `NO_KEY`. */
+  get key(): string {
+    return this.spec.concurrencyKey ?? NO_KEY;
   }
 
   /** The run has not settled yet. */
@@ -282,6 +295,8 @@ export class PipelineRun {
       timeouts,
       graceMs: this.timeouts.cleanupGraceMs,
       deadline: Date.now() + this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt),
+      priority: this.spec.priority,
+      concurrencyKey: this.spec.concurrencyKey,
       listener,
     };
     const map = plan.nodes[segment.nodes[0]!]!.map;
@@ -576,7 +591,8 @@ export class PipelineRun {
     return { nodeId: node.id, pipelineId: this.pipelineId, runId: this.runId, timeoutMs: node.timeoutMs ?? this.timeouts.nodeTimeoutMs };
   }
 
-  private cancellation(reason: unknown): CancellationException {
+  /** The error of a cancellation with `reason`, as of now (also for a caller that leaves a shared run). */
+  cancellation(reason: unknown): CancellationException {
     return new CancellationException({ pipelineId: this.pipelineId, runId: this.runId, reason, ...this.partial() });
   }
 

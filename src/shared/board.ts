@@ -66,11 +66,22 @@ export const ORPHAN = -1;
 export const T_CLAIMED = 2;
 /** Segments waiting in the thread to start their next node. */
 export const T_READY = 3;
-// Thread card, Float64 fields (after the 16 bytes of Int32 fields).
+/**
+ * 1 while the main thread holds node tasks back for want of room on the threads: a
+ * thread whose ready segments run out then says so at once (`Hungry`).
+ */
+export const T_WANTED = 4;
+/** Nodes the thread has run to their end, in all. */
+export const T_NODES_RUN = 5;
+const CARD_I32 = 6;
+// Thread card, Float64 fields (after the 24 bytes of Int32 fields).
 export const T_HOLDER_SINCE = 0;
 /** Total time nodes' synchronous code has held the thread. */
 export const T_BUSY_TOTAL = 1;
-export const CARD_BYTES = 32;
+/** The thread's V8 heap in use after its latest node ended, in bytes (0 until it is measured). */
+export const T_HEAP_USED = 2;
+const CARD_F64 = 3;
+export const CARD_BYTES = CARD_I32 * 4 + CARD_F64 * 8;
 
 export interface BoardMemory {
   readonly capacity: number;
@@ -91,8 +102,8 @@ export class ThreadCard {
   readonly f64: Float64Array;
 
   constructor(readonly buffer: SharedArrayBuffer) {
-    this.i32 = new Int32Array(buffer, 0, 4);
-    this.f64 = new Float64Array(buffer, 16, 2);
+    this.i32 = new Int32Array(buffer, 0, CARD_I32);
+    this.f64 = new Float64Array(buffer, CARD_I32 * 4, CARD_F64);
   }
 }
 
@@ -220,6 +231,17 @@ export class ThreadBoard {
   /** Segments waiting in the thread to start their next node. */
   setReady(count: number): void {
     Atomics.store(this.card.i32, T_READY, count);
+  }
+
+  /** Whether the main thread holds node tasks back for want of room on the threads. */
+  wanted(): boolean {
+    return Atomics.load(this.card.i32, T_WANTED) !== 0;
+  }
+
+  /** A node ran to its end; the thread's heap is now `heapUsed` bytes (when measured). */
+  nodeRan(heapUsed: number | undefined): void {
+    Atomics.add(this.card.i32, T_NODES_RUN, 1);
+    if (heapUsed !== undefined) this.card.f64[T_HEAP_USED] = heapUsed;
   }
 
   /** Node `position` of the task in `slot` starts at `startedAt`: its clock runs from now. */

@@ -18,6 +18,8 @@ export interface WorkerConfig {
   readonly tsNodeRegister: string | undefined;
   /** A node's `ctx.progress()` reaches the main thread at most this often. */
   readonly progressIntervalMs: number;
+  /** Write the thread's heap in use on its card after each node (for thread recycling). */
+  readonly measureHeap: boolean;
 }
 
 /** A node as the worker needs it. */
@@ -122,7 +124,7 @@ export interface CrashNote {
 
 /** What a thread sends on its control port: batches of reports and ends, in order, or its last word. */
 export type ControlMessage = readonly ControlEntry[] | CrashNote;
-export type ControlEntry = NodeReport | StartReport | ProgressReport | EndReport | Pong;
+export type ControlEntry = NodeReport | StartReport | ProgressReport | EndReport | Pong | Hungry;
 
 /** First message of a worker thread, on `parentPort` (surfacing as the pool's `'message'`). */
 export interface WorkerHello {
@@ -149,3 +151,13 @@ export interface Ping {
 export interface Pong {
   readonly pong: number;
 }
+
+/**
+ * A thread has no segment left waiting to start a node, while the main thread holds
+ * node tasks back (the card's `T_WANTED`): send it more.
+ */
+export interface Hungry {
+  readonly hungry: 1;
+}
+
+export const HUNGRY: Hungry = Object.freeze({ hungry: 1 });

@@ -2,6 +2,7 @@
 // run's result, and each mistake marked @ts-expect-error must not compile.
 import {
   PipelineExecutor,
+  bullmqBackend,
   defineNode,
   nodeModule,
   type NodeDefinition,
@@ -163,4 +164,24 @@ export async function plain(): Promise<void> {
   expectType<unknown>()(fromList, true);
   // @ts-expect-error: a literal list mixing typed and plain nodes: annotate it as NodeDefinition[].
   await executor.executePipeline({ nodes: [parse, { id: 'b', module }], initialInput: '1' });
+}
+
+export async function scheduling(): Promise<void> {
+  // A run's place among waiting work: a priority, a key, a dedupe key.
+  await executor.executePipeline({ nodes: [{ id: 'a', module }], priority: 10, concurrencyKey: 'tenant-a', dedupeKey: 'a:1' });
+  // @ts-expect-error: a priority is a number.
+  await executor.executePipeline({ nodes: [{ id: 'a', module }], priority: 'high' });
+  // @ts-expect-error: a key is a string.
+  await executor.executePipeline({ nodes: [{ id: 'a', module }], concurrencyKey: 42 });
+  // The same on typed pipelines.
+  await executor.executePipeline({ nodes: [parse, sum], initialInput: '1,2', priority: -1, concurrencyKey: 'b' });
+  new PipelineExecutor({ maxConcurrentPerKey: 4 });
+  // @ts-expect-error: a limit is a number.
+  new PipelineExecutor({ maxConcurrentPerKey: '4' });
+  new PipelineExecutor({ recycleThreads: { afterNodes: 10_000, heapUsedMb: 256 } });
+  new PipelineExecutor({ backend: bullmqBackend({ connection: 'redis://127.0.0.1:6379', maxSegmentsInFlight: 64 }) });
+  // @ts-expect-error: recycling by a count of runs is not offered.
+  new PipelineExecutor({ recycleThreads: { afterRuns: 10 } });
+  const keys: readonly { readonly key: string; readonly inFlight: number; readonly waiting: number }[] = executor.stats().keys;
+  void keys;
 }
