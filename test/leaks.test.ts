@@ -115,6 +115,7 @@ describe('no leaks', function () {
     expect(stats.runsInFlight).to.equal(0);
     expect(stats.tasksInFlight).to.equal(0);
     expect(stats.tasksWaiting).to.equal(0);
+    expect(stats.tasksQueued).to.equal(0);
     expect(stats.terminations).to.be.at.least(20);
     expect(stats.threads, 'threads back to the configured size').to.equal(threads);
     // One control port per live thread, none left from the terminated ones.

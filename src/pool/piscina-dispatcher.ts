@@ -4,9 +4,10 @@
  * The scheduler sees only the {@link Dispatcher} interface: submit a segment, read its
  * progress, ask it to stop. {@link PiscinaDispatcher} implements it on a piscina pool:
  *
- * - Segments submitted in the same turn travel to a thread together, as one piscina
- *   task (a batch), routed by our own load balancer to the thread with the fewest
- *   segments in flight that is not held by a long synchronous node. Many segments
+ * - Submitted segments wait in a fair queue (priority, keys in turn, arrival); each
+ *   thread holds only a window of segments ahead (see `threads.ts`). Once the event loop
+ *   has taken in what is waiting, the next segments go to the threads with room, those
+ *   for one thread together as one piscina task (a batch, at most 64). Many segments
  *   share a thread, so tasks carry no piscina `signal`.
  * - A thread sends node outputs and segment ends back on its control port, in order.
  * - A stop is a flag on the shared board plus a wake-up on the thread's control port;
@@ -74,7 +75,7 @@ export class PiscinaDispatcher implements Dispatcher {
    * would be served there in arrival order, whatever its priority or key.
    */
   private readonly pending = new FairQueue<Ticket>();
-  /** Holding a slot, to be sent at the end of this turn. */
+  /** Holding a slot (sent again, stolen, or handed back by a recycled thread), to be sent with the next flush. */
   private outgoing: Ticket[] = [];
   private flushScheduled = false;
   /** What the threads' cards say of `pending` (`T_WANTED`). */
@@ -663,10 +664,11 @@ export class PiscinaDispatcher implements Dispatcher {
     adjustWindow(thread, hungry);
     if (this.pending.size > 0) this.scheduleFlush();
     // A thread with nothing left to start takes work waiting on another, unless work is
-    // about to be sent this turn (the least loaded thread gets it): moving a segment
-    // costs a second send, more than a short one takes to run where it waits.
+    // about to be sent (re-sent tickets, or pending ones the next flush gives the threads
+    // with room): moving a segment costs a second send, more than a short one takes to
+    // run where it waits.
     const card = thread.card;
-    if (card !== undefined && this.outgoing.length === 0 && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
+    if (card !== undefined && this.outgoing.length === 0 && this.pending.size === 0 && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
       this.rebalance(thread);
     }
   }

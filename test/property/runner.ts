@@ -114,7 +114,7 @@ export async function runCase(executor: PipelineExecutor, spec: CaseSpec, module
   if (unhealthy !== undefined) violations.push(unhealthy);
   const stats = executor.stats();
   if (stats.runsInFlight !== 0 || stats.runsQueued !== 0) violations.push(`runs left: ${stats.runsInFlight} in flight, ${stats.runsQueued} queued`);
-  if (stats.tasksInFlight !== 0 || stats.tasksWaiting !== 0) violations.push(`tasks left: ${stats.tasksInFlight} in flight, ${stats.tasksWaiting} waiting`);
+  if (stats.tasksInFlight !== 0 || stats.tasksQueued !== 0) violations.push(`tasks left: ${stats.tasksInFlight} in flight, ${stats.tasksQueued} queued`);
   return { violations, runs: spec.runs.length, terminations: kills };
 }
 
