@@ -51,7 +51,7 @@ const FULL: Sizes = {
   S3: { count: 1_000, iterations: 5, trial: 200, warmUp: 200 },
   S4: { count: 200, iterations: 5, trial: 40, warmUp: 40 },
   S5: { count: 16, iterations: 5, trial: 8, warmUp: 4 },
-  S6: { count: 15, iterations: 2, trial: 0, warmUp: 2 },
+  S6: { count: 15, iterations: 5, trial: 0, warmUp: 2 },
   S7: { count: 1, iterations: 5, trial: 1, warmUp: 1 },
   shapes: { fanOut: 5_000, layers: 100, width: 100, mapCpu: 10_000, mapTrivial: 100_000 },
   warmUpMs: 1_500,
