@@ -35,6 +35,9 @@ export interface Sizes {
   /** S7 and S8: one run at a time, `iterations` rounds; the shapes' sizes in `shapes`. */
   readonly S7: Size;
   readonly shapes: Shapes;
+  /** Scale points: S2's runs, this many at once (none in the quick run), `scaleRounds` rounds each. */
+  readonly scale: readonly number[];
+  readonly scaleRounds: number;
   /**
    * Each pool (the orchestrator's, each raw piscina candidate's) runs warm-up batches
    * for at least this long, and at least two: the first batches of a fresh pool run
@@ -51,9 +54,11 @@ const FULL: Sizes = {
   S3: { count: 1_000, iterations: 5, trial: 200, warmUp: 200 },
   S4: { count: 200, iterations: 5, trial: 40, warmUp: 40 },
   S5: { count: 16, iterations: 5, trial: 8, warmUp: 4 },
-  S6: { count: 15, iterations: 2, trial: 0, warmUp: 2 },
+  S6: { count: 15, iterations: 5, trial: 0, warmUp: 2 },
   S7: { count: 1, iterations: 5, trial: 1, warmUp: 1 },
   shapes: { fanOut: 5_000, layers: 100, width: 100, mapCpu: 10_000, mapTrivial: 100_000 },
+  scale: [100_000, 200_000],
+  scaleRounds: 3,
   warmUpMs: 1_500,
   trialBatches: 2,
 };
@@ -67,6 +72,8 @@ const QUICK: Sizes = {
   S6: { count: 4, iterations: 1, trial: 0, warmUp: 1 },
   S7: { count: 1, iterations: 1, trial: 1, warmUp: 1 },
   shapes: { fanOut: 1_000, layers: 20, width: 20, mapCpu: 1_000, mapTrivial: 5_000 },
+  scale: [],
+  scaleRounds: 0,
   warmUpMs: 300,
   trialBatches: 1,
 };

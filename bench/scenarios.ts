@@ -217,10 +217,34 @@ export function batchScenarios(sizes: Sizes, calibration: Calibration, cores: nu
     data('S5b', 'moved between threads (transfer() / transferList)', true),
   ];
   // S1 and S3 again through the BullMQ backend, each right after its embedded run (the
-  // embedded pool's targets are not theirs: theirs is to keep the lead over plain BullMQ).
+  // embedded pool's targets are not theirs: theirs is to keep the lead over plain
+  // BullMQ); S2's scale points right after S2.
   return scenarios.flatMap((scenario) =>
     scenario.id === 'S1' || scenario.id === 'S3'
       ? [scenario, { ...scenario, id: `${scenario.id}-bullmq`, title: `${scenario.title}, through the BullMQ backend`, remote: true, targets: BACKEND_TARGETS }]
-      : [scenario],
+      : scenario.id === 'S2'
+        ? [scenario, ...sizes.scale.map((count) => scalePoint(scenario, count, sizes.scaleRounds))]
+        : [scenario],
   );
+}
+
+/**
+ * S2's runs, `count` at once: the cost of a run must not grow with the runs in flight.
+ * No pipeline timeout (200,000 runs take seconds); raw piscina's options tried on 10,000.
+ */
+function scalePoint(s2: BatchScenario, count: number, rounds: number): BatchScenario {
+  return {
+    ...s2,
+    id: `S2-${count / 1000}k`,
+    title: `${count.toLocaleString('en-US')} concurrent pipelines x 3 nodes, each a ${SLEEP_MS} ms sleep (a scale point)`,
+    count,
+    concurrency: count,
+    iterations: rounds,
+    executor: { ...s2.executor, timeouts: { ...SEED_TIMEOUTS, pipelineTimeoutMs: Infinity } },
+    candidates: ASYNC_CANDIDATES.slice(0, 2),
+    trialCount: 10_000,
+    trialBatches: 1,
+    warmUpCount: 10_000,
+    targets: [{ metric: 'wallMs', against: 'baseline', atMost: 1 }],
+  };
 }

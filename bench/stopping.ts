@@ -15,6 +15,7 @@ import { interleave } from './harness';
 import { CancellationException, Orchestrator, describeExecutor, toNodes, type ExecutorOptions } from './orchestrator';
 import type { Progress } from './progress';
 import { figuresOf, ratiosOf, type ScenarioResult, type WarmUp } from './report';
+import { Rounds, judge, type Target } from './verdict';
 import type { NodeName, Step } from './workload';
 
 export interface StopCase {
@@ -27,13 +28,33 @@ export interface StopCase {
   readonly warmUp: number;
   readonly iterations: number;
   readonly threads: number;
+  /** Its goals: bounds of the orchestrator's times, judged on the median of the rounds. */
+  readonly targets: readonly Target[];
 }
+
+/**
+ * The next run is served without waiting for a new thread (starting one takes about
+ * 70 ms here): its p50 within half of that.
+ */
+const nextRunServed: Target = { metric: 'p50Ms', against: 'ms', atMost: 35, of: 'next run' };
 
 export function stopCases(size: Size, threads: number): StopCase[] {
   const common = { trials: size.count, iterations: size.iterations, warmUp: size.warmUp, threads };
   return [
-    { id: 'S6a', title: 'stopping a node that honours ctx.signal: abort -> rejection', fn: 'honourSignal', ...common },
-    { id: 'S6b', title: 'stopping a CPU loop that ignores ctx.signal: abort -> rejection', fn: 'spin', ...common },
+    {
+      id: 'S6a',
+      title: 'stopping a node that honours ctx.signal: abort -> rejection',
+      fn: 'honourSignal',
+      ...common,
+      targets: [{ metric: 'p95Ms', against: 'ms', atMost: 5 }, nextRunServed],
+    },
+    {
+      id: 'S6b',
+      title: 'stopping a CPU loop that ignores ctx.signal: abort -> rejection',
+      fn: 'spin',
+      ...common,
+      targets: [{ metric: 'p95Ms', against: 'ms', atMost: S6_CLEANUP_GRACE_MS + 25 }, nextRunServed],
+    },
   ];
 }
 
@@ -171,10 +192,21 @@ export async function runStopCase(c: StopCase, progress: Progress): Promise<Scen
       { stop: new Samples(), recovery: new Samples(), exit: undefined },
       { stop: new Samples(), recovery: new Samples(), exit: new Samples() },
     ];
+    const stops = new Rounds(recorders[0]!.stop);
+    const recoveries = new Rounds(recorders[0]!.recovery);
     const [orchestratorRun, baselineRun] = await interleave(
       c.id,
       [
-        { label: 'orchestrator', iteration: () => trials(targets[0]!, c.trials, recorders[0]!) },
+        {
+          label: 'orchestrator',
+          iteration: async () => {
+            stops.begin();
+            recoveries.begin();
+            await trials(targets[0]!, c.trials, recorders[0]!);
+            stops.end();
+            recoveries.end();
+          },
+        },
         { label: 'raw piscina', iteration: () => trials(targets[1]!, c.trials, recorders[1]!) },
       ],
       c.iterations,
@@ -218,6 +250,10 @@ export async function runStopCase(c: StopCase, progress: Progress): Promise<Scen
       error: null,
       recovery,
       baselineThreadExit: figuresOf(baselineRec.exit!, false),
+      verdicts: [
+        ...judge(c.targets.filter((target) => target.of === undefined), stops.figures([]), [], null),
+        ...judge(c.targets.filter((target) => target.of !== undefined), recoveries.figures([]), [], null),
+      ],
     };
   } catch (error) {
     throw new Error(`${c.id}: ${describeError(error)}`, { cause: error });

@@ -23,10 +23,15 @@ export type RoundMetric = keyof RoundFigures;
 
 export interface Target {
   readonly metric: RoundMetric;
-  /** What the orchestrator's figure is divided by: raw piscina's, the floor, or (the backend's scenarios) plain BullMQ's. */
-  readonly against: 'baseline' | 'floor' | 'plainBullmq';
-  /** The ratio the median must not pass. */
+  /**
+   * What the orchestrator's figure is divided by: raw piscina's, the floor, (the backend's
+   * scenarios) plain BullMQ's; `'ms'`: nothing, the figure itself is bounded (in milliseconds).
+   */
+  readonly against: 'baseline' | 'floor' | 'plainBullmq' | 'ms';
+  /** The ratio (or, against `'ms'`, the time) the median must not pass. */
   readonly atMost: number;
+  /** What the figure is of, when not the scenario's main latency (S6: the next run after a stop). */
+  readonly of?: string;
   /** The median must stay below `atMost`, not only reach it. */
   readonly strictly?: boolean;
 }
@@ -84,7 +89,7 @@ export function judge(
     const ratios: number[] = [];
     orchestrator.forEach((round, i) => {
       const mine = round[target.metric];
-      const theirs = target.against === 'floor' ? floorMs : ((target.against === 'baseline' ? baseline : plainBullmq)[i]?.[target.metric] ?? null);
+      const theirs = target.against === 'ms' ? 1 : target.against === 'floor' ? floorMs : ((target.against === 'baseline' ? baseline : plainBullmq)[i]?.[target.metric] ?? null);
       if (mine !== null && theirs !== null && theirs > 0) ratios.push(mine / theirs);
     });
     const mid = median(ratios);
@@ -101,15 +106,18 @@ export function judge(
   });
 }
 
-function times(value: number | null): string {
-  return value === null ? '-' : `${value.toFixed(2)}x`;
+function times(value: number | null, target: Target): string {
+  if (value === null) return '-';
+  return target.against === 'ms' ? `${value.toFixed(value < 10 ? 2 : 1)} ms` : `${value.toFixed(2)}x`;
 }
 
-/** "p95 at most 1.5x the floor" */
+/** "p95 at most 1.5x the floor", "p95 at most 5 ms" */
 export function describeTarget(target: Target): string {
-  const bound = `${target.strictly === true ? 'under' : 'at most'} ${target.atMost}x`;
+  const under = target.strictly === true ? 'under' : 'at most';
+  const figure = `${target.of === undefined ? '' : `${target.of}: `}${NAMES[target.metric]}`;
+  if (target.against === 'ms') return `${figure} ${under} ${target.atMost} ms`;
   const against = { floor: 'the floor', baseline: "raw piscina's", plainBullmq: "plain BullMQ's" }[target.against];
-  return `${NAMES[target.metric]} ${bound} ${against}`;
+  return `${figure} ${under} ${target.atMost}x ${against}`;
 }
 
 /** One line per verdict, for the scenario's table. */
@@ -119,9 +127,9 @@ export function formatVerdicts(verdicts: readonly Verdict[]): string[] {
   for (const verdict of verdicts) {
     const outcome = verdict.met === null ? 'NOT MEASURED' : verdict.met ? 'met' : 'NOT MET';
     const rounds = `${verdict.ratios.length} round${verdict.ratios.length === 1 ? '' : 's'}`;
-    const spread = verdict.ratios.length > 1 ? ` (${times(verdict.min)}-${times(verdict.max)})` : '';
+    const spread = verdict.ratios.length > 1 ? ` (${times(verdict.min, verdict)}-${times(verdict.max, verdict)})` : '';
     const note = verdict.indicative ? `  [${outcome}, indicative only: ${rounds}]` : `  [${outcome}]`;
-    lines.push(`    ${describeTarget(verdict).padEnd(34)} median ${times(verdict.median)}${spread}, ${rounds}${note}`);
+    lines.push(`    ${describeTarget(verdict).padEnd(34)} median ${times(verdict.median, verdict)}${spread}, ${rounds}${note}`);
   }
   return lines;
 }
