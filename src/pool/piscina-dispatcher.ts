@@ -661,7 +661,7 @@ export class PiscinaDispatcher implements Dispatcher {
     }
     if (isDue(thread, this.recycle)) this.replace(thread);
     // The thread has moved on: it may have room for pending tickets.
-    adjustWindow(thread, hungry);
+    adjustWindow(thread, hungry, this.now());
     if (this.pending.size > 0) this.scheduleFlush();
     // A thread with nothing left to start takes work waiting on another, unless work is
     // about to be sent (re-sent tickets, or pending ones the next flush gives the threads

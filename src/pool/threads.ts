@@ -35,8 +35,9 @@ export interface Thread<T = unknown> {
   pingedAt: number | undefined;
   /** Terminated by the watchdog: code no live node owns held it. */
   orphaned: boolean;
-  /** Segments it may hold ahead at most (see {@link withRoom}, {@link adjustWindow}). */
+  /** Segments it may hold ahead at most (see {@link withRoom}, {@link adjustWindow}), and when it last changed. */
   window: number;
+  windowAt: number;
   /**
    * Its part in thread recycling (see `recycling.ts`): `'spare'` started and kept idle to
    * replace one; `'draining'` replaced, it finishes what it holds and takes nothing new;
@@ -61,6 +62,7 @@ export function newThread<T>(worker: Worker): Thread<T> {
     pingedAt: undefined,
     orphaned: false,
     window: AHEAD_MIN,
+    windowAt: 0,
     role: 'active',
   };
 }
@@ -68,20 +70,28 @@ export function newThread<T>(worker: Worker): Thread<T> {
 /**
  * Segments a thread may hold ahead: at least {@link AHEAD_MIN}, so that its CPU-bound
  * work waits here in a fair order rather than there in arrival order; up to
- * {@link AHEAD_MAX} while its nodes are asynchronous (they leave the count as soon as
- * they start), so that feeding it costs few round trips.
+ * {@link AHEAD_MAX} while it runs out before the main thread refills it (asynchronous
+ * nodes leave the count as soon as they start; a busy main thread answers late), so
+ * that feeding it costs few round trips and never starves it for long.
  */
 export const AHEAD_MIN = 8;
 export const AHEAD_MAX = 256;
+/** A window that has not had to grow for this long halves (down to {@link AHEAD_MIN}). */
+export const WINDOW_DECAY_MS = 100;
 
 /**
- * A thread that ran out of segments to start (`hungry`) may hold four times as many ahead;
- * one found with {@link AHEAD_MIN} or more waiting to start a node is CPU-bound, and back
- * to the least.
+ * A thread that ran out of segments to start (`hungry`) may hold four times as many
+ * ahead; one that has not run out for {@link WINDOW_DECAY_MS} half as many. So a thread
+ * fed fast enough keeps the least, and one that is not gets what it takes to keep busy.
  */
-export function adjustWindow(thread: Thread, hungry: boolean): void {
-  if (hungry) thread.window = Math.min(AHEAD_MAX, thread.window * 4);
-  else if (thread.card !== undefined && Atomics.load(thread.card.i32, T_READY) >= AHEAD_MIN) thread.window = AHEAD_MIN;
+export function adjustWindow(thread: Thread, hungry: boolean, now: number): void {
+  if (hungry) {
+    thread.window = Math.min(AHEAD_MAX, thread.window * 4);
+    thread.windowAt = now;
+  } else if (thread.window > AHEAD_MIN && now - thread.windowAt > WINDOW_DECAY_MS) {
+    thread.window = Math.max(AHEAD_MIN, thread.window / 2);
+    thread.windowAt = now;
+  }
 }
 
 /** Not ended, not being terminated, neither a spare nor replaced: it may take work. */
@@ -119,7 +129,7 @@ export function ahead(thread: Thread): number {
 
 /**
  * The thread to send a pending segment to: of the usable threads that hold fewer
- * segments ahead than their window, the one with the fewest. A thread held by a long node gets
+ * segments ahead than their window, the one with the fewest (then with the fewest in flight). A thread held by a long node gets
  * none while another thread is free of one (it will have room soon, and work stealing
  * moves what waits on the held one). A thread still starting gets none: piscina queues
  * the tasks of every thread in one list, and a task for a thread that is not ready would
@@ -135,7 +145,8 @@ export function withRoom<T>(threads: Iterable<Thread<T>>, now: number): Thread<T
     if (!blocked) unblocked = true;
     const held = ahead(thread);
     if (held >= thread.window) continue;
-    const score = held + (blocked ? 1e6 : 0);
+    // Then the fewest segments in flight (asynchronous nodes running there count too).
+    const score = held + (blocked ? 1e6 : 0) + thread.tickets.size / 1e6;
     if (score < bestScore) {
       best = thread;
       bestScore = score;
