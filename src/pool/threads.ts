@@ -75,18 +75,18 @@ export function newThread<T>(worker: Worker): Thread<T> {
  * that feeding it costs few round trips and never starves it for long.
  */
 export const AHEAD_MIN = 8;
-export const AHEAD_MAX = 256;
+export const AHEAD_MAX = 1024;
 /** A window that has not had to grow for this long halves (down to {@link AHEAD_MIN}). */
 export const WINDOW_DECAY_MS = 100;
 
 /**
- * A thread that ran out of segments to start (`hungry`) may hold four times as many
+ * A thread that ran out of segments to start (`hungry`) may hold eight times as many
  * ahead; one that has not run out for {@link WINDOW_DECAY_MS} half as many. So a thread
  * fed fast enough keeps the least, and one that is not gets what it takes to keep busy.
  */
 export function adjustWindow(thread: Thread, hungry: boolean, now: number): void {
   if (hungry) {
-    thread.window = Math.min(AHEAD_MAX, thread.window * 4);
+    thread.window = Math.min(AHEAD_MAX, thread.window * 8);
     thread.windowAt = now;
   } else if (thread.window > AHEAD_MIN && now - thread.windowAt > WINDOW_DECAY_MS) {
     thread.window = Math.max(AHEAD_MIN, thread.window / 2);
