@@ -8,9 +8,9 @@ import { Orchestrator, describeExecutor, toNodes, transfer } from './orchestrato
 import { startPlainBullmq, type PlainBullmq } from './plain-bullmq';
 import { startCluster, type Cluster } from './remote';
 import type { Progress } from './progress';
-import { figuresOf, METRICS, ratiosOf, warmUpOf, type Candidate, type Metric, type ScenarioResult } from './report';
+import { figuresOf, ratiosOf, warmUpOf, type Candidate, type ScenarioResult } from './report';
 import type { BatchScenario } from './scenarios';
-import { percentile, ratio, sorted } from './stats';
+import { percentile, sorted } from './stats';
 import { Rounds, judge } from './verdict';
 
 function criterion(def: BatchScenario): string {
@@ -172,8 +172,7 @@ export async function runBatchScenario(def: BatchScenario, progress: Progress): 
       plainSamples.walls.push(...plainRun!.walls);
       plainRoundFigures = plainRounds.figures(plainRun!.walls);
       const plainFigures = figuresOf(plainSamples);
-      const toPlainBullmq: Partial<Record<Metric, number | null>> = {};
-      for (const metric of METRICS) toPlainBullmq[metric] = ratio(orchestratorFigures[metric], plainFigures[metric]);
+      const toPlainBullmq = ratiosOf(orchestratorFigures, plainFigures, null).toBaseline;
       third = { plainBullmq: { ...plainFigures, description: plain.description, options: plain.options, noise: plainRun!.noise }, toPlainBullmq };
     }
     return {

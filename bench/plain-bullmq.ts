@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Queue, QueueEvents } from 'bullmq';
+import { exited, untilReady } from '../test/remote-env';
 import type { RunFn } from './batch';
 import { countAsOwn } from './machine';
 import { WORKER_PROCESSES } from './remote';
@@ -22,16 +23,8 @@ export interface PlainBullmq {
   close(): Promise<void>;
 }
 
-function startWorker(url: string, queue: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(__dirname, 'fixtures', 'plain-bullmq-worker.js')], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, REDIS_URL: url, QUEUE: queue } });
-  return new Promise((resolve, reject) => {
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('plain worker ready')) resolve(child);
-    });
-    child.once('exit', (code) => reject(new Error(`a plain BullMQ worker exited (code ${code}) before it was ready`)));
-  });
+function startWorker(url: string, queue: string): ChildProcess {
+  return spawn(process.execPath, [join(__dirname, 'fixtures', 'plain-bullmq-worker.js')], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, REDIS_URL: url, QUEUE: queue } });
 }
 
 /** Starts the plain worker processes on queue `queueName` of the redis-server at `url`, for chains of `steps`. */
@@ -47,10 +40,18 @@ export async function startPlainBullmq(url: string, queueName: string, steps: re
     for (const undo of forget) undo();
     forget = [];
     await Promise.allSettled([queue.close(), events.close()]);
-    await Promise.all(workers.map((worker) => new Promise((resolve) => (worker.exitCode !== null ? resolve(null) : (worker.once('exit', resolve), worker.kill('SIGTERM'))))));
+    await Promise.all(
+      workers.map((worker) => {
+        const done = exited(worker);
+        worker.kill('SIGTERM');
+        return done;
+      }),
+    );
   };
   try {
-    workers.push(...(await Promise.all(Array.from({ length: WORKER_PROCESSES }, () => startWorker(url, queueName)))));
+    // Each kept as soon as it is spawned: one that fails to start is stopped with the others.
+    workers.push(...Array.from({ length: WORKER_PROCESSES }, () => startWorker(url, queueName)));
+    await Promise.all(workers.map((worker) => untilReady(worker, /plain worker ready/, 'a plain BullMQ worker')));
     // Their CPU time is this contender's, not noise from other processes.
     forget = workers.map((worker) => countAsOwn(worker.pid!));
     await Promise.all([events.waitUntilReady(), queue.waitUntilReady()]);

@@ -49,7 +49,7 @@ function freePort(): Promise<number> {
 }
 
 /** Resolves once the child prints `ready`; rejects, with what it printed, if it exits first. */
-function untilReady(child: ChildProcess, ready: RegExp, what: string): Promise<void> {
+export function untilReady(child: ChildProcess, ready: RegExp, what: string): Promise<void> {
   return new Promise((resolveReady, reject) => {
     let output = '';
     const onData = (chunk: Buffer): void => {
@@ -78,7 +78,7 @@ function untilReady(child: ChildProcess, ready: RegExp, what: string): Promise<v
 }
 
 /** Resolves with the exit code once the child has exited. */
-function exited(child: ChildProcess): Promise<number | null> {
+export function exited(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolveExit) => child.once('exit', (code) => resolveExit(code)));
 }

@@ -351,7 +351,7 @@ describe('BullMQ backend (redis-server, worker processes)', function () {
         executor.executePipeline({
           nodes: [
             { id: 'announce', module: announceAdd, params: { ms: 100 } },
-            { id: 'hold', module: fixture('held-until.js'), params: { gate } },
+            { id: 'hold', module: fixture('file-gate.js'), export: 'holdThread', params: { gate } },
           ],
           initialInput: i,
           onProgress: (event) => {
