@@ -4,60 +4,34 @@
  * The scheduler sees only the {@link Dispatcher} interface: submit a segment, read its
  * progress, ask it to stop. {@link PiscinaDispatcher} implements it on a piscina pool:
  *
- * - Submitted segments wait in a fair queue (priority, keys in turn, arrival); each
- *   thread holds only a window of segments ahead (see `threads.ts`). Once the event loop
- *   has taken in what is waiting, the next segments go to the threads with room, those
- *   for one thread together as one piscina task (a batch, at most 64). Many segments
- *   share a thread, so tasks carry no piscina `signal`.
+ * - Submitted segments wait in a fair queue and reach the threads in batches, each
+ *   thread holding only a window ahead (see `sender.ts`). Many segments share a thread,
+ *   so tasks carry no piscina `signal`.
  * - A thread sends node outputs and segment ends back on its control port, in order.
  * - A stop is a flag on the shared board plus a wake-up on the thread's control port;
  *   the node sees `ctx.signal` abort. A segment no worker has taken up yet is withdrawn
  *   at once. One that has not ended `graceMs` later has its thread terminated.
  * - Segments of other runs on a terminated thread did nothing wrong: they are sent
- *   again, resuming at the node that was running (at-least-once for that node).
- * - A thread that dies by itself (`process.exit()`, an uncaught error, out of memory)
- *   fails the run of the node at fault; the other segments are sent again (at most
- *   {@link MAX_RESENDS} times when nobody knows whose fault it was).
+ *   again. A thread that dies by itself fails the run of the node at fault (see
+ *   `thread-end.ts`).
  */
 import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import {
-  Board,
-  ThreadCard,
-  T_BUSY_TOTAL,
-  T_CLAIMED,
-  T_HOLDER,
-  T_HOLDER_SINCE,
-  T_READY,
-  T_WANTED,
-  createBoardMemory,
-  type StopCode,
-  type TaskProgress,
-} from '../shared/board';
+import { Board, ThreadCard, T_BUSY_TOTAL, T_CLAIMED, T_HOLDER, T_HOLDER_SINCE, T_READY, createBoardMemory, type StopCode, type TaskProgress } from '../shared/board';
 import type { ResolvedOptions } from '../options';
-import { WAKE, isWorkerHello, type BatchTask, type ControlMessage, type CrashNote, type Ping, type WorkerConfig } from '../shared/protocol';
+import { WAKE, isWorkerHello, type ControlMessage, type CrashNote, type Ping, type WorkerConfig } from '../shared/protocol';
 import { receiveSettlement, type Settlement } from '../shared/settlement';
-import { deserializeThrown } from '../shared/thrown';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
-import { FairQueue, placementOf } from './fair-queue';
-import { Pings, adjustWindow, leastLoaded, newThread, routeOf, stealPlan, usable, withRoom, type Thread as PoolThread } from './threads';
-import { Ticket, batchTask, type Batch } from './ticket';
+import { drained, handOver, isDue, poolSize, retire, roleOfNew, type RecycleLimits } from './recycling';
+import { Sender } from './sender';
+import { culpritOf, fateOf, type ThreadEnd } from './thread-end';
+import { Pings, adjustWindow, newThread, routeOf, usable, type Thread as PoolThread } from './threads';
+import { Slots, Ticket, detach, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
-import { drained, handOver, isDue, poolSize, roleOfNew, type RecycleLimits } from './recycling';
 import { workerRuntime } from './worker-path';
 
 type Thread = PoolThread<Ticket>;
-
-
-/** How many times a task is sent again after threads died under it with no known culprit. */
-export const MAX_RESENDS = 2;
-
-/** Segments of cached plans whose nodes a thread keeps, about (see `sendBatch`). */
-const MAX_KNOWN = 4096;
-
-/** Segments sent to the threads at once, at most, while submissions keep coming in one turn. */
-const BATCH_SIZE = 64;
 
 /** Runs segments on a piscina pool; see the file comment. */
 export class PiscinaDispatcher implements Dispatcher {
@@ -66,22 +40,9 @@ export class PiscinaDispatcher implements Dispatcher {
   private readonly counts = { terminations: 0, crashes: 0, resends: 0 };
   private readonly pool: Piscina;
   private readonly board: Board;
-  private readonly tickets: (Ticket | undefined)[];
-  private readonly freeSlots: number[] = [];
-  /**
-   * Waiting for a free slot and a thread with room: each thread holds only a few
-   * segments ahead (see `withRoom()` in `threads.ts`), the rest wait here in the order of
-   * a {@link FairQueue} (priority, then keys in turn). CPU-bound work queued in a thread
-   * would be served there in arrival order, whatever its priority or key.
-   */
-  private readonly pending = new FairQueue<Ticket>();
-  /** Holding a slot (sent again, stolen, or handed back by a recycled thread), to be sent with the next flush. */
-  private outgoing: Ticket[] = [];
-  private flushScheduled = false;
-  /** What the threads' cards say of `pending` (`T_WANTED`). */
-  private wanted = false;
+  private readonly slots: Slots;
   private readonly threads = new Map<number, Thread>();
-  private gen = 0;
+  private readonly sender: Sender;
   private destroyed = false;
   private introduced = 0;
   /** Busy time of the threads that ended. */
@@ -106,8 +67,7 @@ export class PiscinaDispatcher implements Dispatcher {
     const capacity = options.threads * options.tasksPerThread;
     const memory = createBoardMemory(capacity);
     this.board = new Board(memory);
-    this.tickets = new Array<Ticket | undefined>(capacity);
-    for (let slot = capacity - 1; slot >= 0; slot--) this.freeSlots.push(slot);
+    this.slots = new Slots(capacity);
     const runtime = workerRuntime();
     const workerData: WorkerConfig = {
       board: memory,
@@ -136,6 +96,16 @@ export class PiscinaDispatcher implements Dispatcher {
       resourceLimits: options.resourceLimits,
       workerData,
     });
+    this.sender = new Sender({
+      pool: this.pool,
+      board: this.board,
+      slots: this.slots,
+      threads: this.threads,
+      now: () => this.now(),
+      isDestroyed: () => this.destroyed,
+      watchThreads: () => this.watchThreads(),
+      batchFailed: (batch, error) => this.batchFailed(batch, error),
+    });
     this.pool.on('message', (message: unknown) => {
       if (isWorkerHello(message)) this.introduce(message.threadId, message.port, new ThreadCard(message.card));
     });
@@ -157,9 +127,9 @@ export class PiscinaDispatcher implements Dispatcher {
   stats(): DispatcherStats {
     return {
       threads: this.pool.threads.length,
-      tasksInFlight: this.tickets.length - this.freeSlots.length,
-      tasksQueued: this.pending.size,
-      tasksWaiting: this.freeSlots.length === 0 ? this.pending.size : 0,
+      tasksInFlight: this.slots.capacity - this.slots.available,
+      tasksQueued: this.sender.waiting,
+      tasksWaiting: this.slots.available === 0 ? this.sender.waiting : 0,
       ...this.counts,
     };
   }
@@ -194,7 +164,7 @@ export class PiscinaDispatcher implements Dispatcher {
 
   private holderOf(thread: Thread, now: number): ThreadHealth['heldBy'] {
     if (thread.card === undefined) return undefined;
-    const ticket = this.tickets[Atomics.load(thread.card.i32, T_HOLDER) - 1];
+    const ticket = this.slots.at(Atomics.load(thread.card.i32, T_HOLDER) - 1);
     if (ticket === undefined) return undefined;
     const node = ticket.job.nodes[this.board.nodeOf(ticket.slot)];
     if (node === undefined) return undefined;
@@ -210,8 +180,7 @@ export class PiscinaDispatcher implements Dispatcher {
 
   submit(job: SegmentJob): SegmentTicket {
     const ticket = new Ticket(this, job);
-    this.pending.push(ticket, placementOf(ticket.job));
-    this.scheduleFlush();
+    this.sender.submit(ticket);
     return ticket;
   }
 
@@ -225,8 +194,7 @@ export class PiscinaDispatcher implements Dispatcher {
     ticket.stopCode = code;
     if (ticket.slot < 0 || ticket.thread === undefined) {
       // Not sent yet: it never starts.
-      if (ticket.slot < 0) this.pending.remove(ticket, placementOf(ticket.job));
-      else this.outgoing.splice(this.outgoing.indexOf(ticket), 1);
+      this.sender.unsend(ticket);
       return this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     this.board.requestStop(ticket.slot, code);
@@ -245,7 +213,7 @@ export class PiscinaDispatcher implements Dispatcher {
     if (this.destroyed) return;
     this.destroyed = true;
     clearInterval(this.watchdog);
-    for (const ticket of [...this.pending.drain(), ...this.outgoing.splice(0)]) {
+    for (const ticket of this.sender.drainAll()) {
       this.settle(ticket, { kind: 'stopped', position: ticket.first });
     }
     await this.pool.destroy();
@@ -254,162 +222,14 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   // -------------------------------------------------------------------------
-  // Sending.
-
-  /**
-   * Sends a ticket that holds a slot (sent again, or stolen) once the event loop has
-   * taken in what is waiting, or now once a batch is full.
-   */
-  private enqueueOutgoing(ticket: Ticket): void {
-    this.outgoing.push(ticket);
-    if (this.outgoing.length >= BATCH_SIZE) this.flush();
-    else this.scheduleFlush();
-  }
-
-  /**
-   * Sends once the event loop has taken in what is waiting (every thread's reports of
-   * this pass, and what they make ready: `setImmediate`, not a microtask, which would
-   * send after each report).
-   */
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(this.flush);
-  }
-
-  /**
-   * Sends what holds a slot (`outgoing`), then as many pending tickets as the threads
-   * have room for, in the pending queue's order.
-   */
-  private flush = (): void => {
-    this.flushScheduled = false;
-    if (this.destroyed) return;
-    const groups = new Map<Thread, Ticket[]>();
-    const outgoing = this.outgoing;
-    this.outgoing = [];
-    for (let i = 0; i < outgoing.length; i++) {
-      const ticket = outgoing[i]!;
-      const preferred = ticket.prefer;
-      ticket.prefer = undefined;
-      const thread = preferred !== undefined && usable(preferred) ? preferred : this.pickThread();
-      if (thread === undefined) {
-        // Every thread is being terminated: these wait for the replacements (threadEnded).
-        this.outgoing.unshift(...outgoing.slice(i));
-        break;
-      }
-      this.place(ticket, thread, groups);
-    }
-    // Said before the threads' room is read: a thread that runs out after this reading
-    // asks for more (`Hungry`); one that ran out before it has room in it.
-    if (this.pending.size > 0) this.setWanted(true);
-    while (this.pending.size > 0 && this.freeSlots.length > 0) {
-      const thread = withRoom(this.threads.values(), this.now());
-      if (thread === undefined) break;
-      const ticket = this.pending.shift()!;
-      ticket.slot = this.freeSlots.pop()!;
-      this.tickets[ticket.slot] = ticket;
-      this.place(ticket, thread, groups);
-      if (groups.get(thread)!.length >= BATCH_SIZE) {
-        this.sendBatch(thread, groups.get(thread)!);
-        groups.delete(thread);
-      }
-    }
-    for (const [thread, group] of groups) this.sendBatch(thread, group);
-    if (this.pending.size === 0) this.setWanted(false);
-  };
-
-  /** Gives the ticket a generation and `thread`, in this flush's batch for `thread`. */
-  private place(ticket: Ticket, thread: Thread, groups: Map<Thread, Ticket[]>): void {
-    ticket.gen = this.gen = this.gen >= 0x7fffffff ? 1 : this.gen + 1;
-    this.board.reset(ticket.slot, ticket.gen);
-    if (ticket.stopCode !== 0) this.board.requestStop(ticket.slot, ticket.stopCode);
-    this.attach(ticket, thread);
-    if (ticket.alone) {
-      ticket.alone = false;
-      this.sendBatch(thread, [ticket]);
-      return;
-    }
-    let group = groups.get(thread);
-    if (group === undefined) groups.set(thread, (group = []));
-    group.push(ticket);
-  }
-
-  /** Tells the threads whether tasks wait here, so that one that runs out asks at once. */
-  private setWanted(wanted: boolean): void {
-    if (wanted === this.wanted) return;
-    this.wanted = wanted;
-    for (const thread of this.threads.values()) if (thread.card !== undefined) Atomics.store(thread.card.i32, T_WANTED, wanted ? 1 : 0);
-  }
-
-  private sendBatch(thread: Thread, group: Ticket[]): void {
-    const { task, transferList } = batchTask(thread, group, MAX_KNOWN);
-    const routed: BatchTask & { [key: symbol]: unknown } = { ...task, [Piscina.queueOptionsSymbol]: { threadId: thread.threadId } };
-    const batch: Batch = { thread, tickets: group, gens: group.map((ticket) => ticket.gen) };
-    const options = transferList === undefined ? undefined : { transferList };
-    this.pool.run(routed, options).then(undefined, (error: unknown) => this.batchFailed(batch, error));
-  }
-
-  /** The thread to send to next; see `threads.ts`. */
-  private pickThread(): Thread | undefined {
-    const best = leastLoaded(this.threads.values(), this.now());
-    if (best !== undefined) return best;
-    // Every thread known is ending: pick up the replacements piscina started, if any yet.
-    this.watchThreads();
-    return leastLoaded(this.threads.values(), this.now());
-  }
-
-  /** Work stealing (see `threads.ts`): segments waiting on a busier thread move to `hungry`. */
-  private rebalance(hungry: Thread): void {
-    const plan = stealPlan(hungry, this.threads.values());
-    if (plan === undefined) return;
-    let { wanted } = plan;
-    for (const ticket of plan.candidates) {
-      if (wanted === 0) break;
-      if (!this.takeBack(ticket, hungry)) continue;
-      wanted--;
-    }
-  }
-
-  /** Withdraws a ticket its thread has not taken up, to send it to `prefer` or any thread. */
-  private takeBack(ticket: Ticket, prefer: Thread | undefined): boolean {
-    if (ticket.inputMoved || ticket.stopCode !== 0 || !this.board.withdraw(ticket.slot, ticket.gen)) return false;
-    ticket.thread!.sent--;
-    this.detach(ticket);
-    ticket.gen = 0;
-    ticket.prefer = prefer;
-    this.enqueueOutgoing(ticket);
-    return true;
-  }
+  // Sending again.
 
   /** Recycling (see `recycling.ts`): a spare takes `due`'s place; `due` gives back what it has not started. */
   private replace(due: Thread): void {
     if (handOver(due, this.threads.values()) === undefined) return;
-    for (const ticket of [...due.tickets]) this.takeBack(ticket, undefined);
-    if (drained(due)) this.retire(due);
-    this.scheduleFlush();
-  }
-
-  private retire(thread: Thread): void {
-    thread.role = 'retired';
-    void thread.worker.terminate();
-  }
-
-  private attach(ticket: Ticket, thread: Thread): void {
-    ticket.thread = thread;
-    thread.sent++;
-    thread.tickets.add(ticket);
-    if (thread.tickets.size === 1) thread.port?.ref();
-  }
-
-  private detach(ticket: Ticket): void {
-    const thread = ticket.thread;
-    if (thread === undefined) return;
-    ticket.thread = undefined;
-    thread.tickets.delete(ticket);
-    if (thread.tickets.size === 0) {
-      thread.port?.unref();
-      if (drained(thread)) this.retire(thread);
-    }
+    for (const ticket of [...due.tickets]) this.sender.takeBack(ticket, undefined);
+    if (drained(due)) retire(due);
+    this.sender.schedule();
   }
 
   /** A batch that could not be sent (an input that cannot be cloned), or whose thread died. */
@@ -436,11 +256,11 @@ export class PiscinaDispatcher implements Dispatcher {
   }
 
   private resend(ticket: Ticket): void {
-    this.detach(ticket);
+    detach(ticket);
     // No longer the task it was: what still comes of its old sending is stale.
     ticket.gen = 0;
     this.counts.resends++;
-    this.enqueueOutgoing(ticket);
+    this.sender.send(ticket);
   }
 
   // -------------------------------------------------------------------------
@@ -451,14 +271,12 @@ export class PiscinaDispatcher implements Dispatcher {
     ticket.settled = true;
     if (ticket.graceTimer !== undefined) clearTimeout(ticket.graceTimer);
     ticket.graceTimer = undefined;
-    this.detach(ticket);
+    detach(ticket);
     let startedAt: number | undefined;
     if (ticket.slot >= 0) {
       if (settlement.kind !== 'done' && ticket.gen !== 0) startedAt = this.board.startedAt(ticket.slot);
-      this.tickets[ticket.slot] = undefined;
-      this.freeSlots.push(ticket.slot);
-      ticket.slot = -1;
-      if (this.pending.size > 0) this.scheduleFlush();
+      this.slots.release(ticket);
+      if (this.sender.waiting > 0) this.sender.schedule();
     }
     ticket.job.listener.settled(settlement, startedAt);
   }
@@ -477,34 +295,13 @@ export class PiscinaDispatcher implements Dispatcher {
     void thread.worker.terminate();
   }
 
-  /** What becomes of a segment whose thread ended under it. */
-  private afterThreadEnd(ticket: Ticket, end: { killed: boolean; culpritKnown: boolean; orphaned?: boolean }, cause: unknown): void {
+  /** What becomes of a segment whose thread ended under it (see `thread-end.ts`). */
+  private afterThreadEnd(ticket: Ticket, end: ThreadEnd, cause: unknown): void {
     if (ticket.settled) return;
     const position = Math.max(this.board.nodeOf(ticket.slot), ticket.first);
-    if (this.destroyed) return this.settle(ticket, { kind: 'stopped', position });
-    if (ticket.first >= ticket.job.nodes.length) return this.settle(ticket, { kind: 'done' });
-    if (ticket.stopCode !== 0) return this.settle(ticket, { kind: 'killed', position });
-    if (ticket.inputMoved) {
-      const lost = new Error('its input was moved to the thread (transfer()) and is gone with it, so it cannot be sent again');
-      return this.settle(ticket, { kind: 'crashed', position, exitCode: undefined, cause: lost });
-    }
-    if (!end.killed && !end.culpritKnown) {
-      // The thread died and nobody knows whose fault it was: perhaps this segment's.
-      if (ticket.blindResends >= MAX_RESENDS) return this.settle(ticket, { kind: 'crashed', position, exitCode: undefined, cause });
-      ticket.blindResends++;
-    }
-    if (end.orphaned === true) {
-      // Held by code no live node owns: not this segment's doing, unless it keeps
-      // happening wherever it goes (what holds the thread may come with it, say an input
-      // so large that receiving it takes longer than ORPHAN_MS).
-      if (ticket.orphanResends >= MAX_RESENDS) {
-        const held = new Error(`its threads were held by code that no running node owned, ${MAX_RESENDS + 1} times in a row`);
-        return this.settle(ticket, { kind: 'crashed', position, exitCode: undefined, cause: held });
-      }
-      ticket.orphanResends++;
-    }
-    // A bystander: send it again, resuming at the node that was running.
-    this.resend(ticket);
+    const settlement = fateOf(ticket, end, cause, position, this.destroyed);
+    if (settlement !== undefined) this.settle(ticket, settlement);
+    else this.resend(ticket);
   }
 
   // -------------------------------------------------------------------------
@@ -558,13 +355,13 @@ export class PiscinaDispatcher implements Dispatcher {
     }
     thread.port = port;
     thread.card = card;
-    Atomics.store(card.i32, T_WANTED, this.wanted ? 1 : 0);
+    this.sender.tellWanted(thread);
     if (++this.introduced > poolSize(this.size, this.recycle)) this.events.threadReplaced();
     port.on('message', (message: ControlMessage) => this.onControlMessage(thread, message));
     if (thread.tickets.size === 0) port.unref();
     // Stops requested before the thread introduced itself reach it now.
     port.postMessage(WAKE);
-    if (this.pending.size > 0) this.scheduleFlush();
+    if (this.sender.waiting > 0) this.sender.schedule();
     if (this.openPorts >= this.size) {
       this.onReady?.();
       this.onReady = undefined;
@@ -591,16 +388,16 @@ export class PiscinaDispatcher implements Dispatcher {
       for (const ticket of thread.tickets) this.afterThreadEnd(ticket, { killed, culpritKnown: false }, cause);
       return;
     }
-    const culprit = killed ? undefined : this.culpritOf(thread);
+    const culprit = killed ? undefined : culpritOf(thread, this.slots, this.board);
     if (!killed) {
       this.counts.crashes++;
       if (culprit !== undefined) this.events.nodeCrashed(culprit.runId, culprit.nodeId, exitCode, culprit.error ?? cause, culprit.element);
     }
-    const end = { killed, culpritKnown: culprit !== undefined, orphaned: thread.orphaned };
+    const end: ThreadEnd = { killed, culpritKnown: culprit !== undefined, orphaned: thread.orphaned };
     for (const ticket of [...thread.tickets]) this.afterThreadEnd(ticket, end, cause ?? new Error(`worker exited with code: ${exitCode}`));
     this.watchThreads();
     // Segments that found every thread being terminated go to the replacement.
-    if (this.outgoing.length > 0 || this.pending.size > 0) this.scheduleFlush();
+    if (this.sender.hasWork) this.sender.schedule();
     this.events.threadExited({
       threadId: thread.threadId,
       reason: thread.orphaned ? 'orphaned' : thread.role === 'retired' ? 'recycled' : killed ? 'terminated' : 'crashed',
@@ -609,19 +406,6 @@ export class PiscinaDispatcher implements Dispatcher {
       nodeId: culprit?.nodeId,
       cause: culprit?.error ?? cause,
     });
-  }
-
-  /** The node that took a dying thread down: from its last word, or the node holding the thread. */
-  private culpritOf(thread: Thread): { runId: string; nodeId: string; error: unknown; element?: number } | undefined {
-    if (thread.crash !== undefined) {
-      const { runId, nodeId, error, element } = thread.crash;
-      return { runId, nodeId, error: error === undefined ? undefined : deserializeThrown(error), element };
-    }
-    if (thread.card === undefined) return undefined;
-    const holder = this.tickets[Atomics.load(thread.card.i32, T_HOLDER) - 1];
-    if (holder === undefined) return undefined;
-    const node = holder.job.nodes[Math.max(this.board.nodeOf(holder.slot), holder.first)];
-    return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined, element: holder.job.element };
   }
 
   private onControlMessage(thread: Thread, message: ControlMessage): void {
@@ -641,7 +425,7 @@ export class PiscinaDispatcher implements Dispatcher {
         hungry = true;
         continue;
       }
-      const ticket = this.tickets[entry.s];
+      const ticket = this.slots.at(entry.s);
       if (ticket === undefined || ticket.gen !== entry.g || ticket.settled) continue;
       if ('end' in entry) {
         this.settle(ticket, receiveSettlement(entry.end));
@@ -662,14 +446,14 @@ export class PiscinaDispatcher implements Dispatcher {
     if (isDue(thread, this.recycle)) this.replace(thread);
     // The thread has moved on: it may have room for pending tickets.
     adjustWindow(thread, hungry, this.now());
-    if (this.pending.size > 0) this.scheduleFlush();
+    if (this.sender.waiting > 0) this.sender.schedule();
     // A thread with nothing left to start takes work waiting on another, unless work is
     // about to be sent (re-sent tickets, or pending ones the next flush gives the threads
     // with room): moving a segment costs a second send, more than a short one takes to
     // run where it waits.
     const card = thread.card;
-    if (card !== undefined && this.outgoing.length === 0 && this.pending.size === 0 && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
-      this.rebalance(thread);
+    if (card !== undefined && !this.sender.hasWork && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
+      this.sender.rebalance(thread);
     }
   }
 }

@@ -62,3 +62,9 @@ export function handOver<T>(due: Thread<T>, threads: Iterable<Thread<T>>): Threa
 export function drained(thread: Thread): boolean {
   return thread.role === 'draining' && thread.tickets.size === 0 && !thread.ended;
 }
+
+/** Terminates a thread that handed its place over and holds nothing now. */
+export function retire(thread: Thread): void {
+  thread.role = 'retired';
+  void thread.worker.terminate();
+}

@@ -11,6 +11,7 @@ import type { StopCode, TaskProgress } from '../shared/board';
 import type { BatchTask, SegmentTask } from '../shared/protocol';
 import { transferListOf } from '../shared/transfer';
 import type { SegmentJob, SegmentTicket } from './dispatcher';
+import { drained, retire } from './recycling';
 import type { Thread } from './threads';
 
 /** What a ticket asks of the dispatcher that issued it. */
@@ -66,6 +67,60 @@ export class Ticket implements SegmentTicket {
 
   stop(code: StopCode, graceMs: number): void {
     this.dispatcher.stop(this, code, graceMs);
+  }
+}
+
+/** The board's slots, and the ticket holding each. */
+export class Slots {
+  private readonly holders: (Ticket | undefined)[];
+  private readonly free: number[] = [];
+
+  constructor(readonly capacity: number) {
+    this.holders = new Array<Ticket | undefined>(capacity);
+    for (let slot = capacity - 1; slot >= 0; slot--) this.free.push(slot);
+  }
+
+  /** Slots no ticket holds. */
+  get available(): number {
+    return this.free.length;
+  }
+
+  /** The ticket holding `slot`, if any. */
+  at(slot: number): Ticket | undefined {
+    return this.holders[slot];
+  }
+
+  /** Gives `ticket` a free slot; the caller checks {@link available} first. */
+  take(ticket: Ticket): void {
+    ticket.slot = this.free.pop()!;
+    this.holders[ticket.slot] = ticket;
+  }
+
+  /** Frees the slot `ticket` holds. */
+  release(ticket: Ticket): void {
+    this.holders[ticket.slot] = undefined;
+    this.free.push(ticket.slot);
+    ticket.slot = -1;
+  }
+}
+
+/** Puts `ticket` on `thread`; a thread's control port keeps the process alive while the thread holds any. */
+export function attach(ticket: Ticket, thread: Thread<Ticket>): void {
+  ticket.thread = thread;
+  thread.sent++;
+  thread.tickets.add(ticket);
+  if (thread.tickets.size === 1) thread.port?.ref();
+}
+
+/** Takes `ticket` off its thread; a thread that handed its place over and is left with nothing is retired. */
+export function detach(ticket: Ticket): void {
+  const thread = ticket.thread;
+  if (thread === undefined) return;
+  ticket.thread = undefined;
+  thread.tickets.delete(ticket);
+  if (thread.tickets.size === 0) {
+    thread.port?.unref();
+    if (drained(thread)) retire(thread);
   }
 }
 
