@@ -6,7 +6,7 @@ import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, 
 import type { Dispatcher, DispatcherEvents } from './pool/dispatcher';
 import { PiscinaDispatcher } from './pool/piscina-dispatcher';
 import { describe } from './shared/thrown';
-import { MAX_TIMER_MS } from './shared/delay';
+import { timerDelay } from './shared/delay';
 import { ExecutorClosedException, PipelineDefinitionError, QueueFullException } from './errors';
 import { judgeHealth, type HealthOptions, type HealthReport } from './observe/health';
 import { Observer, type ExecutorEvents } from './observe/observer';
@@ -280,7 +280,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   async health(options: HealthOptions = {}): Promise<HealthReport> {
     const timeoutMs = options.timeoutMs ?? 250;
     expectDuration(timeoutMs, 'timeoutMs');
-    const threads = this.closing === undefined ? await this.dispatcher.ping(Math.min(timeoutMs, MAX_TIMER_MS)) : [];
+    const threads = this.closing === undefined ? await this.dispatcher.ping(timerDelay(timeoutMs)) : [];
     const stats = this.dispatcher.stats();
     return judgeHealth({
       closed: this.closing !== undefined,
@@ -318,7 +318,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
     if (pending.length > 0) {
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => {
-        if (timeoutMs !== Infinity) timer = setTimeout(resolve, Math.min(timeoutMs, MAX_TIMER_MS));
+        if (timeoutMs !== Infinity) timer = setTimeout(resolve, timerDelay(timeoutMs));
       });
       await Promise.race([Promise.all(pending), deadline]);
       clearTimeout(timer);

@@ -7,7 +7,7 @@
 export { PipelineExecutor } from './executor';
 export type { PipelineHandle, CloseOptions, ExecutorStats } from './executor';
 export type { KeyStats } from './run/admission';
-export type { ExecutorOptions, RecycleOptions, TimeoutOptions } from './options';
+export type { ExecutorOptions, RecycleOptions, ResolvedTimeouts, TimeoutOptions } from './options';
 export { DEFAULT_TIMEOUTS } from './options';
 export type { NodeDefinition, MapOptions, PipelineRequest, ProgressEvent } from './plan/definition';
 

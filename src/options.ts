@@ -4,6 +4,7 @@ import { ModuleRoots } from './plan/module-roots';
 import type { Backend, DispatcherOptions } from './pool/dispatcher';
 import type { RecycleLimits } from './pool/recycling';
 import { MAX_TIMER_MS } from './shared/delay';
+import { show } from './shared/show';
 
 /** Deadlines. Each may be `Infinity` to mean "no deadline". */
 export interface TimeoutOptions {
@@ -307,19 +308,3 @@ export function rejectUnknownKeys(value: object, known: readonly string[], name:
   }
 }
 
-/** `\`-1\` (number)`, as p-queue words it. */
-export function show(value: unknown): string {
-  let text: string;
-  if (typeof value === 'string') text = JSON.stringify(value);
-  else if (typeof value === 'bigint') text = `${value}n`;
-  else if (typeof value === 'function') text = `[Function ${value.name || 'anonymous'}]`;
-  else if (typeof value === 'object' && value !== null) {
-    try {
-      text = JSON.stringify(value) ?? String(value);
-    } catch {
-      text = Object.prototype.toString.call(value);
-    }
-  } else text = String(value);
-  const type = value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
-  return `\`${text}\` (${type})`;
-}

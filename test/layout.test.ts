@@ -3,12 +3,13 @@
  * imports only src/shared/, and no file grows past one concept.
  */
 import { expect } from 'chai';
+import { ESLint } from 'eslint';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 
 const ROOT = resolve(__dirname, '..');
-/** Files that may be longer: one concept each (a run's state machine, the pool's dispatcher). */
-const LONG_ALLOWED = new Set(['src/run/scheduler.ts', 'src/pool/piscina-dispatcher.ts']);
+/** Files that may be longer: one concept each (a run's state machine). */
+const LONG_ALLOWED = new Set(['src/run/scheduler.ts']);
 const MAX_LINES = 450;
 
 function sources(dir: string): string[] {
@@ -76,6 +77,29 @@ describe('layout', () => {
       .filter((file) => file.startsWith('workers/'))
       .flatMap((file) => (graph.get(file) ?? []).filter((dep) => dep.startsWith('src/') && !dep.startsWith('src/shared/')).map((dep) => `${file} -> ${dep}`));
     expect(outside).to.deep.equal([]);
+  });
+
+  it("has an ESLint rule that refuses, in workers/, every way of importing the main thread's code", async function () {
+    this.timeout(60_000);
+    const refused = [
+      "import { a } from '../src';",
+      "import { a } from '../src/run/scheduler';",
+      "import { a } from '../src/shared/../run/deadlines';",
+      "import { a } from '../dist/src/index';",
+      "import { a } from 'lukhas-orchestrator';",
+      "export { a } from '../src/pool/dispatcher';",
+      "const a = require('../src/run/scheduler');",
+      "const a = import('../src/pool/dispatcher');",
+      "type a = typeof import('../src/run/scheduler');",
+    ];
+    const allowed = ["import { a } from '../src/shared/board';", "const a = require('../src/shared/board');", "import { a } from 'node:worker_threads';"];
+    const eslint = new ESLint({ cwd: ROOT });
+    const ruleIds = async (line: string): Promise<string[]> => {
+      const [result] = await eslint.lintText(`${line}\nexport const used = [a];\n`, { filePath: join(ROOT, 'workers/probe.ts') });
+      return result!.messages.map((message) => message.ruleId ?? message.message).filter((id) => id === 'no-restricted-imports' || id === 'no-restricted-syntax');
+    };
+    for (const line of refused) expect(await ruleIds(line), line).to.have.length.above(0);
+    for (const line of allowed) expect(await ruleIds(line), line).to.deep.equal([]);
   });
 
   it('keeps src/shared/ free of the main thread: it imports only itself', () => {

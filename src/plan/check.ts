@@ -5,7 +5,8 @@
 import { statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { expectDuration, expectPlainObject, rejectUnknownKeys, show } from '../options';
+import { expectDuration, expectPlainObject, rejectUnknownKeys } from '../options';
+import { show } from '../shared/show';
 import { PipelineDefinitionError } from '../errors';
 import type { ModuleRoots } from './module-roots';
 import type { NodeDefinition, PipelineRequest } from './definition';

@@ -15,6 +15,7 @@
 import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { show } from '../shared/show';
 
 export class ModuleRoots {
   /** Identifies the set of roots: a module allowed under one set is not under another. */
@@ -33,11 +34,11 @@ export class ModuleRoots {
    */
   static of(dirs: unknown, name: string): ModuleRoots {
     if (!Array.isArray(dirs) || dirs.length === 0) {
-      throw new TypeError(`Expected \`${name}\` to be a non-empty array of absolute directory paths, got ${shown(dirs)}`);
+      throw new TypeError(`Expected \`${name}\` to be a non-empty array of absolute directory paths, got ${show(dirs)}`);
     }
     const real = dirs.map((dir: unknown) => {
       if (typeof dir !== 'string' || !isAbsolute(dir)) {
-        throw new TypeError(`Expected each of \`${name}\` to be an absolute directory path, got ${shown(dir)}`);
+        throw new TypeError(`Expected each of \`${name}\` to be an absolute directory path, got ${show(dir)}`);
       }
       let path: string;
       try {
@@ -91,11 +92,3 @@ function inside(root: string, path: string): boolean {
   return rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
 }
 
-/** A value in a message (this file is imported by `options.ts`, whose `show` it cannot use). */
-function shown(value: unknown): string {
-  try {
-    return `\`${JSON.stringify(value) ?? String(value)}\``;
-  } catch {
-    return `\`${String(value)}\``;
-  }
-}

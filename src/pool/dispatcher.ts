@@ -34,7 +34,12 @@ export interface DispatcherOptions {
  * your own.
  */
 export interface Backend {
+  /** A name for logs and errors, such as `'bullmq'`. */
   readonly name: string;
+  /**
+   * Called once, by the executor's constructor: the dispatcher that will run every
+   * segment of its runs, telling `events` of crashes and threads that end.
+   */
   createDispatcher(options: DispatcherOptions, events: DispatcherEvents): Dispatcher;
 }
 
@@ -72,17 +77,18 @@ export interface SegmentJob {
   readonly listener: SegmentListener;
 }
 
+/** How a dispatcher tells the scheduler what becomes of one segment it was given. */
 export interface SegmentListener {
   /**
-   * Node `index` of the segment completed. Times are on the dispatcher's clock. `moved`:
-   * its output was moved with `transfer()` (on to the next node, when `output` is
-   * undefined, or to this thread).
+   * The node at `position` in the segment completed. Times are on the dispatcher's
+   * clock. `moved`: its output was moved with `transfer()` (on to the next node, when
+   * `output` is undefined, or to this thread).
    */
-  nodeCompleted(index: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void;
-  /** The latest value node `index` gave `ctx.progress()`. */
-  progress(index: number, value: unknown): void;
-  /** Node `index` started (only with `reportStarts`). */
-  nodeStarted(index: number, startedAt: number): void;
+  nodeCompleted(position: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void;
+  /** The latest value the node at `position` gave `ctx.progress()`. */
+  progress(position: number, value: unknown): void;
+  /** The node at `position` started (only with `reportStarts`). */
+  nodeStarted(position: number, startedAt: number): void;
   /**
    * The segment is over; called exactly once, after every `nodeCompleted`.
    * `startedAt`: when the node it ended on had started, if it had.
@@ -90,6 +96,7 @@ export interface SegmentListener {
   settled(settlement: Settlement, startedAt: number | undefined): void;
 }
 
+/** What {@link Dispatcher.submit} returns: the scheduler's handle on a segment in flight. */
 export interface SegmentTicket {
   /** Which node runs and for how long it has had its thread (see `board.ts`). */
   progress(): TaskProgress;
@@ -112,6 +119,10 @@ export interface Dispatcher {
   readonly enforcesNodeTimeouts: boolean;
   /** Node modules are loaded by this process's threads (and must exist here), not elsewhere. */
   readonly modulesAreLocal: boolean;
+  /**
+   * Takes a segment to run; never throws for a segment's own trouble (a node that fails,
+   * an input that cannot be sent): its listener hears of it, once.
+   */
   submit(job: SegmentJob): SegmentTicket;
   /** The clock of `progress()` and of reported times, in milliseconds. */
   now(): number;
@@ -119,6 +130,7 @@ export interface Dispatcher {
   ready(): Promise<void>;
   /** Stops every task at once and releases the threads. */
   destroy(): Promise<void>;
+  /** Its threads, tasks and counts now (part of `executor.stats()`). */
   stats(): DispatcherStats;
   /** Asks every started thread to answer within `timeoutMs`. Never rejects; never waits longer. */
   ping(timeoutMs: number): Promise<ThreadHealth[]>;
@@ -152,7 +164,6 @@ export interface ThreadHealth {
 /** Why a worker thread ended. */
 export interface ThreadExit {
   readonly threadId: number;
-  /** `'terminated'` to stop a node that did not stop in time; `'crashed'` when it died by itself. */
   /**
    * `'terminated'` to stop a node that did not stop in time; `'orphaned'` because code
    * that no live node owns held it (see `pool/watchdog.ts`); `'crashed'` when it died by
@@ -166,6 +177,7 @@ export interface ThreadExit {
   readonly cause: unknown;
 }
 
+/** A dispatcher's threads and tasks, as `executor.stats()` reports them. */
 export interface DispatcherStats {
   /** Live worker threads (replacements included while they start). */
   readonly threads: number;

@@ -18,15 +18,15 @@
 import { Piscina } from 'piscina';
 import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { Board, ThreadCard, T_BUSY_TOTAL, T_CLAIMED, T_HOLDER, T_HOLDER_SINCE, T_READY, createBoardMemory, type StopCode, type TaskProgress } from '../shared/board';
+import { Board, ThreadCard, createBoardMemory, type StopCode, type TaskProgress } from '../shared/board';
 import type { ResolvedOptions } from '../options';
 import { WAKE, isWorkerHello, type ControlMessage, type CrashNote, type Ping, type WorkerConfig } from '../shared/protocol';
 import { receiveSettlement, type Settlement } from '../shared/settlement';
 import type { Dispatcher, DispatcherEvents, DispatcherStats, SegmentJob, SegmentTicket, ThreadHealth } from './dispatcher';
 import { drained, handOver, isDue, poolSize, retire, roleOfNew, type RecycleLimits } from './recycling';
 import { Sender } from './sender';
-import { culpritOf, fateOf, type ThreadEnd } from './thread-end';
-import { Pings, adjustWindow, newThread, routeOf, usable, type Thread as PoolThread } from './threads';
+import { culpritOf, fateOf, holderOf, type ThreadEnd } from './thread-end';
+import { Pings, adjustWindow, allHeld, newThread, routeOf, usable, type Thread as PoolThread } from './threads';
 import { Slots, Ticket, detach, type Batch } from './ticket';
 import { WATCH_MS, awaitingAnswer, isOrphaned } from './watchdog';
 import { workerRuntime } from './worker-path';
@@ -134,20 +134,13 @@ export class PiscinaDispatcher implements Dispatcher {
     };
   }
 
-  /** Whether every thread is held by a node's synchronous code at this moment. */
   allThreadsHeld(): boolean {
-    let held = 0;
-    for (const thread of this.threads.values()) {
-      if (thread.ended || thread.role === 'spare') continue;
-      if (thread.card === undefined || Atomics.load(thread.card.i32, T_HOLDER) === 0) return false;
-      held++;
-    }
-    return held > 0;
+    return allHeld(this.threads.values());
   }
 
   busyMs(): number {
     let busy = this.endedBusyMs;
-    for (const thread of this.threads.values()) busy += thread.card?.f64[T_BUSY_TOTAL] ?? 0;
+    for (const thread of this.threads.values()) busy += thread.card?.busyMs() ?? 0;
     return busy;
   }
 
@@ -158,17 +151,8 @@ export class PiscinaDispatcher implements Dispatcher {
     return asked.map((thread) => ({
       threadId: thread.threadId,
       responsive: answered.has(thread.threadId),
-      heldBy: this.holderOf(thread, now),
+      heldBy: holderOf(thread, this.slots, this.board, now),
     }));
-  }
-
-  private holderOf(thread: Thread, now: number): ThreadHealth['heldBy'] {
-    if (thread.card === undefined) return undefined;
-    const ticket = this.slots.at(Atomics.load(thread.card.i32, T_HOLDER) - 1);
-    if (ticket === undefined) return undefined;
-    const node = ticket.job.nodes[this.board.nodeOf(ticket.slot)];
-    if (node === undefined) return undefined;
-    return { runId: ticket.job.runId, nodeId: node.id, forMs: now - (thread.card.f64[T_HOLDER_SINCE] ?? now) };
   }
 
   /** Control ports open on the main thread (one per live thread). */
@@ -381,7 +365,7 @@ export class PiscinaDispatcher implements Dispatcher {
     this.drain(thread);
     thread.port?.close();
     this.threads.delete(thread.threadId);
-    this.endedBusyMs += thread.card?.f64[T_BUSY_TOTAL] ?? 0;
+    this.endedBusyMs += thread.card?.busyMs() ?? 0;
     // A retired thread (recycling) was terminated on purpose, between its nodes.
     const killed = thread.killing || thread.role === 'retired';
     if (this.destroyed) {
@@ -452,7 +436,7 @@ export class PiscinaDispatcher implements Dispatcher {
     // with room): moving a segment costs a second send, more than a short one takes to
     // run where it waits.
     const card = thread.card;
-    if (card !== undefined && !this.sender.hasWork && Atomics.load(card.i32, T_READY) === 0 && thread.sent <= Atomics.load(card.i32, T_CLAIMED)) {
+    if (card !== undefined && !this.sender.hasWork && card.ready() === 0 && thread.sent <= card.claimed()) {
       this.sender.rebalance(thread);
     }
   }

@@ -11,7 +11,6 @@
  * its place. One thread is replaced at a time; one that is due while there is no spare
  * ready goes on until there is.
  */
-import { T_HEAP_USED, T_NODES_RUN } from '../shared/board';
 import type { Thread } from './threads';
 
 /** `recycleThreads`, checked. */
@@ -31,7 +30,7 @@ export function poolSize(threads: number, limits: RecycleLimits | undefined): nu
 export function isDue(thread: Thread, limits: RecycleLimits | undefined): boolean {
   if (limits === undefined || thread.role !== 'active' || thread.ended || thread.killing || thread.card === undefined) return false;
   const { card } = thread;
-  return Atomics.load(card.i32, T_NODES_RUN) >= limits.afterNodes || (card.f64[T_HEAP_USED] ?? 0) >= limits.heapUsedBytes;
+  return card.nodesRun() >= limits.afterNodes || card.heapUsed() >= limits.heapUsedBytes;
 }
 
 /**

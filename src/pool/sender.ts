@@ -14,7 +14,7 @@
  *   withdrawn from the board before that thread took them up.
  */
 import { Piscina } from 'piscina';
-import { T_WANTED, type Board } from '../shared/board';
+import type { Board } from '../shared/board';
 import type { BatchTask } from '../shared/protocol';
 import { FairQueue, placementOf } from './fair-queue';
 import { leastLoaded, stealPlan, usable, withRoom, type Thread as PoolThread } from './threads';
@@ -104,7 +104,7 @@ export class Sender {
 
   /** Sets a newly introduced thread's card to what the others say. */
   tellWanted(thread: Thread): void {
-    if (thread.card !== undefined) Atomics.store(thread.card.i32, T_WANTED, this.wanted ? 1 : 0);
+    thread.card?.setWanted(this.wanted);
   }
 
   /**

@@ -1,6 +1,6 @@
 /**
  * A thread that ended under its segments, in the embedded pool: which node is to blame,
- * and what becomes of each segment it held.
+ * and what becomes of each segment it held. Also which node holds a live thread.
  *
  * - A thread terminated on request (a node past its grace period, or a thread orphaned
  *   by the watchdog) took its other segments down with it: they did nothing wrong and
@@ -10,9 +10,10 @@
  *   or from the card's holder. Its other segments are sent again; when nobody knows
  *   whose fault it was, each is sent again at most {@link MAX_RESENDS} times.
  */
-import { T_HOLDER, type Board } from '../shared/board';
+import type { Board } from '../shared/board';
 import type { Settlement } from '../shared/settlement';
 import { deserializeThrown } from '../shared/thrown';
+import type { ThreadHealth } from './dispatcher';
 import type { Thread } from './threads';
 import type { Slots, Ticket } from './ticket';
 
@@ -67,6 +68,16 @@ export function fateOf(ticket: Ticket, end: ThreadEnd, cause: unknown, position:
   return undefined;
 }
 
+/** The node whose synchronous code holds `thread` now, and for how long, if one does. */
+export function holderOf(thread: Thread<Ticket>, slots: Slots, board: Board, now: number): ThreadHealth['heldBy'] {
+  if (thread.card === undefined) return undefined;
+  const ticket = slots.at(thread.card.holder() - 1);
+  if (ticket === undefined) return undefined;
+  const node = ticket.job.nodes[board.nodeOf(ticket.slot)];
+  if (node === undefined) return undefined;
+  return { runId: ticket.job.runId, nodeId: node.id, forMs: thread.card.heldForMs(now) };
+}
+
 /** The node that took a dying thread down: from its last word, or the node holding the thread. */
 export function culpritOf(thread: Thread<Ticket>, slots: Slots, board: Board): Culprit | undefined {
   if (thread.crash !== undefined) {
@@ -74,7 +85,7 @@ export function culpritOf(thread: Thread<Ticket>, slots: Slots, board: Board): C
     return { runId, nodeId, error: error === undefined ? undefined : deserializeThrown(error), element };
   }
   if (thread.card === undefined) return undefined;
-  const holder = slots.at(Atomics.load(thread.card.i32, T_HOLDER) - 1);
+  const holder = slots.at(thread.card.holder() - 1);
   if (holder === undefined) return undefined;
   const node = holder.job.nodes[Math.max(board.nodeOf(holder.slot), holder.first)];
   return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined, element: holder.job.element };

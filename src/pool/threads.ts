@@ -7,7 +7,7 @@
  */
 import { Piscina } from 'piscina';
 import type { MessagePort, Worker } from 'node:worker_threads';
-import { T_CLAIMED, T_HOLDER, T_HOLDER_SINCE, T_READY, type ThreadCard } from '../shared/board';
+import type { ThreadCard } from '../shared/board';
 import type { CrashNote, Ping } from '../shared/protocol';
 
 /** A thread whose node code has held it this long is not given new work while others are free. */
@@ -44,6 +44,17 @@ export interface Thread<T = unknown> {
    * `'retired'` terminated once drained.
    */
   role: 'active' | 'spare' | 'draining' | 'retired';
+}
+
+/** Whether every active thread is held by a node's synchronous code at this moment. */
+export function allHeld(threads: Iterable<Thread>): boolean {
+  let held = 0;
+  for (const thread of threads) {
+    if (thread.ended || thread.role === 'spare') continue;
+    if (thread.card === undefined || thread.card.holder() === 0) return false;
+    held++;
+  }
+  return held > 0;
 }
 
 export function newThread<T>(worker: Worker): Thread<T> {
@@ -124,7 +135,7 @@ export function leastLoaded<T>(threads: Iterable<Thread<T>>, now: number): Threa
  * their next node (a segment may count in both for a moment, so this may overstate).
  */
 export function ahead(thread: Thread): number {
-  return thread.card === undefined ? thread.sent : waitingOn(thread) + Atomics.load(thread.card.i32, T_READY);
+  return thread.card === undefined ? thread.sent : waitingOn(thread) + thread.card.ready();
 }
 
 /**
@@ -158,7 +169,7 @@ export function withRoom<T>(threads: Iterable<Thread<T>>, now: number): Thread<T
 
 /** Segments sent to `thread` that it has not taken up yet. */
 export function waitingOn(thread: Thread): number {
-  return thread.card === undefined ? 0 : thread.sent - Atomics.load(thread.card.i32, T_CLAIMED);
+  return thread.card === undefined ? 0 : thread.sent - thread.card.claimed();
 }
 
 /**
@@ -184,7 +195,7 @@ export function stealPlan<T>(hungry: Thread<T>, threads: Iterable<Thread<T>>): {
 
 /** Whether a node's synchronous code has held the thread of `card` for over {@link BLOCKED_MS}. */
 export function isBlocked(card: ThreadCard | undefined, now: number): boolean {
-  return card !== undefined && Atomics.load(card.i32, T_HOLDER) !== 0 && now - (card.f64[T_HOLDER_SINCE] ?? now) > BLOCKED_MS;
+  return card !== undefined && card.holder() !== 0 && card.heldForMs(now) > BLOCKED_MS;
 }
 
 /** The thread a piscina task (a batch) is meant for, from its queue options. */

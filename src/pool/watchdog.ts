@@ -14,7 +14,7 @@
  * row fails with a `WorkerCrashedException` instead: what holds them comes with it). A thread that stops answering while one
  * of its nodes runs is left to that node's own deadline.
  */
-import { ORPHAN, T_HOLDER, T_HOLDER_SINCE } from '../shared/board';
+import { ORPHAN } from '../shared/board';
 import type { Thread } from './threads';
 
 /** How long code that no live node owns may hold a thread before it is terminated. */
@@ -34,8 +34,8 @@ export interface Heard {
 export function isOrphaned(thread: Thread & Heard, now: number, nodeRunning: () => boolean): boolean {
   const card = thread.card;
   if (card === undefined) return false;
-  const holder = Atomics.load(card.i32, T_HOLDER);
-  if (holder === ORPHAN) return now - (card.f64[T_HOLDER_SINCE] ?? now) > ORPHAN_MS;
+  const holder = card.holder();
+  if (holder === ORPHAN) return card.heldForMs(now) > ORPHAN_MS;
   if (holder !== 0 || !awaitingAnswer(thread)) return false;
   return now - thread.pingedAt! > ORPHAN_MS && !nodeRunning();
 }

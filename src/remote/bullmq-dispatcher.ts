@@ -15,7 +15,7 @@
  */
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { MAX_TIMER_MS } from '../shared/delay';
+import { timerDelay } from '../shared/delay';
 import { receiveSettlement } from '../shared/settlement';
 import { BackendUnavailableException } from '../errors';
 import { randomUUID } from 'node:crypto';
@@ -257,7 +257,7 @@ export class BullmqDispatcher implements Dispatcher {
     const jobId = ticket.jobId;
     const message: StopMessage = { id: ticket.id, code, graceMs };
     // The process that has it may be dead: the run does not wait for ever.
-    const wait = Math.min(MAX_TIMER_MS, graceMs + this.settings.stopTimeoutMs);
+    const wait = timerDelay(graceMs + this.settings.stopTimeoutMs);
     ticket.stopTimer = setTimeout(() => this.settle(ticket, { kind: 'killed', position: ticket.job.first }), wait);
     void (async () => {
       try {
@@ -417,7 +417,7 @@ export class BullmqDispatcher implements Dispatcher {
     }
   }
 
-  private progressed(ticket: RemoteTicket, node: number, encoded: string): void {
+  private progressed(ticket: RemoteTicket, position: number, encoded: string): void {
     let value: unknown;
     try {
       value = decode(encoded);
@@ -425,7 +425,7 @@ export class BullmqDispatcher implements Dispatcher {
       this.settings.log(`ignored a progress value of segment ${ticket.id}: ${(error as Error).message}`);
       return;
     }
-    ticket.job.listener.progress(node, value);
+    ticket.job.listener.progress(position, value);
   }
 
   /** A job Redis no longer has (see `sweep.ts`): its runs fail now, not at their timeout. */

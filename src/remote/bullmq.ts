@@ -3,7 +3,7 @@
  * processes through a BullMQ queue in Redis. The executor's side is
  * `bullmq-dispatcher.ts`; the worker processes' is `worker.ts`.
  */
-import { show } from '../options';
+import { show } from '../shared/show';
 import type { Backend, DispatcherEvents, DispatcherOptions } from '../pool/dispatcher';
 import { MAX_TIMER_MS } from '../shared/delay';
 import { BullmqDispatcher } from './bullmq-dispatcher';

@@ -2,7 +2,7 @@
  * How the backend's processes reach Redis, and how a connection is shown in messages:
  * never with its password.
  */
-import { show } from '../options';
+import { show } from '../shared/show';
 import { readTextFile, REDIS_URL_ENV } from './trust';
 
 /**

@@ -287,8 +287,8 @@ export function fitted(settlement: SentSettlement, outputs: [number, unknown, nu
     const error = new RangeError(`the node's error takes about ${encoded.length} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
     return encode({ settlement: { kind: 'failed', position, error: serializeThrown(error) }, outputs: largest < 0 ? [] : outputs, endedNodeStartedMs } satisfies RemoteEndReport);
   }
-  const [node] = outputs[largest]!;
+  const [position] = outputs[largest]!;
   const cause = new RangeError(`its output takes ${sizes[largest]} bytes encoded, above half the limit of ${maxJobBytes} bytes of a report (--max-job-bytes)`);
   const kept = outputs.slice(0, largest);
-  return encode({ settlement: { kind: 'unclonable', position: node, cause: serializeThrown(cause) }, outputs: kept, endedNodeStartedMs: undefined } satisfies RemoteEndReport);
+  return encode({ settlement: { kind: 'unclonable', position, cause: serializeThrown(cause) }, outputs: kept, endedNodeStartedMs: undefined } satisfies RemoteEndReport);
 }

@@ -15,7 +15,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { show } from '../options';
+import { show } from '../shared/show';
 
 /** What a job or an outcome may weigh, at most, by default: 64 MiB. */
 export const DEFAULT_MAX_JOB_BYTES = 64 * 1024 * 1024;

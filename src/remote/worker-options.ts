@@ -1,7 +1,7 @@
 /** Options of a worker process of the BullMQ backend (`startWorker()`, the command line), and their checks. */
 import type { RedisConnectionOptions } from './connection';
 import type { ResourceLimits } from 'node:worker_threads';
-import { show } from '../options';
+import { show } from '../shared/show';
 import { ModuleRoots } from '../plan/module-roots';
 import { connectionOptions, pickConnection } from './connection';
 import { logToStderr, maxBytesOf, secretOf, SECRET_ENV, Signer } from './trust';

@@ -22,8 +22,8 @@ export class NodeDeadlineWatch {
   /**
    * @param ticket the segment in flight.
    * @param timeouts timeout of each node of the segment, in order (`Infinity` for none).
-   * @param first index of the first node that runs.
-   * @param onOverdue called once, with the index of the node that ran out of time.
+   * @param first position of the first node that runs.
+   * @param onOverdue called once, with the position of the node that ran out of time.
    */
   constructor(
     private readonly ticket: SegmentTicket,
@@ -60,10 +60,10 @@ export class NodeDeadlineWatch {
     if (!this.cleared) this.check(true);
   };
 
-  /** The shortest finite timeout from node `index` on: no later node can be overdue sooner. */
-  private waitFrom(index: number): number {
+  /** The shortest finite timeout from the node at `position` on: no later node can be overdue sooner. */
+  private waitFrom(position: number): number {
     let shortest = Infinity;
-    for (let i = index; i < this.timeouts.length; i++) shortest = Math.min(shortest, this.timeouts[i] ?? Infinity);
+    for (let i = position; i < this.timeouts.length; i++) shortest = Math.min(shortest, this.timeouts[i] ?? Infinity);
     return shortest;
   }
 

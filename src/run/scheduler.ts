@@ -88,7 +88,7 @@ interface Flight {
   readonly ticket: SegmentTicket;
   readonly watch: Pick<NodeDeadlineWatch, 'clear'>;
   /** Set when the run stops this flight alone (a timeout to retry, a failure without failFast). */
-  stopping: { readonly node: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined;
+  stopping: { readonly position: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined;
   /** How its running node ends when the whole run stops it. */
   stopStatus: Status;
   /** The last node (position in the segment) whose start was reported: they start in order. */
@@ -277,9 +277,9 @@ export class PipelineRun {
       : segment.nodes.map((index) => this.attempts[index]!);
     const input = first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!];
     const listener: SegmentListener = {
-      nodeStarted: (index, startedAt) => this.nodeStarted(flight, index, startedAt),
-      nodeCompleted: (index, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, index, output, startedAt, endedAt, moved),
-      progress: (index, value, element?: number) => this.progress(segment.nodes[index]!, value, element),
+      nodeStarted: (position, startedAt) => this.nodeStarted(flight, position, startedAt),
+      nodeCompleted: (position, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, position, output, startedAt, endedAt, moved),
+      progress: (position, value, element?: number) => this.progress(segment.nodes[position]!, value, element),
       settled: (settlement, startedAt) => this.segmentSettled(flight, settlement, startedAt),
     };
     // Written out, not spread: object spread is a slow path in V8, and this runs per segment.
@@ -412,9 +412,9 @@ export class PipelineRun {
     }
     if (flight.stopping !== undefined) {
       // Stopped alone, as the run asked: what follows was decided then.
-      const { node, error, kind, retry } = flight.stopping;
-      this.nodeEnded(flight, node, statusOf(kind), startedAt, error);
-      return this.nodeFailed(flight, node, error, kind, retry);
+      const { position, error, kind, retry } = flight.stopping;
+      this.nodeEnded(flight, position, statusOf(kind), startedAt, error);
+      return this.nodeFailed(flight, position, error, kind, retry);
     }
     if (settlement.kind === 'done') {
       this.segmentsLeft--;
@@ -423,47 +423,48 @@ export class PipelineRun {
       }
       return this.maybeFinish();
     }
-    const node = 'position' in settlement ? settlement.position : flight.first;
-    const [error, kind] = segmentError(this.failing(segment.nodes[node] ?? segment.nodes[0]!), settlement);
-    this.nodeEnded(flight, node, statusOf(kind), startedAt, error);
-    this.nodeFailed(flight, node, error, kind);
+    const position = 'position' in settlement ? settlement.position : flight.first;
+    const [error, kind] = segmentError(this.failing(segment.nodes[position] ?? segment.nodes[0]!), settlement);
+    this.nodeEnded(flight, position, statusOf(kind), startedAt, error);
+    this.nodeFailed(flight, position, error, kind);
   }
 
-  private nodeOverdue(flight: Flight, node: number): void {
-    const planned = this.plan.nodes[flight.segment.nodes[node]!]!;
+  private nodeOverdue(flight: Flight, position: number): void {
+    const planned = this.plan.nodes[flight.segment.nodes[position]!]!;
     const timeoutMs = planned.timeoutMs ?? this.timeouts.nodeTimeoutMs;
     const error = new NodeTimeoutException({ nodeId: planned.id, pipelineId: this.pipelineId, runId: this.runId, timeoutMs });
-    this.stopAlone(flight, node, error, 'timeout', Stop.NodeTimeout);
+    this.stopAlone(flight, position, error, 'timeout', Stop.NodeTimeout);
   }
 
   /**
-   * A node failed while its segment still runs (a timeout, a crash): stop the segment
-   * alone when the node will be retried or the run goes on without failFast; else the
-   * whole run fails.
+   * The node at `position` failed while its segment still runs (a timeout, a crash): stop
+   * the segment alone when the node will be retried or the run goes on without failFast;
+   * else the whole run fails.
    */
-  private stopAlone(flight: Flight, node: number, error: unknown, kind: FailureKind, code: StopCode): void {
-    const index = flight.segment.nodes[node]!;
+  private stopAlone(flight: Flight, position: number, error: unknown, kind: FailureKind, code: StopCode): void {
+    const index = flight.segment.nodes[position]!;
     const retry = shouldRetry(this.plan.nodes[index]!.retry, kind, error, this.attempts[index]!);
     if (!retry && this.spec.failFast) {
       this.fail(() => error, Stop.Failure, flight.segment.index, code);
       return;
     }
-    flight.stopping = { node, error, kind, retry };
+    flight.stopping = { position, error, kind, retry };
     flight.watch.clear();
     flight.ticket.stop(code, this.timeouts.cleanupGraceMs);
   }
 
   /**
-   * Node `node` of the flight failed for this attempt: retry it, or fail its branch or
-   * the run. `retry` is the decision already taken when the flight was stopped alone.
+   * The node at `position` in the flight failed for this attempt: retry it, or fail its
+   * branch or the run. `retry` is the decision already taken when the flight was stopped
+   * alone.
    */
-  private nodeFailed(flight: Flight, node: number, error: unknown, kind: FailureKind, retry?: boolean): void {
-    const index = flight.segment.nodes[node]!;
+  private nodeFailed(flight: Flight, position: number, error: unknown, kind: FailureKind, retry?: boolean): void {
+    const index = flight.segment.nodes[position]!;
     const attempt = this.attempts[index]!;
     if (retry ?? shouldRetry(this.plan.nodes[index]!.retry, kind, error, attempt)) {
       this.attempts[index] = attempt + 1;
       // Resume at the node, or earlier when the main thread holds no copy of its input.
-      let from = node;
+      let from = position;
       while (from > 0 && this.movedOn.has(flight.segment.nodes[from - 1]!)) from--;
       const timer = setTimeout(
         () => {

@@ -28,14 +28,15 @@ export const Stop = {
   /** Another node of the run failed. */
   Failure: 4,
 } as const;
+/** One of the {@link Stop} codes. */
 export type StopCode = (typeof Stop)[keyof typeof Stop];
 
 // Slot row, Int32 fields.
 export const S_STOP = 0;
 export const S_THREAD = 1;
 /**
- * Index (within the segment) of the node running; -1 before the first starts, and
- * `-(index + 2)` between node `index`'s end and the next node's start.
+ * Position (within the segment) of the node running; -1 before the first starts, and
+ * `-(position + 2)` between the end of the node at `position` and the next node's start.
  */
 export const S_NODE = 2;
 /**
@@ -54,32 +55,32 @@ export const S_OWN_SYNC = 2;
 export const SLOT_F64 = 4;
 
 // Thread card, Int32 fields.
-export const T_SEQ = 0;
+const T_SEQ = 0;
 /**
  * Slot + 1 of the task whose node code is running on the thread, 0 for none, and
  * {@link ORPHAN} for a callback of a node that has ended (see `workers/node-timers.ts`).
  */
-export const T_HOLDER = 1;
+const T_HOLDER = 1;
 /** `T_HOLDER` while a node that has ended holds the thread from a callback it left behind. */
 export const ORPHAN = -1;
 /** Tasks the thread has taken up, in all (the main thread counts those it sent). */
-export const T_CLAIMED = 2;
+const T_CLAIMED = 2;
 /** Segments waiting in the thread to start their next node. */
-export const T_READY = 3;
+const T_READY = 3;
 /**
  * 1 while the main thread holds node tasks back for want of room on the threads: a
  * thread whose ready segments run out then says so at once (`Hungry`).
  */
-export const T_WANTED = 4;
+const T_WANTED = 4;
 /** Nodes the thread has run to their end, in all. */
-export const T_NODES_RUN = 5;
+const T_NODES_RUN = 5;
 const CARD_I32 = 6;
 // Thread card, Float64 fields (after the 24 bytes of Int32 fields).
-export const T_HOLDER_SINCE = 0;
+const T_HOLDER_SINCE = 0;
 /** Total time nodes' synchronous code has held the thread. */
-export const T_BUSY_TOTAL = 1;
+const T_BUSY_TOTAL = 1;
 /** The thread's V8 heap in use after its latest node ended, in bytes (0 until it is measured). */
-export const T_HEAP_USED = 2;
+const T_HEAP_USED = 2;
 const CARD_F64 = 3;
 export const CARD_BYTES = CARD_I32 * 4 + CARD_F64 * 8;
 
@@ -97,6 +98,10 @@ export function createBoardMemory(capacity: number): BoardMemory {
   };
 }
 
+/**
+ * A thread's card: the thread writes it (through its {@link ThreadBoard}); the main
+ * thread reads it with these methods, and writes `T_WANTED` alone.
+ */
 export class ThreadCard {
   readonly i32: Int32Array;
   readonly f64: Float64Array;
@@ -104,6 +109,46 @@ export class ThreadCard {
   constructor(readonly buffer: SharedArrayBuffer) {
     this.i32 = new Int32Array(buffer, 0, CARD_I32);
     this.f64 = new Float64Array(buffer, CARD_I32 * 4, CARD_F64);
+  }
+
+  /** Slot + 1 of the node whose synchronous code holds the thread, {@link ORPHAN}, or 0. */
+  holder(): number {
+    return Atomics.load(this.i32, T_HOLDER);
+  }
+
+  /** How long the thread has been held by its current holder, at `now` (meaningful while {@link holder} is not 0). */
+  heldForMs(now: number): number {
+    return now - (this.f64[T_HOLDER_SINCE] ?? now);
+  }
+
+  /** Total time nodes' synchronous code has held the thread. */
+  busyMs(): number {
+    return this.f64[T_BUSY_TOTAL] ?? 0;
+  }
+
+  /** Tasks the thread has taken up, in all. */
+  claimed(): number {
+    return Atomics.load(this.i32, T_CLAIMED);
+  }
+
+  /** Segments waiting in the thread to start their next node. */
+  ready(): number {
+    return Atomics.load(this.i32, T_READY);
+  }
+
+  /** Nodes the thread has run to their end, in all. */
+  nodesRun(): number {
+    return Atomics.load(this.i32, T_NODES_RUN);
+  }
+
+  /** The thread's heap in use after its latest node, in bytes (0 until measured). */
+  heapUsed(): number {
+    return this.f64[T_HEAP_USED] ?? 0;
+  }
+
+  /** Tells the thread whether the main thread holds node tasks back (see `T_WANTED`). */
+  setWanted(wanted: boolean): void {
+    Atomics.store(this.i32, T_WANTED, wanted ? 1 : 0);
   }
 }
 
