@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
-import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { expectDuration, resolveOptions, resolveTimeouts, type ExecutorOptions, type ResolvedOptions, type ResolvedTimeouts, type TimeoutOptions } from './options';
 import type { Dispatcher, DispatcherEvents } from './pool/dispatcher';
 import { PiscinaDispatcher } from './pool/piscina-dispatcher';
@@ -89,7 +89,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
   private readonly shared = new SharedRuns<PipelineRun>();
   private closing: Promise<void> | undefined;
   private readonly observer: Observer;
-  private readonly eventLoop: IntervalHistogram = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
+  private readonly eventLoop = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
   private readonly createdAt = performance.now();
 
   /**

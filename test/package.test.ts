@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixture } from './helpers';
@@ -70,6 +71,24 @@ describe('the built package', () => {
     const child = runNode(['-e', script]);
     expect(child.status).to.equal(0);
     expect(JSON.parse(child.stdout)).to.deep.equal([]);
+  });
+
+  it("declares its types with names of Node's types that every @types/node from 20 to 26 has", () => {
+    // @types/node 24 and 26 dropped IntervalHistogram and TransferListItem: declarations
+    // naming them do not compile there (without skipLibCheck). Check any name added here
+    // against those versions first.
+    const portable = ['AsyncLocalStorage', 'EventEmitter', 'MessagePort', 'ResourceLimits', 'Transferable', 'Worker'];
+    const names = new Set<string>();
+    for (const dir of ['dist/src', 'dist/workers']) {
+      for (const file of readdirSync(join(root, dir), { recursive: true, encoding: 'utf8' }).filter((name) => name.endsWith('.d.ts'))) {
+        const text = readFileSync(join(root, dir, file), 'utf8');
+        for (const [, list] of text.matchAll(/import(?: type)? \{([^}]*)\} from 'node:[^']+'/g)) {
+          for (const name of list!.split(',')) names.add(name.trim().replace(/^type /, '').split(' as ')[0]!);
+        }
+        for (const [, name] of text.matchAll(/import\('node:[^']+'\)\.(\w+)/g)) names.add(name!);
+      }
+    }
+    expect([...names].filter((name) => name !== '' && !portable.includes(name))).to.deep.equal([]);
   });
 
   it('declares bullmq and ioredis as optional peer dependencies, installed only for its own tests', () => {

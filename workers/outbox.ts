@@ -5,7 +5,7 @@
  * Progress is throttled here: a node's latest `ctx.progress()` value leaves at most once
  * per `progressIntervalMs`, and before the node's own output.
  */
-import type { MessagePort, TransferListItem } from 'node:worker_threads';
+import type { MessagePort, Transferable } from 'node:worker_threads';
 import type { ControlEntry, EndReport, Hungry, Pong } from '../src/shared/protocol';
 import { serializeThrown } from '../src/shared/thrown';
 import type { BatchState, SegmentRun } from './segment';
@@ -17,7 +17,7 @@ export class Outbox {
   /** Reports and ends waiting to be sent, the segment each one is about, and what each moves. */
   private entries: Entry[] = [];
   private runs: SegmentRun[] = [];
-  private moves: (readonly TransferListItem[] | undefined)[] = [];
+  private moves: (readonly Transferable[] | undefined)[] = [];
   private moving = false;
   /** Piscina tasks to settle once the ends of their segments have left. */
   private finished: BatchState[] = [];
@@ -36,7 +36,7 @@ export class Outbox {
   ) {}
 
   /** Queues a report about `run`; `moves` are moved with it rather than copied. */
-  push(entry: Entry, run: SegmentRun, moves?: readonly TransferListItem[]): void {
+  push(entry: Entry, run: SegmentRun, moves?: readonly Transferable[]): void {
     this.entries.push(entry);
     this.runs.push(run);
     this.moves.push(moves);
@@ -92,7 +92,7 @@ export class Outbox {
         return;
       }
       this.moving = false;
-      const transferList = new Set<TransferListItem>();
+      const transferList = new Set<Transferable>();
       for (const list of moves) if (list !== undefined) for (const item of list) transferList.add(item);
       this.control.postMessage(entries, [...transferList]);
       return;

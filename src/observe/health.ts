@@ -3,7 +3,6 @@
  * check is bounded in time: the threads have `timeoutMs` to answer, and nothing else
  * waits, so a health call never hangs, however stuck the threads are.
  */
-import type { IntervalHistogram } from 'node:perf_hooks';
 import type { ThreadHealth } from '../pool/dispatcher';
 
 export type HealthStatus = 'ok' | 'degraded' | 'error';
@@ -41,11 +40,24 @@ export const HEALTH_LIMITS = Object.freeze({
   queueDegraded: 0.9,
 });
 
+/**
+ * What the verdict reads of the main thread's event-loop delay histogram (nanoseconds).
+ * Declared here rather than imported: @types/node names that histogram's type
+ * `IntervalHistogram` in some versions and `ELDHistogram` in others, and the package's
+ * declarations must compile with each of them.
+ */
+export interface EventLoopDelays {
+  readonly count: number;
+  readonly max: number;
+  percentile(percentile: number): number;
+  reset(): void;
+}
+
 export interface HealthInputs {
   readonly closed: boolean;
   readonly threads: readonly ThreadHealth[];
   readonly liveThreads: number;
-  readonly eventLoop: IntervalHistogram;
+  readonly eventLoop: EventLoopDelays;
   /** The sampling interval of `eventLoop`: what it records beyond that is delay. */
   readonly eventLoopResolutionMs: number;
   readonly threadsEndedLastMinute: number;

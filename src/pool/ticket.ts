@@ -6,7 +6,7 @@
  * (which sending of it this is): what a thread reports about a slot counts only if it
  * names the ticket's current generation.
  */
-import type { TransferListItem } from 'node:worker_threads';
+import type { Transferable } from 'node:worker_threads';
 import type { StopCode, TaskProgress } from '../shared/board';
 import type { BatchTask, SegmentTask } from '../shared/protocol';
 import { transferListOf } from '../shared/transfer';
@@ -129,10 +129,10 @@ export function detach(ticket: Ticket): void {
  * A thread keeps the nodes of about `maxKnown` segments of cached plans: past that, it
  * forgets them all (before this batch), and learns again those it meets.
  */
-export function batchTask(thread: Thread<Ticket>, group: readonly Ticket[], maxKnown: number): { task: BatchTask; transferList: TransferListItem[] | undefined } {
+export function batchTask(thread: Thread<Ticket>, group: readonly Ticket[], maxKnown: number): { task: BatchTask; transferList: Transferable[] | undefined } {
   const forget = thread.knows.size >= maxKnown;
   if (forget) thread.knows.clear();
-  let moved: TransferListItem[] | undefined;
+  let moved: Transferable[] | undefined;
   const tasks: SegmentTask[] = group.map((ticket) => {
     const moves = transferListOf(ticket.input);
     if (moves !== undefined) {

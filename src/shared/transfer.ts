@@ -6,10 +6,10 @@
  * thread loads (a node module may import the package from its own `node_modules`).
  * Importing this module starts nothing.
  */
-import { MessagePort, type TransferListItem } from 'node:worker_threads';
+import { MessagePort, type Transferable } from 'node:worker_threads';
 
 const REGISTRY = Symbol.for('lukhas-orchestrator.transfer');
-type Registry = WeakMap<object, readonly TransferListItem[]>;
+type Registry = WeakMap<object, readonly Transferable[]>;
 const holder = globalThis as typeof globalThis & { [REGISTRY]?: Registry };
 const registry: Registry = (holder[REGISTRY] ??= new WeakMap());
 
@@ -29,7 +29,7 @@ const registry: Registry = (holder[REGISTRY] ??= new WeakMap());
  * module.exports = (image) => transfer(blur(image)); // a Uint8Array, moved to the next thread
  * ```
  */
-export function transfer<T>(value: T, transferList?: readonly TransferListItem[]): T {
+export function transfer<T>(value: T, transferList?: readonly Transferable[]): T {
   const list = transferList ?? movablesOf(value);
   if (value === null || typeof value !== 'object' || list.length === 0) {
     throw new TypeError(
@@ -42,7 +42,7 @@ export function transfer<T>(value: T, transferList?: readonly TransferListItem[]
 }
 
 /** What moves with `value`, if it was marked by {@link transfer}. */
-export function transferListOf(value: unknown): readonly TransferListItem[] | undefined {
+export function transferListOf(value: unknown): readonly Transferable[] | undefined {
   return value !== null && typeof value === 'object' ? registry.get(value) : undefined;
 }
 
@@ -51,8 +51,8 @@ export function untransfer(value: unknown): void {
   if (value !== null && typeof value === 'object') registry.delete(value);
 }
 
-function movablesOf(value: unknown): TransferListItem[] {
-  const found = new Set<TransferListItem>();
+function movablesOf(value: unknown): Transferable[] {
+  const found = new Set<Transferable>();
   const take = (item: unknown): void => {
     if (item instanceof ArrayBuffer) found.add(item);
     else if (ArrayBuffer.isView(item) && item.buffer instanceof ArrayBuffer) found.add(item.buffer);
