@@ -81,7 +81,9 @@ const T_HOLDER_SINCE = 0;
 const T_BUSY_TOTAL = 1;
 /** The thread's V8 heap in use after its latest node ended, in bytes (0 until it is measured). */
 const T_HEAP_USED = 2;
-const CARD_F64 = 3;
+/** Total time callbacks of nodes that had ended (orphans) have held the thread. */
+const T_ORPHAN_TOTAL = 3;
+const CARD_F64 = 4;
 export const CARD_BYTES = CARD_I32 * 4 + CARD_F64 * 8;
 
 export interface BoardMemory {
@@ -144,6 +146,22 @@ export class ThreadCard {
   /** The thread's heap in use after its latest node, in bytes (0 until measured). */
   heapUsed(): number {
     return this.f64[T_HEAP_USED] ?? 0;
+  }
+
+  /**
+   * The holder, how long an orphan (a callback of a node that had ended) has held the
+   * thread now, and orphans' total time with it: one consistent reading.
+   */
+  orphans(now: number): { holder: number; holding: number; total: number } {
+    for (let attempt = 0; ; attempt++) {
+      const seq = Atomics.load(this.i32, T_SEQ);
+      // A writer killed mid-write leaves SEQ odd for good: after a few tries, read anyway.
+      if ((seq & 1) === 1 && attempt < 64) continue;
+      const holder = Atomics.load(this.i32, T_HOLDER);
+      const holding = holder === ORPHAN ? now - (this.f64[T_HOLDER_SINCE] ?? now) : 0;
+      const total = (this.f64[T_ORPHAN_TOTAL] ?? 0) + holding;
+      if (Atomics.load(this.i32, T_SEQ) === seq || attempt >= 64) return { holder, holding, total };
+    }
   }
 
   /** Tells the thread whether the main thread holds node tasks back (see `T_WANTED`). */
@@ -350,7 +368,8 @@ export class ThreadBoard {
   /** `ms` of the thread's time, as `slot`'s own (when `slot >= 0`) and as busy time. */
   private account(slot: number, ms: number): void {
     this.card.f64[T_BUSY_TOTAL] = this.card.f64[T_BUSY_TOTAL]! + ms;
-    if (slot >= 0) this.f64[slot * SLOT_F64 + S_OWN_SYNC] = this.f64[slot * SLOT_F64 + S_OWN_SYNC]! + ms;
+    if (slot + 1 === ORPHAN) this.card.f64[T_ORPHAN_TOTAL] = this.card.f64[T_ORPHAN_TOTAL]! + ms;
+    else if (slot >= 0) this.f64[slot * SLOT_F64 + S_OWN_SYNC] = this.f64[slot * SLOT_F64 + S_OWN_SYNC]! + ms;
   }
 
   /** Node `position` of the task in `slot` ended: no node of it runs until the next starts. */
