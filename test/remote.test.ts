@@ -462,6 +462,8 @@ describe('BullMQ backend: set-up errors, with no Redis', () => {
     const moduleRoots = [FIXTURES];
     expect(await rejection(startWorker({ connection, moduleRoots, prefetch: 0 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`prefetch` to be a positive integer, got `0`/);
     expect(await rejection(startWorker({ connection, moduleRoots, concurrency: 2.5 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`concurrency`/);
+    expect(await rejection(startWorker({ connection, moduleRoots, lockDurationMs: 2 ** 32 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`lockDurationMs`/);
+    expect(await rejection(startWorker({ connection, moduleRoots, stalledIntervalMs: 2 ** 31 }))).to.be.instanceOf(RangeError).with.property('message').that.matches(/`stalledIntervalMs`/);
     expect(await rejection(startWorker({ connection, moduleRoots, threadz: 2 } as never))).to.be.instanceOf(TypeError).with.property('message').that.matches(/Unknown worker process option `threadz`/);
   });
 });

@@ -1,6 +1,7 @@
 /** Options of a worker process of the BullMQ backend (`startWorker()`, the command line), and their checks. */
 import type { RedisConnectionOptions } from './connection';
 import type { ResourceLimits } from 'node:worker_threads';
+import { MAX_TIMER_MS } from '../shared/delay';
 import { show } from '../shared/show';
 import { ModuleRoots } from '../plan/module-roots';
 import { connectionOptions, pickConnection } from './connection';
@@ -116,6 +117,11 @@ export function checkWorkerOptions(options: WorkerProcessOptions): WorkerSetting
     if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1)) {
       throw new RangeError(`Expected \`${key}\` to be a positive integer, got ${show(value)}`);
     }
+  }
+  // Longer timers fire after 1 ms: refused rather than cut short (locks are renewed at half their duration).
+  for (const [key, max] of [['lockDurationMs', 2 * MAX_TIMER_MS], ['stalledIntervalMs', MAX_TIMER_MS]] as const) {
+    const value = options[key];
+    if (value !== undefined && value > max) throw new RangeError(`Expected \`${key}\` to be a number of milliseconds from 1 to ${max}, got ${show(value)}`);
   }
   for (const key of ['queue', 'prefix'] as const) {
     const value = options[key];
