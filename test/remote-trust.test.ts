@@ -114,11 +114,11 @@ describe('BullMQ backend: the trust boundary (redis-server, worker processes, an
   }
 
   /** A run that is under way in a worker process (its node announced itself), and the id of its job. */
-  async function runUnderWay(executor: PipelineExecutor, queue: string, input: number) {
+  async function runUnderWay(executor: PipelineExecutor, queue: string, input: number, ms = 1_500) {
     let announced!: () => void;
     const started = new Promise<void>((resolve) => (announced = resolve));
     const handle = executor.startPipeline<number>({
-      nodes: [{ id: 'slow', module: announceAdd, params: { ms: 1_500 } }],
+      nodes: [{ id: 'slow', module: announceAdd, params: { ms } }],
       initialInput: input,
       onProgress: (_event: ProgressEvent) => announced(),
     });
@@ -270,6 +270,52 @@ describe('BullMQ backend: the trust boundary (redis-server, worker processes, an
       expect(error).to.be.instanceOf(PipelineDefinitionError);
       expect((error as PipelineDefinitionError).nodeId).to.equal('heavy');
       expect((error as Error).message).to.match(/above the BullMQ backend's maxJobBytes \(4096\)/);
+    });
+
+    // Just under Redis's largest value (512 MiB), and over Node's longest string (2^29 - 24
+    // characters): a value ioredis cannot decode into a string. Heavy (about 2 GiB of memory
+    // for a few seconds), and the only way to show these.
+    const UNDECODABLE = 536_870_900;
+
+    it("an event field too large to be a string in Node stops neither the executor's event reader nor a new executor's start", async function () {
+      this.timeout(120_000);
+      const { queue } = await worker();
+      const { executor: trusted, lines } = await executor(queue);
+      // Under way while the value is written (a few seconds).
+      const { handle, jobId } = await runUnderWay(trusted, queue, 20, 8_000);
+      const client = rawRedis();
+      const big = Buffer.alloc(UNDECODABLE, 0x61);
+      const idle = `${queue}-idle`;
+      try {
+        await client.xadd(`bull:${queue}:events`, '*', 'event', 'progress', 'jobId', jobId, 'data', big);
+        await client.xadd(`bull:${queue}:events`, '*', 'event', 'progress', 'jobId', jobId, 'data', JSON.stringify({ u: [], a: 1 }));
+        await lines.logged(new RegExp(`ignored a progress update of job "${jobId}": it is ${UNDECODABLE} bytes, above the limit`));
+        // Read on past it.
+        await lines.logged(new RegExp(`ignored a progress update of job "${jobId}": it is not signed`));
+        expect(await handle.result).to.equal(21);
+        // The last entry of a stream as an executor starts on it.
+        await client.xadd(`bull:${idle}:events`, '*', 'event', 'progress', 'jobId', 'nobody', 'data', big);
+        await executor(idle);
+      } finally {
+        await client.del(`bull:${queue}:events`, `bull:${idle}:events`);
+      }
+    });
+
+    it('a stop message too large to be a string in Node is ignored with a log line, and the worker process serves on', async function () {
+      this.timeout(120_000);
+      const { worker: signed, queue } = await worker();
+      const client = rawRedis();
+      // Redis's default limits cut a subscriber off before such a message reaches it; any client allowed CONFIG can lift them.
+      const [, limits] = (await client.config('GET', 'client-output-buffer-limit')) as [string, string];
+      await client.config('SET', 'client-output-buffer-limit', 'pubsub 0 0 0');
+      try {
+        expect(await client.publish(`bull:${queue}:lukhas:stop`, Buffer.alloc(UNDECODABLE, 0x61))).to.equal(1);
+        await signed.printed(new RegExp(`ignored a message of ${UNDECODABLE} bytes on the stop channel`));
+      } finally {
+        await client.config('SET', 'client-output-buffer-limit', limits);
+      }
+      const { executor: trusted } = await executor(queue);
+      expect(await trusted.executePipeline({ nodes: [{ id: 'add', module: announceAdd }], initialInput: 1 })).to.equal(2);
     });
 
     it("a node's output larger than the worker process's limit fails its run with a NodeOutputError naming the node", async () => {

@@ -130,7 +130,7 @@ export class BullmqDispatcher implements Dispatcher {
         this.settings.log(`could not handle an event of job ${quoted(event.jobId)}: ${(error as Error).message}`);
       }
     };
-    this.events = new EventReader(reader, `${prefix}:${queueName}:events`, onEvent, remember);
+    this.events = new EventReader(reader, `${prefix}:${queueName}:events`, onEvent, remember, settings.maxJobBytes);
     this.where = where(connection);
     this.connected = Promise.all([this.queue.waitUntilReady(), this.events.ready]).then(() => undefined);
     this.connected.catch(() => {});
@@ -361,11 +361,14 @@ export class BullmqDispatcher implements Dispatcher {
   /** An event of the queue's stream, as text: only those of this executor's jobs are read further. */
   private onEvent(event: StreamEvent): void {
     const { jobId } = event;
-    if (jobId === undefined || !this.jobs.has(jobId)) return;
+    if (typeof jobId !== 'string' || !this.jobs.has(jobId)) return;
     if (event.event === 'active') this.attempts.set(jobId, (this.attempts.get(jobId) ?? 0) + 1);
     else if (event.event === 'progress') this.onOutcome(jobId, 'progress', event.data);
     else if (event.event === 'completed') this.onOutcome(jobId, 'result', event.returnvalue);
-    else if (event.event === 'failed') this.onFailed(jobId, event.failedReason ?? 'unknown');
+    else if (event.event === 'failed') {
+      const reason = event.failedReason;
+      this.onFailed(jobId, typeof reason === 'string' ? reason : reason === undefined ? 'unknown' : `a reason of ${reason.length} bytes, too large to read`);
+    }
   }
 
   /**

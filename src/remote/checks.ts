@@ -89,9 +89,10 @@ export function fits(payload: SegmentPayload, nodes: readonly TaskNode[]): boole
  * @throws {Refused} saying why not.
  */
 export function checkOutcome(raw: unknown, domain: 'progress' | 'result', jobId: string, signer: Signer, maxBytes: number): { readonly body: unknown[]; readonly attempt: number } {
-  if (typeof raw !== 'string') throw new Refused('it is not JSON text');
-  const bytes = Buffer.byteLength(raw);
+  // Bytes: a field the event reader left undecoded, being too large.
+  const bytes = Buffer.isBuffer(raw) ? raw.length : typeof raw === 'string' ? Buffer.byteLength(raw) : 0;
   if (bytes > maxBytes) throw new Refused(`it is ${bytes} bytes, above the limit of ${maxBytes}`);
+  if (typeof raw !== 'string') throw new Refused('it is not JSON text');
   let value: unknown;
   try {
     value = JSON.parse(raw);

@@ -9,8 +9,14 @@
  */
 import type { Redis } from 'ioredis';
 
-/** An event's fields as they are in the stream: `event`, `jobId`, then its own. */
-export type StreamEvent = Readonly<Record<string, string>>;
+/**
+ * An event's fields as they are in the stream: `event`, `jobId`, then its own; each as
+ * text, or as bytes (not decoded) when it is larger than the reader's bound.
+ */
+export type StreamEvent = Readonly<Record<string, string | Buffer>>;
+
+/** No field of BullMQ's events has a longer name: a field named longer is left out. */
+const MAX_NAME_BYTES = 64;
 
 /** How long one read blocks for new events. */
 const BLOCK_MS = 5_000;
@@ -29,6 +35,8 @@ export class EventReader {
     private readonly key: string,
     private readonly onEvent: (event: StreamEvent) => void,
     private readonly onError: (error: Error) => void,
+    /** A field larger than this is handed on as bytes, never decoded into a string (one past Node's limit would fail every read). */
+    private readonly maxFieldBytes = Infinity,
   ) {
     let started!: () => void;
     this.ready = new Promise<void>((resolve) => (started = resolve));
@@ -39,26 +47,31 @@ export class EventReader {
     // The latest id now, rather than `$` at each read: nothing added meanwhile is missed.
     while (!this.closing && this.lastId === '$') {
       try {
-        const last = await this.client.xrevrange(this.key, '+', '-', 'COUNT', 1);
-        this.lastId = last[0]?.[0] ?? '0-0';
+        // As bytes: the last entry may be one too large to decode.
+        const last = await this.client.xrevrangeBuffer(this.key, '+', '-', 'COUNT', 1);
+        this.lastId = last[0]?.[0].toString() ?? '0-0';
       } catch (error) {
         if (!this.closing) await this.failed(error);
       }
     }
     started();
     while (!this.closing) {
-      let read: [string, [string, string[]][]][] | null;
+      let read: [Buffer, [Buffer, Buffer[]][]][] | null;
       try {
-        read = (await this.client.xread('COUNT', COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', this.key, this.lastId)) as typeof read;
+        // As bytes: a field too large to decode fails only itself, not the read (and every read after it).
+        read = (await this.client.xreadBuffer('COUNT', COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', this.key, this.lastId)) as typeof read;
       } catch (error) {
         if (!this.closing) await this.failed(error);
         continue;
       }
       for (const [, entries] of read ?? []) {
         for (const [id, fields] of entries) {
-          this.lastId = id;
-          const event: Record<string, string> = {};
-          for (let i = 0; i + 1 < fields.length; i += 2) event[fields[i]!] = fields[i + 1]!;
+          this.lastId = id.toString();
+          const event: Record<string, string | Buffer> = Object.create(null);
+          for (let i = 0; i + 1 < fields.length; i += 2) {
+            const [name, value] = [fields[i]!, fields[i + 1]!];
+            if (name.length <= MAX_NAME_BYTES) event[name.toString()] = value.length > this.maxFieldBytes ? value : value.toString();
+          }
           try {
             this.onEvent(event);
           } catch (error) {

@@ -103,7 +103,7 @@ export function maxBytesOf(value: unknown, name: string): number {
 
 /** Something read from Redis, safe to put in a log line: quoted, and cut short. */
 export function quoted(value: unknown): string {
-  const text = typeof value === 'string' ? value : String(value);
+  const text = typeof value === 'string' ? value : Buffer.isBuffer(value) ? `(${value.length} bytes)` : String(value);
   return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text);
 }
 

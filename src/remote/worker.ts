@@ -100,10 +100,16 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   subscriber.on('error', () => {});
   // Awaited below with the rest of the start, which a signal may give up.
   const subscribed = subscriber.subscribe(keys.stopChannel);
-  subscriber.on('message', (_channel: string, text: string) => {
+  // As bytes (`messageBuffer`): ioredis decodes a `message` outside any handler, and one
+  // too large to decode into a string would end this process.
+  subscriber.on('messageBuffer', (_channel: Buffer, bytes: Buffer) => {
+    if (bytes.length > MAX_STOP_MESSAGE_BYTES) {
+      log(`ignored a message of ${bytes.length} bytes on the stop channel: a stop message is at most ${MAX_STOP_MESSAGE_BYTES}`);
+      return;
+    }
     let message: StopMessage;
     try {
-      message = JSON.parse(text) as StopMessage;
+      message = JSON.parse(bytes.toString()) as StopMessage;
     } catch {
       return;
     }
@@ -440,6 +446,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     },
   };
 }
+
+/** A stop message (`{ id, code, graceMs }`) weighs far less than this. */
+const MAX_STOP_MESSAGE_BYTES = 64 * 1024;
 
 /** How long closing waits for Redis, at each step, before it drops the connections. */
 const CLOSE_WAIT_MS = 2_000;
