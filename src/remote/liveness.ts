@@ -13,11 +13,15 @@
  * A worker process thus stops an executor's segments at most
  * `LIVENESS_TTL_MS + LIVENESS_MISSING_MS + LIVENESS_CHECK_MS` (9.5 s) after that executor
  * died, plus the run's grace period for the node to end before its thread is terminated.
+ *
+ * Stops an executor asks for arrive as messages on the stop channel (`readStopMessage`)
+ * and as marks, which `SegmentWatch` reads too: a message lost while reconnecting is not.
  */
 import type { Redis } from 'ioredis';
 import { Stop, type StopCode } from '../shared/board';
 import type { Running } from './jobs';
 import { quoted } from './trust';
+import type { StopMessage } from './wire';
 
 /** How long an executor's liveness key lives without a refresh. */
 export const LIVENESS_TTL_MS = 5_000;
@@ -123,6 +127,30 @@ export class SegmentWatch {
 /** How long a stop mark lives: until the run's deadline, past which no process starts the segment, and a minute more; a day without a deadline. */
 export function markTtl(deadline: number): number {
   return Number.isFinite(deadline) ? Math.ceil(Math.max(0, deadline - Date.now())) + 60_000 : 86_400_000;
+}
+
+/** A stop message (`{ id, code, graceMs }`) weighs far less than this. */
+const MAX_STOP_MESSAGE_BYTES = 64 * 1024;
+
+/**
+ * A message from the stop channel, read as bytes (ioredis decodes a `message` outside any
+ * handler, and one too large to decode into a string would end the process): the stop it
+ * asks for, or undefined for anything else (a message too large is logged).
+ */
+export function readStopMessage(bytes: Buffer, log: (line: string) => void): (StopMessage & { readonly code: StopCode }) | undefined {
+  if (bytes.length > MAX_STOP_MESSAGE_BYTES) {
+    log(`ignored a message of ${bytes.length} bytes on the stop channel: a stop message is at most ${MAX_STOP_MESSAGE_BYTES}`);
+    return undefined;
+  }
+  let message: Partial<StopMessage> | null;
+  try {
+    message = JSON.parse(bytes.toString()) as Partial<StopMessage> | null;
+  } catch {
+    return undefined;
+  }
+  if (message === null || typeof message !== 'object' || typeof message.id !== 'string' || !isStopCode(message.code)) return undefined;
+  const graceMs = message.graceMs ?? Infinity;
+  return typeof graceMs === 'number' && graceMs >= 0 ? { id: message.id, code: message.code, graceMs } : undefined;
 }
 
 export function isStopCode(code: unknown): code is StopCode {

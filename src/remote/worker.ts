@@ -30,20 +30,14 @@ import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
 import { sendSettlement, type SentSettlement } from '../shared/settlement';
 import { serializeThrown } from '../shared/thrown';
 import { checkJob, checkPayload, fits, Refused } from './checks';
-import { isStopCode, LIVENESS_CHECK_MS, SegmentWatch } from './liveness';
+import { LIVENESS_CHECK_MS, readStopMessage, SegmentWatch } from './liveness';
 import { Backlog, fitted, JobReporter, NodeLists, openSaved, withReportScript, type Running } from './jobs';
 import { untilAborted, within } from './connection';
 import { Attempts, type Attempt } from './locks';
 import { NO_SECRET_WARNING, quoted } from './trust';
 import { checkWorkerOptions, type WorkerProcessOptions } from './worker-options';
 import { loadPeers } from './peers';
-import {
-  decode,
-  encode,
-  names,
-  type JobData,
-  type StopMessage,
-} from './wire';
+import { decode, encode, names, type JobData } from './wire';
 
 export type { WorkerProcessOptions } from './worker-options';
 
@@ -103,21 +97,10 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   // As bytes (`messageBuffer`): ioredis decodes a `message` outside any handler, and one
   // too large to decode into a string would end this process.
   subscriber.on('messageBuffer', (_channel: Buffer, bytes: Buffer) => {
-    if (bytes.length > MAX_STOP_MESSAGE_BYTES) {
-      log(`ignored a message of ${bytes.length} bytes on the stop channel: a stop message is at most ${MAX_STOP_MESSAGE_BYTES}`);
-      return;
-    }
-    let message: StopMessage;
-    try {
-      message = JSON.parse(bytes.toString()) as StopMessage;
-    } catch {
-      return;
-    }
-    // Only the stop of a segment running here, with a known code, is taken.
-    if (message === null || typeof message !== 'object' || typeof message.id !== 'string') return;
-    const entry = running.get(message.id);
-    const graceMs = message.graceMs ?? Infinity;
-    if (entry !== undefined && isStopCode(message.code) && typeof graceMs === 'number' && graceMs >= 0) stop(entry, message.code, graceMs);
+    const message = readStopMessage(bytes, log);
+    // Only the stop of a segment running here is taken.
+    const entry = message === undefined ? undefined : running.get(message.id);
+    if (entry !== undefined) stop(entry, message!.code, message!.graceMs);
   });
   const stop = (entry: Running, code: StopCode, graceMs: number): void => {
     if (entry.stopped) return;
@@ -446,9 +429,6 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     },
   };
 }
-
-/** A stop message (`{ id, code, graceMs }`) weighs far less than this. */
-const MAX_STOP_MESSAGE_BYTES = 64 * 1024;
 
 /** How long closing waits for Redis, at each step, before it drops the connections. */
 const CLOSE_WAIT_MS = 2_000;
