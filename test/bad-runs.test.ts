@@ -3,6 +3,7 @@
  * a node leaves behind, hostile ids, huge definitions, bad durations, inputs that
  * cannot be posted. Two threads, node timeout 300 ms, pipeline timeout 3 s, grace 50 ms.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { expect } from 'chai';
 import {
   NodeTimeoutException,
@@ -14,6 +15,7 @@ import {
 } from '../src/index';
 import { planPipeline } from '../src/plan/plan';
 import { ORPHAN_MS, ORPHAN_WINDOW_MS, WATCH_MS } from '../src/pool/watchdog';
+import { Gates } from './gates';
 import { Probe, STARTED, fixture, rejection, useExecutors } from './helpers';
 
 const timeouts = { nodeTimeoutMs: 300, pipelineTimeoutMs: 3_000, cleanupGraceMs: 50 };
@@ -31,6 +33,16 @@ function nextExit(executor: PipelineExecutor, reason: ThreadExit['reason']): Pro
     };
     executor.on('threadExit', listener);
   });
+}
+
+/** The executor's next thread exit as orphaned, and its exits for any other reason. */
+function watchExits(executor: PipelineExecutor): { orphaned: Promise<ThreadExit>; others: ThreadExit[] } {
+  const orphaned = nextExit(executor, 'orphaned');
+  const others: ThreadExit[] = [];
+  executor.on('threadExit', (exit) => {
+    if (exit.reason !== 'orphaned') others.push(exit);
+  });
+  return { orphaned, others };
 }
 
 /** `count` seed-like runs (three 10 ms nodes) at once; all must succeed. */
@@ -88,16 +100,11 @@ describe('bad runs harm no other run', function () {
         const probe = new Probe();
         const executor = newExecutor({ threads: 2, timeouts });
         await executor.ready();
-        const orphaned = nextExit(executor, 'orphaned');
-        const crashedOrTimedOut: ThreadExit[] = [];
-        executor.on('threadExit', (exit) => {
-          if (exit.reason !== 'orphaned') crashedOrTimedOut.push(exit);
-        });
+        const { orphaned, others: crashedOrTimedOut } = watchExits(executor);
         const started = performance.now();
         expect(await executor.executePipeline({ nodes: [{ id: 'leave', module: fixture('leave-loop.js'), params: { via, probe: probe.buffer } }], initialInput: 7 })).to.equal(7);
         // Runs sent once the loop holds its thread, some of them to it, all succeed:
-        // none is blamed. (A loop left in a promise chain while other nodes run on its
-        // thread is left to their deadlines: see src/pool/watchdog.ts.)
+        // none is blamed.
         await probe.until(STARTED);
         await normalRuns(executor, 40);
         const exit = await orphaned;
@@ -109,6 +116,45 @@ describe('bad runs harm no other run', function () {
         expect(stats.runs.error + stats.runs.timeout).to.equal(0);
         await normalRuns(executor, 20);
         expect(executor.stats().threads).to.equal(2);
+      });
+    }
+
+    // Where AsyncLocalStorage runs on AsyncContextFrame (Node 24), only promise
+    // continuations and timers are marked (workers/orphans.ts).
+    const everyCallback = typeof (new AsyncLocalStorage() as unknown as { kResourceStore?: unknown }).kResourceStore === 'symbol';
+    const leftIn = { then: 'promise continuations (a then chain)', async: 'promise continuations (an async function)', tick: 'a nextTick callback' };
+    for (const via of ['then', 'async', 'tick'] as const) {
+      (via === 'tick' && !everyCallback ? it.skip : it)(`is terminated and replaced when a node leaves a loop in ${leftIn[via]}, while a node of another run awaits on that thread: that node neither fails nor is blamed`, async () => {
+        const gates = new Gates();
+        const probe = new Probe();
+        const executor = newExecutor({ threads: 1, timeouts });
+        await executor.ready();
+        const { orphaned, others } = watchExits(executor);
+        // A live node on the only thread, awaiting the gate, with the 300 ms node timeout:
+        // the loop's time must not count against it.
+        const live = executor.executePipeline({ nodes: [{ ...gates.node('wait'), id: 'live' }], initialInput: 1, timeouts: { pipelineTimeoutMs: 20_000 } });
+        const liveEnd = live.then(
+          (output) => ({ output }),
+          (error: unknown) => ({ error }),
+        );
+        await gates.started(1);
+        const started = performance.now();
+        expect(await executor.executePipeline({ nodes: [{ id: 'leave', module: fixture('leave-loop.js'), params: { via, probe: probe.buffer } }], initialInput: 7 })).to.equal(7);
+        await probe.until(STARTED);
+        // The watchdog ends the thread before anything ends the live node...
+        const first = await Promise.race([orphaned, liveEnd.then((end) => ({ live: end }))]);
+        if ('live' in first) expect.fail(`the live node ended first: ${'error' in first.live ? String(first.live.error) : 'it completed'}`);
+        expect(performance.now() - started).to.be.below(ORPHAN_MS + 4 * WATCH_MS + 2_000);
+        expect(first.nodeId).to.equal(undefined);
+        // ...which is sent again to the replacement thread and completes there.
+        await gates.started(2);
+        gates.open();
+        expect(await liveEnd).to.deep.equal({ output: 1 });
+        expect(others).to.deep.equal([]);
+        const stats = executor.stats();
+        expect(stats.terminations).to.equal(1);
+        expect(stats.runs.error + stats.runs.timeout).to.equal(0);
+        expect(stats.threads).to.equal(1);
       });
     }
   });

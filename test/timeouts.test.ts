@@ -41,6 +41,18 @@ describe('timeouts', () => {
       expect(await executor.executePipeline({ nodes: [{ id: 'next', module: sleepAdd }], initialInput: 1 })).to.equal(2);
     });
 
+    it('stops a node that loops in its own promise continuation (after an await) at its node timeout: the loop is its own, not an orphan', async () => {
+      const executor = newExecutor({ threads: 1, timeouts: { nodeTimeoutMs: 150, cleanupGraceMs: 20 } });
+      const reasons: string[] = [];
+      executor.on('threadExit', (exit) => reasons.push(exit.reason));
+      const error = await rejection(executor.executePipeline({ nodes: [{ id: 'spin', module: fixture('announce-add.js'), params: { spin: true, ms: 5 } }], initialInput: 0 }));
+      expect(error).to.be.instanceOf(NodeTimeoutException);
+      expect((error as NodeTimeoutException).nodeId).to.equal('spin');
+      expect(executor.stats().terminations).to.equal(1);
+      expect(await executor.executePipeline({ nodes: [{ id: 'next', module: sleepAdd }], initialInput: 1 })).to.equal(2);
+      expect(reasons).to.deep.equal(['terminated']);
+    });
+
     it('lets a node that honours its signal stop by itself: its cleanup runs, its thread lives', async () => {
       const executor = newExecutor({ timeouts: { nodeTimeoutMs: 100, cleanupGraceMs: 5_000 } });
       const probe = new Probe();

@@ -1,34 +1,32 @@
 /**
- * Callbacks a node leaves behind. A timer or immediate that a node's code schedules runs
- * in that node's name: while the node is running, its synchronous code holds the thread
- * as the node's own (blame and deadlines count it so); once the node has ended, it holds
- * the thread as an *orphan* (holder -1 on the card), which the main thread's watchdog
- * terminates if it lasts (see `src/pool/watchdog.ts`).
+ * Timers of a running node. A timer or immediate that a node's code schedules runs in
+ * that node's name: while the node is running, its callback holds the thread as the
+ * node's own synchronous code (blame and deadlines count it so). Once the node has
+ * ended, its callbacks are orphans (`orphans.ts`).
  *
  * The runtime's own timers are taken before the globals are wrapped: `runtimeTimers`.
  */
 import { promisify } from 'node:util';
 import type { ThreadBoard } from '../src/shared/board';
-import { scope, type NodeScope } from './crash';
+import { scope } from './crash';
+import { ORPHAN_SLOT, slotOf, type Orphans } from './orphans';
 
 /** The timers as they were before any wrapping, for the runtime's own use. */
 export const runtimeTimers = { setTimeout, setImmediate } as const;
 
-/** The slot a node's callback holds the thread in, or -2 (holder -1: an orphan) once it ended. */
-function slotOf(owner: NodeScope): number {
-  const { run, position } = owner;
-  // Live from its clock's start (its module's loading included) until it settles.
-  return !run.settled && run.position === position && run.clockFor === position ? run.task.slot : -2;
-}
-
-/** Wraps the global timers so that node callbacks hold the thread in their node's name. */
-export function attributeTimers(board: ThreadBoard, now: () => number): void {
+/** Wraps the global timers so that a running node's callbacks hold the thread in its name. */
+export function attributeTimers(board: ThreadBoard, now: () => number, orphans: Orphans): void {
   const wrap = <F extends object>(original: F): F => {
     const wrapped = function (this: unknown, callback: unknown, ...rest: unknown[]): unknown {
       const owner = scope.getStore();
       if (owner === undefined || typeof callback !== 'function') return Reflect.apply(original as (...args: unknown[]) => unknown, this, [callback, ...rest]);
       const attributed = function (this: unknown, ...args: unknown[]): unknown {
         const slot = slotOf(owner);
+        if (slot === ORPHAN_SLOT) {
+          // The node has ended (where an async hook marks every callback, it has done so).
+          orphans.hold();
+          return Reflect.apply(callback, this, args);
+        }
         const since = now();
         board.hold(slot, since);
         try {

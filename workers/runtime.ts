@@ -31,13 +31,14 @@ import { LoadError, loadMessage, loadNode, loadedFunction, useTsNode } from './l
 import { Outbox } from './outbox';
 import type { BatchState, SegmentRun } from './segment';
 import { attributeTimers, runtimeTimers } from './node-timers';
+import { Orphans } from './orphans';
 
 const config = workerData as WorkerConfig;
 const board = new ThreadBoard(config.board);
 const clockOffset = performance.timeOrigin - config.mainTimeOrigin;
 const now = (): number => performance.now() + clockOffset;
 useTsNode(config.tsNodeRegister);
-attributeTimers(board, now);
+attributeTimers(board, now, new Orphans(board, now));
 
 /** Longest stretch of node starts before the thread looks at its messages again. */
 const SLICE_MS = 8;

@@ -6,7 +6,7 @@
  * Every {@link WATCH_MS} the dispatcher reads what each thread has sent and pings it.
  * A thread is *orphaned* when
  * - callbacks of nodes that have ended (the card's holder is `ORPHAN`, see
- *   `workers/node-timers.ts`) hold it for over {@link ORPHAN_MS} in a row, or for over
+ *   `workers/orphans.ts`) hold it for over {@link ORPHAN_MS} in a row, or for over
  *   {@link ORPHAN_MS} in all within {@link ORPHAN_WINDOW_MS} (a timer or interval left
  *   behind that lets go of the thread now and then, but holds it most of the time), or
  * - for over {@link ORPHAN_MS}, it has not answered a ping, no node's code holds it, and

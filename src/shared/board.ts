@@ -58,7 +58,7 @@ export const SLOT_F64 = 4;
 const T_SEQ = 0;
 /**
  * Slot + 1 of the task whose node code is running on the thread, 0 for none, and
- * {@link ORPHAN} for a callback of a node that has ended (see `workers/node-timers.ts`).
+ * {@link ORPHAN} for a callback of a node that has ended (see `workers/orphans.ts`).
  */
 const T_HOLDER = 1;
 /** `T_HOLDER` while a node that has ended holds the thread from a callback it left behind. */
