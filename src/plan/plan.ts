@@ -21,7 +21,7 @@ export interface PlannedNode {
   /** Set for a map node (see `run/map.ts`): a segment of its own. */
   readonly map: MapPlan | undefined;
   readonly deps: readonly number[];
-  readonly dependents: number[];
+  readonly dependents: readonly number[];
   segment: number;
 }
 
@@ -40,11 +40,11 @@ export interface MapPlan {
 export interface Segment {
   readonly index: number;
   /** Node indexes, in execution order. */
-  readonly nodes: number[];
+  readonly nodes: readonly number[];
   /** Node indexes whose outputs form the first node's input. */
   readonly deps: readonly number[];
   /** Segments that wait on this one's last node. */
-  readonly dependents: number[];
+  readonly dependents: readonly number[];
   /** What dispatching it needs every time, made once per plan (plans are shared by runs). */
   cache?: {
     readonly tasks?: readonly TaskNode[];
@@ -76,6 +76,12 @@ export interface PlannedRequest {
 /** Plans by the shape of their definition: most runs repeat one. */
 const plans = new Map<string, Plan>();
 const MAX_PLANS = 512;
+/**
+ * The longest shape key kept, in characters (some hundreds of nodes). A longer key costs
+ * about as much to build as planning its definition, and the cache would hold it and
+ * its plan: such definitions are planned afresh every time.
+ */
+const MAX_KEY_LENGTH = 65_536;
 
 /**
  * Checks a pipeline request and plans its execution. `modulesAreLocal`: this process's
@@ -102,8 +108,10 @@ export function planPipeline(request: PipelineRequest, modulesAreLocal = true, r
   const fail = failer(pipelineId);
   const params = new Array<unknown>(defs.length);
   for (let i = 0; i < defs.length; i++) {
-    const value = defs[i]!.params;
-    if (value !== undefined) checkParams(value, defs[i]!.id, fail);
+    // Asked first: reading an absent field can cost more (see `checkNode`).
+    const def = defs[i]!;
+    const value = 'params' in def ? def.params : undefined;
+    if (value !== undefined) checkParams(value, def.id, fail);
     params[i] = value;
   }
   if (request.initialInput !== undefined) {
@@ -121,12 +129,13 @@ let nextFunctionId = 0;
 
 /**
  * A string that two definitions share only if they plan alike (everything but
- * `params`), or undefined for a definition too unusual to key (it is planned afresh).
+ * `params`), or undefined for a definition too unusual or too large to key (it is
+ * planned afresh).
  */
 function shapeKey(pipelineId: string, defs: readonly NodeDefinition[]): string | undefined {
   let key = `${pipelineId.length}:${pipelineId}`;
   for (const def of defs) {
-    if (def === null || typeof def !== 'object' || Object.getPrototypeOf(def) !== Object.prototype) return undefined;
+    if (def === null || typeof def !== 'object' || Object.getPrototypeOf(def) !== Object.prototype || key.length > MAX_KEY_LENGTH) return undefined;
     key += '|';
     for (const name in def) {
       if (name === 'params') continue;
@@ -157,53 +166,99 @@ function shapeKey(pipelineId: string, defs: readonly NodeDefinition[]): string |
   return key;
 }
 
+/** The edges of a node or segment that has none: a plan's arrays do not change once it is made. */
+const NONE: readonly number[] = [];
+
+/**
+ * An array for `length` numbers written in order from index 0, made at its final
+ * length: `[]` grown by `push` keeps room for 17, which a plan of many nodes would
+ * hold three times per node.
+ */
+function numbers(length: number): number[] {
+  return new Array<number>(length);
+}
+
+/**
+ * `length` counters set to `value`: a plain array, a third the size of a typed array
+ * when it is short, as most plans' are.
+ */
+function counters(length: number, value: number): number[] {
+  return new Array<number>(length).fill(value);
+}
+
+/** A node or segment while its plan is made: its arrays are set once its edges are known. */
+type Making<T> = { -readonly [K in keyof T]: T[K] };
+
 /**
  * Checks the nodes of a definition and plans them, in time linear in nodes and edges,
- * with no recursion (a definition of 100,000 nodes takes milliseconds).
+ * with no recursion. Every array is made at its final length and nodes without edges
+ * share one empty array: the garbage collector copies whatever a large plan keeps.
  */
 function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesAreLocal: boolean, moduleRoots: ModuleRoots | undefined): Plan {
   const fail = failer(pipelineId);
   const byId = new Map<string, number>();
-  const nodes: PlannedNode[] = [];
-  const dependsOn: (readonly string[] | undefined)[] = [];
+  const nodes = new Array<Making<PlannedNode>>(defs.length);
+  const dependsOn = new Array<readonly string[] | undefined>(defs.length);
   let isDag = false;
   for (let index = 0; index < defs.length; index++) {
     const checked = checkNode(defs[index]!, index, fail, modulesAreLocal, moduleRoots);
     const { id } = checked;
-    const twin = byId.get(id);
-    if (twin !== undefined) fail(`Pipeline "${pipelineId}" has two nodes with the id "${id}" (nodes[${twin}] and nodes[${index}])`, id);
+    // One lookup per node, not two: a twin is sought only once the map did not grow.
+    const size = byId.size;
     byId.set(id, index);
+    if (byId.size === size) {
+      let twin = 0;
+      while (nodes[twin]!.id !== id) twin++;
+      fail(`Pipeline "${pipelineId}" has two nodes with the id "${id}" (nodes[${twin}] and nodes[${index}])`, id);
+    }
     if (checked.dependsOn !== undefined) isDag = true;
-    dependsOn.push(checked.dependsOn);
+    dependsOn[index] = checked.dependsOn;
     // Written out: object rest and spread are slow paths in V8, and this runs per node.
     const { module, exportName, timeoutMs, retry } = checked;
     const map = checked.map === undefined ? undefined : { concurrency: checked.map.concurrency, retry };
-    nodes.push({ id, index, module, exportName, timeoutMs, retry: map === undefined ? retry : NO_RETRY, map, deps: [], dependents: [], segment: -1 });
+    nodes[index] = { id, index, module, exportName, timeoutMs, retry: map === undefined ? retry : NO_RETRY, map, deps: NONE, dependents: NONE, segment: -1 };
   }
+  const count = nodes.length;
 
-  // Edges: list order for a chain, `dependsOn` for a DAG.
-  const lastListedBy = new Int32Array(nodes.length).fill(-1);
-  for (let index = 0; index < nodes.length; index++) {
-    const node = nodes[index]!;
-    const deps = node.deps as number[];
-    if (!isDag) {
-      if (index > 0) deps.push(index - 1);
-    } else {
-      for (const depId of dependsOn[index] ?? []) {
+  // Edges: list order for a chain, `dependsOn` for a DAG. Dependents are counted first,
+  // then listed in node order.
+  const counts = counters(count, 0);
+  if (!isDag) {
+    for (let index = 1; index < count; index++) {
+      nodes[index]!.deps = [index - 1];
+      counts[index - 1] = 1;
+    }
+  } else {
+    const lastListedBy = counters(count, -1);
+    for (let index = 0; index < count; index++) {
+      const ids = dependsOn[index];
+      if (ids === undefined || ids.length === 0) continue;
+      const node = nodes[index]!;
+      const deps = numbers(ids.length);
+      for (let k = 0; k < ids.length; k++) {
+        const depId = ids[k]!;
         const dep = byId.get(depId);
         if (dep === undefined) fail(`Node "${node.id}" depends on "${depId}", which is not a node of pipeline "${pipelineId}"`, node.id);
         else if (lastListedBy[dep] === index) fail(`Node "${node.id}" lists the dependency "${depId}" twice`, node.id);
         else {
           lastListedBy[dep] = index;
-          deps.push(dep);
+          deps[k] = dep;
+          counts[dep]!++;
         }
       }
+      node.deps = deps;
     }
-    for (const dep of deps) nodes[dep]!.dependents.push(index);
+  }
+  for (let index = 0; index < count; index++) {
+    if (counts[index] !== 0) nodes[index]!.dependents = numbers(counts[index]!);
+  }
+  counts.fill(0);
+  for (let index = 0; index < count; index++) {
+    for (const dep of nodes[index]!.deps) (nodes[dep]!.dependents as number[])[counts[dep]!++] = index;
   }
 
   const { order, pending } = topologicalOrder(nodes);
-  if (order.length < nodes.length) {
+  if (order.length < count) {
     const cycle = findCycle(nodes, pending).map((i) => nodes[i]!.id);
     // A long cycle is shown by its ends.
     const shown = cycle.length <= 12 ? cycle : [...cycle.slice(0, 6), `... (${cycle.length - 11} more)`, ...cycle.slice(-5)];
@@ -212,36 +267,51 @@ function buildPlan(pipelineId: string, defs: readonly NodeDefinition[], modulesA
 
   // Segments: a node continues its only dependency's segment when it is that
   // dependency's only dependent. A map node is a segment of its own.
-  const segments: Segment[] = [];
-  for (const index of order) {
+  const segments: Making<Segment>[] = [];
+  for (let i = 0; i < count; i++) {
+    const index = order[i]!;
     const node = nodes[index]!;
     const parent = node.deps.length === 1 ? nodes[node.deps[0]!]! : undefined;
     if (parent !== undefined && parent.dependents.length === 1 && node.map === undefined && parent.map === undefined) {
       node.segment = parent.segment;
-      segments[parent.segment]!.nodes.push(index);
+      (segments[parent.segment]!.nodes as number[]).push(index);
     } else {
       node.segment = segments.length;
-      segments.push({ index: segments.length, nodes: [index], deps: node.deps, dependents: [] });
+      segments.push({ index: segments.length, nodes: [index], deps: node.deps, dependents: NONE });
     }
   }
+  // Segment dependents as node dependents: counted, then listed in segment order.
+  const segmentCounts = counters(segments.length, 0);
   for (const segment of segments) {
-    for (const dep of segment.deps) segments[nodes[dep]!.segment]!.dependents.push(segment.index);
+    for (const dep of segment.deps) segmentCounts[nodes[dep]!.segment]!++;
   }
-
-  const roots = segments.filter((segment) => segment.deps.length === 0).map((segment) => segment.index);
-  return {
-    pipelineId,
-    nodes,
-    segments,
-    sinks: nodes.filter((node) => node.dependents.length === 0).map((node) => node.index),
-    roots,
-  };
+  for (const segment of segments) {
+    if (segmentCounts[segment.index] !== 0) segment.dependents = numbers(segmentCounts[segment.index]!);
+  }
+  segmentCounts.fill(0);
+  const roots: number[] = [];
+  for (const segment of segments) {
+    if (segment.deps.length === 0) roots.push(segment.index);
+    for (const dep of segment.deps) {
+      const at = nodes[dep]!.segment;
+      (segments[at]!.dependents as number[])[segmentCounts[at]!++] = segment.index;
+    }
+  }
+  const sinks: number[] = [];
+  for (let index = 0; index < count; index++) {
+    if (nodes[index]!.dependents.length === 0) sinks.push(index);
+  }
+  return { pipelineId, nodes, segments, sinks, roots };
 }
 
 /** Kahn's order; `pending[i] > 0` afterwards for the nodes on or behind a cycle. */
-function topologicalOrder(nodes: readonly PlannedNode[]): { order: number[]; pending: Int32Array } {
-  const pending = Int32Array.from(nodes, (node) => node.deps.length);
-  const order = nodes.filter((node) => node.deps.length === 0).map((node) => node.index);
+function topologicalOrder(nodes: readonly PlannedNode[]): { order: number[]; pending: number[] } {
+  const pending = new Array<number>(nodes.length);
+  const order: number[] = [];
+  for (let index = 0; index < nodes.length; index++) {
+    pending[index] = nodes[index]!.deps.length;
+    if (pending[index] === 0) order.push(index);
+  }
   for (let i = 0; i < order.length; i++) {
     for (const dependent of nodes[order[i]!]!.dependents) {
       if (--pending[dependent]! === 0) order.push(dependent);
@@ -255,8 +325,8 @@ function topologicalOrder(nodes: readonly PlannedNode[]): { order: number[]; pen
  * Every node left with `pending > 0` has a dependency also left so: walking from one
  * such dependency to the next must come back to a node already seen.
  */
-function findCycle(nodes: readonly PlannedNode[], pending: Int32Array): number[] {
-  const seenAt = new Int32Array(nodes.length).fill(-1);
+function findCycle(nodes: readonly PlannedNode[], pending: readonly number[]): number[] {
+  const seenAt = counters(nodes.length, -1);
   const path: number[] = [];
   let at = pending.findIndex((count) => count > 0);
   while (seenAt[at] === -1) {
