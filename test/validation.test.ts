@@ -9,6 +9,7 @@ import {
   type NodeDefinition,
   type PipelineRequest,
 } from '../src/index';
+import { planPipeline } from '../src/plan/plan';
 import { Probe, RUNS, fixture, rejection, useExecutors } from './helpers';
 
 const sleepAdd = fixture('sleep-add.js');
@@ -121,6 +122,20 @@ describe('bad input', () => {
     it('an unknown key in a node', async () => {
       const error = await definitionError({ nodes: [{ ...node('a'), depends: ['x'] } as unknown as NodeDefinition] });
       expect(error.message).to.include('unknown key `depends`');
+    });
+
+    it('fields a definition does not enumerate or inherits, and a URL where only a module may be one', async () => {
+      // Not enumerable: asked for by name, as an absent field is.
+      const hidden = Object.defineProperty(node('a'), 'retries', { value: -1, enumerable: false });
+      const notEnumerated = await definitionError({ pipelineId: 'hidden-field', nodes: [hidden] });
+      expect(notEnumerated.message).to.include('Expected `retries` of node "a" to be a non-negative integer');
+      const inherited = Object.assign(Object.create({ timeoutMs: -1 }) as object, node('b')) as NodeDefinition;
+      expect((await definitionError({ nodes: [inherited] })).message).to.include('Node "b": Expected `timeoutMs`');
+      // A plan of the same definition with a string is no plan for one with a URL.
+      const href = pathToFileURL(sleepAdd).href;
+      const plan = (exportName: unknown) => () => planPipeline({ pipelineId: 'url-export', nodes: [node('c', { export: exportName as string })] });
+      expect(plan(href)).not.to.throw();
+      expect(plan(new URL(href))).to.throw(PipelineDefinitionError, 'Expected `export` of node "c" to be a non-empty string');
     });
 
     it('an input that cannot cross threads', async () => {

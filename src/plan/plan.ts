@@ -77,9 +77,9 @@ export interface PlannedRequest {
 const plans = new Map<string, Plan>();
 const MAX_PLANS = 512;
 /**
- * The longest shape key kept, in characters (some hundreds of nodes). A longer key costs
- * about as much to build as planning its definition, and the cache would hold it and
- * its plan: such definitions are planned afresh every time.
+ * The longest shape key kept, in characters (a thousand nodes or more). A longer key
+ * costs about as much to build as planning its definition, and the cache would hold it
+ * and its plan: such definitions are planned afresh every time.
  */
 const MAX_KEY_LENGTH = 65_536;
 
@@ -93,10 +93,9 @@ const MAX_KEY_LENGTH = 65_536;
 export function planPipeline(request: PipelineRequest, modulesAreLocal = true, roots?: ModuleRoots): PlannedRequest {
   const pipelineId = checkRequest(request);
   const defs = request.nodes;
-  const shape = shapeKey(pipelineId, defs);
   // A plan whose module files were not looked for is not one whose files were, nor is
   // one checked against other module roots (or none).
-  const key = shape === undefined ? undefined : `${modulesAreLocal ? 'local' : 'remote'}:${roots?.key ?? ''}\u0001${shape}`;
+  const key = shapeKey(`${modulesAreLocal ? 'local' : 'remote'}:${roots?.key ?? ''}\u0001`, pipelineId, defs);
   let plan = key === undefined ? undefined : plans.get(key);
   if (plan === undefined) {
     plan = buildPlan(pipelineId, defs, modulesAreLocal, roots);
@@ -128,20 +127,45 @@ const functionIds = new WeakMap<object, number>();
 let nextFunctionId = 0;
 
 /**
+ * Module names by a number of their own, so that a key does not repeat a long path per
+ * node: the key is hashed and compared whole on every run. Bounded as the modules found
+ * to be files are; a number is never given twice, so a key made before the table was
+ * cleared matches no other module.
+ */
+const moduleIds = new Map<string, number>();
+let nextModuleId = 0;
+
+function moduleId(module: string): number {
+  let id = moduleIds.get(module);
+  if (id === undefined) {
+    if (moduleIds.size >= 4096) moduleIds.clear();
+    moduleIds.set(module, (id = ++nextModuleId));
+  }
+  return id;
+}
+
+/**
  * A string that two definitions share only if they plan alike (everything but
  * `params`), or undefined for a definition too unusual or too large to key (it is
- * planned afresh).
+ * planned afresh). `prefix` sets apart what else the plan depends on.
  */
-function shapeKey(pipelineId: string, defs: readonly NodeDefinition[]): string | undefined {
-  let key = `${pipelineId.length}:${pipelineId}`;
+function shapeKey(prefix: string, pipelineId: string, defs: readonly NodeDefinition[]): string | undefined {
+  let key = `${prefix}${pipelineId.length}:${pipelineId}`;
   for (const def of defs) {
     if (def === null || typeof def !== 'object' || Object.getPrototypeOf(def) !== Object.prototype || key.length > MAX_KEY_LENGTH) return undefined;
     key += '|';
     for (const name in def) {
       if (name === 'params') continue;
-      // A URL module plans as its href does.
-      const value = moduleName((def as unknown as Record<string, unknown>)[name]);
+      let value = (def as unknown as Record<string, unknown>)[name];
       key += `;${name}=`;
+      if (name === 'module') {
+        // A URL module plans as its href does.
+        value = moduleName(value);
+        if (typeof value === 'string') {
+          key += `M${moduleId(value)}`;
+          continue;
+        }
+      }
       if (typeof value === 'string') key += `s${value.length}:${value}`;
       else if (typeof value === 'number' || typeof value === 'boolean' || value === undefined) key += `${typeof value}:${String(value)}`;
       else if (typeof value === 'function') {
