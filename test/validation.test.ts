@@ -131,6 +131,11 @@ describe('bad input', () => {
       expect(notEnumerated.message).to.include('Expected `retries` of node "a" to be a non-negative integer');
       const inherited = Object.assign(Object.create({ timeoutMs: -1 }) as object, node('b')) as NodeDefinition;
       expect((await definitionError({ nodes: [inherited] })).message).to.include('Node "b": Expected `timeoutMs`');
+      // A field it does not enumerate is no reason to take the plan of a definition without it.
+      const plain = planPipeline({ pipelineId: 'hidden-timeout', nodes: [node('h')] });
+      const withHidden = planPipeline({ pipelineId: 'hidden-timeout', nodes: [Object.defineProperty(node('h'), 'timeoutMs', { value: 50, enumerable: false })] });
+      expect(plain.plan.nodes[0]!.timeoutMs).to.equal(undefined);
+      expect(withHidden.plan.nodes[0]!.timeoutMs).to.equal(50);
       // A plan of the same definition with a string is no plan for one with a URL.
       const href = pathToFileURL(sleepAdd).href;
       const plan = (exportName: unknown) => () => planPipeline({ pipelineId: 'url-export', nodes: [node('c', { export: exportName as string })] });

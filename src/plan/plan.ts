@@ -154,7 +154,9 @@ function shapeKey(prefix: string, pipelineId: string, defs: readonly NodeDefinit
   for (const def of defs) {
     if (def === null || typeof def !== 'object' || Object.getPrototypeOf(def) !== Object.prototype || key.length > MAX_KEY_LENGTH) return undefined;
     key += '|';
+    let fields = 0;
     for (const name in def) {
+      fields++;
       if (name === 'params') continue;
       let value = (def as unknown as Record<string, unknown>)[name];
       key += `;${name}=`;
@@ -186,6 +188,9 @@ function shapeKey(prefix: string, pipelineId: string, defs: readonly NodeDefinit
         }
       } else return undefined;
     }
+    // A field the loop did not see (not enumerable, or a symbol) is still checked by
+    // name, so the key would not tell such definitions apart: they are planned afresh.
+    if (Reflect.ownKeys(def).length !== fields) return undefined;
   }
   return key;
 }
