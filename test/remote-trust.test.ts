@@ -3,16 +3,13 @@
  * processes, with an outsider who writes to Redis directly (BullMQ's own `Queue.add`,
  * raw `XADD`): module roots, signed jobs and outcomes, bounded input.
  */
-import { Queue } from 'bullmq';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { NodeOutputError, PipelineDefinitionError, WorkerCrashedException, bullmqBackend, type PipelineExecutor, type ProgressEvent } from '../src/index';
+import { NodeOutputError, PipelineDefinitionError, WorkerCrashedException } from '../src/index';
 import { decode, encode } from '../src/remote/wire';
-import { fixture, rejection, useExecutors } from './helpers';
-import { FIXTURES, RedisServer, SECRET, WorkerProcess, requireRedisServer } from './remote-env';
+import { fixture, rejection } from './helpers';
+import { useOutsider } from './remote-outsider';
 
 const announceAdd = fixture('announce-add.js');
 
@@ -23,109 +20,31 @@ function forgedJob(module: string, exportName: string | undefined, input: unknow
   return { s: [['forged-segment', encode(payload)]] };
 }
 
-/** A log that tests can wait on: resolves once a line matches. */
-class Lines {
-  readonly lines: string[] = [];
-  private readonly waiters: { pattern: RegExp; found: () => void }[] = [];
-  readonly log = (line: string): void => {
-    this.lines.push(line);
-    for (const waiter of [...this.waiters]) {
-      if (waiter.pattern.test(line)) {
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
-        waiter.found();
-      }
-    }
-  };
-
-  logged(pattern: RegExp): Promise<void> {
-    if (this.lines.some((line) => pattern.test(line))) return Promise.resolve();
-    return new Promise((found) => this.waiters.push({ pattern, found }));
-  }
-}
-
 describe('BullMQ backend: the trust boundary (redis-server, worker processes, an outsider)', function () {
   this.timeout(60_000);
-  let redis: RedisServer | undefined;
+  const suite = useOutsider('trust');
+  const { executor, outsider, rawRedis } = suite;
   let dir: string;
   let root: string;
   let outside: string;
-  const workers: WorkerProcess[] = [];
-  const closers: (() => Promise<unknown>)[] = [];
-  const newExecutor = useExecutors();
-  let seq = 0;
 
-  before(async function () {
-    requireRedisServer(this);
-    redis = await RedisServer.start();
-    dir = mkdtempSync(join(tmpdir(), 'lukhas-trust-'));
+  before(() => {
+    dir = suite.dir;
     root = join(dir, 'root');
     outside = join(dir, 'outside');
     mkdirSync(root);
     mkdirSync(outside);
   });
 
-  afterEach(async () => {
-    await Promise.all(closers.splice(0).map((close) => close()));
-    await Promise.all(workers.splice(0).map((worker) => worker.stop()));
-  });
-
-  after(async () => {
-    await redis?.stop();
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-  });
-
-  /** A worker process on a queue of its own, with the tests' secret unless `secret: false`. */
-  async function worker(options: { secret?: boolean; args?: string[] } = {}) {
-    const queue = `trust-${process.pid}-${++seq}`;
-    const env: Record<string, string> = options.secret === false ? {} : { LUKHAS_SECRET: SECRET };
-    const started = await WorkerProcess.start(redis!.url, ['--queue', queue, '--threads', '1', '--module-root', FIXTURES, '--module-root', root, ...(options.args ?? [])], env);
-    workers.push(started);
-    return { worker: started, queue };
-  }
-
-  /** An executor on `queue`, its log kept, with the tests' secret unless `secret: false`. */
-  async function executor(queue: string, options: { secret?: boolean; maxJobBytes?: number } = {}) {
-    const lines = new Lines();
-    const secret = options.secret === false ? {} : { secret: SECRET };
-    const created = newExecutor({ backend: bullmqBackend({ connection: redis!.url, queue, log: lines.log, maxJobBytes: options.maxJobBytes, ...secret }) });
-    await created.ready();
-    return { executor: created, lines };
-  }
-
-  /** BullMQ's own Queue on `queue`, as any client of Redis may make one. */
-  function outsider(queue: string): Queue {
-    const { hostname, port } = new URL(redis!.url);
-    const made = new Queue(queue, { connection: { host: hostname, port: Number(port) } });
-    closers.push(() => made.close());
-    return made;
-  }
-
-  function rawRedis(): Redis {
-    const client = new Redis(redis!.url);
-    closers.push(() => client.quit());
-    return client;
-  }
+  /** A worker process on a queue of its own (the fixtures and the suite's root), with the tests' secret unless `secret: false`. */
+  const worker = (options: { secret?: boolean; args?: string[] } = {}) => suite.worker({ ...options, args: ['--module-root', root, ...(options.args ?? [])] });
+  const runUnderWay = suite.runUnderWay;
 
   /** A module outside every root that, once loaded, creates the file `marker`. */
   function trap(name: string, marker: string): string {
     const path = join(outside, name);
     writeFileSync(path, `require('node:fs').writeFileSync(${JSON.stringify(marker)}, 'loaded');\nmodule.exports = (input) => input + 1;\n`);
     return path;
-  }
-
-  /** A run that is under way in a worker process (its node announced itself), and the id of its job. */
-  async function runUnderWay(executor: PipelineExecutor, queue: string, input: number, ms = 1_500) {
-    let announced!: () => void;
-    const started = new Promise<void>((resolve) => (announced = resolve));
-    const handle = executor.startPipeline<number>({
-      nodes: [{ id: 'slow', module: announceAdd, params: { ms } }],
-      initialInput: input,
-      onProgress: (_event: ProgressEvent) => announced(),
-    });
-    await started;
-    const active = await outsider(queue).getActive();
-    const job = active.find((candidate) => (candidate.data.s as [string, string][]).some(([, payload]) => (decode(payload) as { runId: string }).runId === handle.runId));
-    return { handle, jobId: job!.id! };
   }
 
   describe('signed work', () => {

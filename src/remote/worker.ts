@@ -10,12 +10,14 @@
  *   dies mid-segment (SIGKILL), BullMQ finds the job stalled once its lock lapses and
  *   hands it to another process, which skips the segments that ended and resumes the
  *   others at the node that was running (at-least-once for that node, as for a
- *   bystander of a terminated thread).
+ *   bystander of a terminated thread). A job recovered more than `--max-stalled` times
+ *   fails instead (`intake.ts`).
  * - A stop request arrives on the queue's stop channel (or as a mark found when the job
  *   is taken up) and becomes the pool's two-phase stop.
  * - Trust: a job is checked (size, shape, signature) before anything of it is decoded, and
  *   a node whose module lies outside the module roots is refused before anything is
- *   loaded (`checks.ts`, `trust.ts`, `plan/module-roots.ts`).
+ *   loaded (`checks.ts`, `trust.ts`, `plan/module-roots.ts`). A job refused, or whose
+ *   fields do not even parse, fails at once and for good (`intake.ts`).
  * - Jobs are fetched one at a time, and not while every thread is held by synchronous
  *   code with `prefetch` segments per thread waiting: the others wait in Redis for
  *   whichever process is free first.
@@ -29,7 +31,8 @@ import type { Settlement } from '../pool/dispatcher';
 import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
 import { sendSettlement, type SentSettlement } from '../shared/settlement';
 import { serializeThrown } from '../shared/thrown';
-import { checkJob, checkPayload, fits, Refused } from './checks';
+import { checkPayload, fits, Refused } from './checks';
+import { Intake, tolerantWorker } from './intake';
 import { LIVENESS_CHECK_MS, readStopMessage, SegmentWatch } from './liveness';
 import { Backlog, fitted, JobReporter, NodeLists, openSaved, withReportScript, type Running } from './jobs';
 import { untilAborted, within } from './connection';
@@ -56,7 +59,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   const settings = checkWorkerOptions(options);
   const { connection, signer, maxJobBytes, log, roots, queue: queueName, prefix } = settings;
   const { bullmq, ioredis } = loadPeers('A worker process of the BullMQ backend');
-  const { Worker: BullWorker } = bullmq;
+  const BullWorker = tolerantWorker(bullmq);
   const { Redis: RedisClient } = ioredis;
   const keys = names(prefix, queueName);
   if (!signer.signs) log(`warning: worker process on queue "${queueName}" with ${NO_SECRET_WARNING}`);
@@ -89,6 +92,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
   });
   const redis: Redis = new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
   withReportScript(redis);
+  const intake = new Intake(bullmq, redis, keys.jobKey, keys.resumeKey, signer, maxJobBytes, log);
   const subscriber: Redis = redis.duplicate();
   redis.on('error', () => {});
   subscriber.on('error', () => {});
@@ -287,6 +291,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     drainDelay: 1,
   });
   worker.on('error', () => {});
+  worker.on('failed', (job, error) => intake.failedByBullmq(job, error));
   // A start that fails, or is given up, closes what it opened: the pool and every connection.
   const release = async (): Promise<void> => {
     // BullMQ's own start-up commands, cut short by the forced close below, reject with
@@ -335,25 +340,12 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
 
   const take = (job: Job<JobData>, token: string, lockedAt: number): void => {
     const attempt: Attempt = { job, jobId: job.id!, token, number: job.attemptsStarted, entries: [], reporter: undefined, lockedAt, lost: false, done: Promise.resolve() };
-    let segments: readonly (readonly [string, string])[];
-    try {
-      segments = checkJob(job.id!, job.name, job.data, signer, maxJobBytes);
-    } catch (error) {
-      // Dropped before anything of it is decoded or loaded; failed, so that an executor
-      // waiting for it (if any) fails the runs it names at once.
-      log(`refused job ${quoted(job.id)} (name ${quoted(job.name)}): ${(error as Error).message}; nothing of it was run`);
-      const done = job
-        .moveToFailed(new Error(`refused by a worker process: ${(error as Error).message}`), token, false)
-        .then(
-          () => {},
-          () => {},
-        )
-        .finally(() => attempts.delete(attempt));
-      attempt.done = done;
-      attempts.add(attempt);
+    attempts.add(attempt);
+    const { segments, failing } = intake.admit(job, token);
+    if (segments === undefined) {
+      attempt.done = failing!.finally(() => attempts.delete(attempt));
       return;
     }
-    attempts.add(attempt);
     const done = runJob(attempt, segments)
       .then(
         // Its saved outputs go once it is completed: not before, when another process
@@ -372,7 +364,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         (error: unknown) => {
           if (attempt.lost) return;
           if (error instanceof Refused) log(`refused job ${quoted(job.id)}: ${error.message}; nothing of it was run`);
-          return job.moveToFailed(error instanceof Error ? error : new Error(String(error)), token, false);
+          return intake.fail(job, token, error instanceof Error ? error : String(error));
         },
       )
       // The lock was lost (the job went to another process) or Redis is gone: the job's
@@ -400,10 +392,9 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         // Taken, even while stopping: it runs to its end. Its lock was set after BullMQ
         // read the clock for its `processedOn`: what the lock's lapse is counted from.
         if (job !== undefined) take(job, token, performance.now() - Math.max(0, Date.now() - (job.processedOn ?? 0)));
-      } catch (error) {
-        // Redis unreachable (try again shortly), or a job whose data is not even JSON:
-        // BullMQ fails it once its lock lapses too often.
-        if ((error as Error).name === 'SyntaxError') log(`refused a job that does not parse: ${(error as Error).message}`);
+      } catch {
+        // Redis unreachable: try again shortly. (A job whose fields do not parse is handed
+        // over all the same, and refused: see `intake.ts`.)
         if (!stopping) await pause(1_000);
       }
     }
