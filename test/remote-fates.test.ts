@@ -2,7 +2,7 @@
  * What may end a job of the BullMQ backend, and a run, against a real redis-server and
  * real worker processes, with an outsider who writes to Redis directly: a job a worker
  * process refuses ends failed at once; a job that stalls past `--max-stalled` ends
- * failed and fails its runs.
+ * failed and fails its runs; with a secret, no unsigned event decides a run's fate.
  */
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
@@ -22,7 +22,7 @@ const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 describe('BullMQ backend: what ends a job, and what may end a run (redis-server, worker processes, an outsider)', function () {
   this.timeout(90_000);
   const suite = useOutsider('fates');
-  const { executor, outsider, rawRedis, worker } = suite;
+  const { executor, outsider, rawRedis, runUnderWay, worker } = suite;
 
   /** Resolves once job `jobId` of `queue` is in state `state`. */
   async function untilState(queue: string, jobId: string, state: string): Promise<void> {
@@ -105,6 +105,36 @@ describe('BullMQ backend: what ends a job, and what may end a run (redis-server,
         current?.kill('SIGTERM');
         await supervisor;
       }
+    });
+  });
+
+  describe('forged events, with a secret', () => {
+    it('forged `active` events (raw XADD) do not make the executor ignore the signed result', async () => {
+      const { queue } = await worker();
+      const { executor: trusted, lines } = await executor(queue);
+      const { handle, jobId } = await runUnderWay(trusted, queue, 10, 1_500, { pipelineTimeoutMs: 10_000 });
+      const client = rawRedis();
+      for (let i = 0; i < 5; i++) await client.xadd(`bull:${queue}:events`, '*', 'event', 'active', 'jobId', jobId, 'prev', 'waiting');
+      expect(await handle.result).to.equal(11);
+      expect(lines.lines.filter((line) => /has it now/.test(line))).to.deep.equal([]);
+    });
+
+    it('a forged `failed` event (raw XADD) does not fail the run, which gets its result', async () => {
+      const { queue } = await worker();
+      const { executor: trusted } = await executor(queue);
+      const { handle, jobId } = await runUnderWay(trusted, queue, 20, 1_500, { pipelineTimeoutMs: 10_000 });
+      await rawRedis().xadd(`bull:${queue}:events`, '*', 'event', 'failed', 'jobId', jobId, 'failedReason', 'forged', 'prev', 'active');
+      expect(await handle.result).to.equal(21);
+    });
+
+    it('without a secret, a `failed` event fails the run at once, as before', async () => {
+      const { queue } = await worker({ secret: false });
+      const { executor: open } = await executor(queue, { secret: false });
+      const { handle, jobId } = await runUnderWay(open, queue, 20, 5_000, { pipelineTimeoutMs: 10_000 });
+      await rawRedis().xadd(`bull:${queue}:events`, '*', 'event', 'failed', 'jobId', jobId, 'failedReason', 'forged', 'prev', 'active');
+      const error = await rejection(handle.result);
+      expect(error).to.be.instanceOf(WorkerCrashedException);
+      expect((error as Error).cause).to.have.property('message').that.matches(/the BullMQ job of the segment failed: forged/);
     });
   });
 });

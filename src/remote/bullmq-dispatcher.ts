@@ -28,6 +28,7 @@ import { EventReader, type StreamEvent } from './events';
 import { deliver, RemoteTicket } from './remote-ticket';
 import { Heartbeat, markTtl } from './liveness';
 import { Sweeper, SWEEP_MS } from './sweep';
+import { CurrentAttempts } from './current-attempts';
 import { quoted, type Signer } from './trust';
 import { SendQueue, packJobs } from './send-queue';
 import { decode, encode, names, type JobData, type RemoteEndReport, type SegmentPayload, type StopMessage } from './wire';
@@ -63,18 +64,13 @@ export class BullmqDispatcher implements Dispatcher {
   /** Segments in flight, and the jobs that carry them. */
   private readonly tickets = new Map<string, RemoteTicket>();
   private readonly jobs = new Map<string, RemoteTicket[]>();
-  /**
-   * The current attempt at each job in flight: how many times BullMQ has handed it to a
-   * process (its `active` events, which it writes as it bumps the job's
-   * `attemptsStarted`). Outcomes of earlier attempts are ignored.
-   */
-  private readonly attempts = new Map<string, number>();
-  /** Outcomes ignored because they came from an attempt that was no longer the job's current one. */
-  staleOutcomes = 0;
+  /** The current attempt at each job in flight: outcomes of earlier ones are ignored. */
+  private readonly attempts: CurrentAttempts;
   private readonly encodedNodes = new WeakMap<readonly TaskNode[], string>();
   private readonly names: ReturnType<typeof names>;
   private readonly connected: Promise<void>;
-  private readonly sweeper: NodeJS.Timeout;
+  private readonly sweeper: Sweeper;
+  private readonly sweeping: NodeJS.Timeout;
   private readonly heartbeat: Heartbeat;
   private seq = 0;
   private jobSeq = 0;
@@ -103,6 +99,7 @@ export class BullmqDispatcher implements Dispatcher {
     const { Redis: RedisClient } = ioredis;
     this.names = names(prefix, queueName);
     this.sending = new SendQueue(settings.maxSegmentsInFlight);
+    this.attempts = new CurrentAttempts(!settings.signer.signs);
     // Connections of our own, given to BullMQ as shared ones: closing can then drop them
     // even when Redis never answered (BullMQ's own wait for a first connection).
     const client = (): Redis => new RedisClient({ ...(connection as object), maxRetriesPerRequest: null });
@@ -134,13 +131,13 @@ export class BullmqDispatcher implements Dispatcher {
     this.where = where(connection);
     this.connected = Promise.all([this.queue.waitUntilReady(), this.events.ready]).then(() => undefined);
     this.connected.catch(() => {});
-    const sweeper = new Sweeper(this.redis, this.queue, this.names.jobKey, () => [...this.jobs], {
+    this.sweeper = new Sweeper(this.redis, this.queue, this.names.jobKey, () => [...this.jobs], {
       result: (jobId, raw) => this.onOutcome(jobId, 'result', raw),
       failed: (jobId, reason) => this.onFailed(jobId, reason),
       lost: (jobId) => this.lost(jobId),
     });
-    this.sweeper = setInterval(() => void sweeper.look(), SWEEP_MS);
-    this.sweeper.unref();
+    this.sweeping = setInterval(() => void this.sweeper.look(), SWEEP_MS);
+    this.sweeping.unref();
     // While it lives, worker processes run its segments (see `liveness.ts`).
     this.heartbeat = new Heartbeat(this.redis, this.names.liveKey(this.idPrefix));
   }
@@ -297,7 +294,7 @@ export class BullmqDispatcher implements Dispatcher {
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
-    clearInterval(this.sweeper);
+    clearInterval(this.sweeping);
     for (const ticket of [...this.tickets.values()]) {
       this.stop(ticket, 1, 0);
       this.settle(ticket, { kind: 'stopped', position: ticket.job.first });
@@ -325,7 +322,7 @@ export class BullmqDispatcher implements Dispatcher {
     if (ticket.jobId !== undefined && this.sending.ended()) this.scheduleFlush();
     if (ticket.jobId !== undefined && this.jobs.get(ticket.jobId)?.every((other) => other.settled)) {
       this.jobs.delete(ticket.jobId);
-      this.attempts.delete(ticket.jobId);
+      this.attempts.forget(ticket.jobId);
     }
     ticket.job.listener.settled(settlement, startedAt);
   }
@@ -358,13 +355,19 @@ export class BullmqDispatcher implements Dispatcher {
     this.settle(ticket, receiveSettlement(result.settlement), endedNodeStartedMs === undefined ? undefined : at(endedNodeStartedMs));
   }
 
-  /** An event of the queue's stream, as text: only those of this executor's jobs are read further. */
+  /**
+   * An event of the queue's stream, as text: only those of this executor's jobs are read
+   * further. With a secret, none that is not signed decides a run's fate: a job's
+   * attempts are known from its signed outcomes alone, and its `failed` event only has
+   * its state in Redis looked at (see `sweep.ts`).
+   */
   private onEvent(event: StreamEvent): void {
     const { jobId } = event;
     if (typeof jobId !== 'string' || !this.jobs.has(jobId)) return;
-    if (event.event === 'active') this.attempts.set(jobId, (this.attempts.get(jobId) ?? 0) + 1);
+    if (event.event === 'active') this.attempts.activated(jobId);
     else if (event.event === 'progress') this.onOutcome(jobId, 'progress', event.data);
     else if (event.event === 'completed') this.onOutcome(jobId, 'result', event.returnvalue);
+    else if (event.event === 'failed' && this.settings.signer.signs) void this.sweeper.confirm(jobId);
     else if (event.event === 'failed') {
       const reason = event.failedReason;
       this.onFailed(jobId, typeof reason === 'string' ? reason : reason === undefined ? 'unknown' : `a reason of ${reason.length} bytes, too large to read`);
@@ -388,13 +391,8 @@ export class BullmqDispatcher implements Dispatcher {
       this.settings.log(`ignored a ${what} of job ${quoted(jobId)}: ${(error as Error).message}`);
       return;
     }
-    const current = this.attempts.get(jobId) ?? 0;
-    if (attempt < current) {
-      this.staleOutcomes++;
-      this.settings.log(`ignored a ${what} of job ${quoted(jobId)} from its attempt ${attempt}: attempt ${current} has it now`);
-      return;
-    }
-    this.attempts.set(jobId, attempt);
+    const current = this.attempts.outdated(jobId, attempt);
+    if (current !== undefined) return this.settings.log(`ignored a ${what} of job ${quoted(jobId)} from its attempt ${attempt}: attempt ${current} has it now`);
     if (domain === 'result') {
       tickets.forEach((ticket, index) => {
         // null: an end sent as a progress update, left out of a return value that would weigh too much.

@@ -236,6 +236,41 @@ export class JobReporter {
     return chunks;
   }
 
+  /**
+   * Tells the executor, signed, that this attempt has the job now (a progress update of
+   * no updates, under the lock): from then on it ignores what earlier attempts report.
+   * Sent by an attempt at a job taken over, before anything of it runs.
+   */
+  announce(): Promise<void> {
+    const sent = this.sending.then(() => this.send([], [this.signed([])])).catch(() => {});
+    this.sending = sent;
+    return sent;
+  }
+
+  /** A report of `u`, signed for this attempt. */
+  private signed(u: Update[]): string {
+    const a = this.attempt.number;
+    const m = this.signer.sign('progress', this.job.id!, attemptName(a), JSON.stringify(u));
+    return JSON.stringify(m === undefined ? { u, a } : { u, a, m });
+  }
+
+  /**
+   * Sends saves (`fields`, field and value in turn) and reports (`texts`): the saves with
+   * the first report, each further report in a step of its own, to keep each within what
+   * a report may weigh.
+   */
+  private async send(fields: string[], texts: string[]): Promise<void> {
+    const steps = texts.length === 0 ? [[]] : texts.map((text) => [text]);
+    for (const [index, step] of steps.entries()) {
+      if (this.silenced) return;
+      const pairs = index === 0 ? fields : [];
+      if (pairs.length === 0 && step.length === 0) continue;
+      const { lock, resume, events, meta } = this.keys;
+      const sent = await (this.redis as Reporting).lukhasReport(lock, resume, events, meta, this.attempt.token, this.job.id!, RESUME_TTL_MS, pairs.length, ...pairs, ...step);
+      if (sent === 0) return this.attempt.lost();
+    }
+  }
+
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
@@ -245,26 +280,9 @@ export class JobReporter {
       this.updates = [];
       this.saves = {};
       this.saving = false;
+      const texts = this.chunks(updates).map((u) => this.signed(u));
       this.sending = this.sending
-        .then(async () => {
-          const a = this.attempt.number;
-          const texts = this.chunks(updates).map((u) => {
-            const m = this.signer.sign('progress', this.job.id!, attemptName(a), JSON.stringify(u));
-            return JSON.stringify(m === undefined ? { u, a } : { u, a, m });
-          });
-          // The saves with the first update; each further update in a step of its own,
-          // to keep each within what a report may weigh.
-          const fields = saving ? Object.entries(saves).flat() : [];
-          const steps = texts.length === 0 ? [[]] : texts.map((text) => [text]);
-          for (const [index, step] of steps.entries()) {
-            if (this.silenced) return;
-            const pairs = index === 0 ? fields : [];
-            if (pairs.length === 0 && step.length === 0) continue;
-            const { lock, resume, events, meta } = this.keys;
-            const sent = await (this.redis as Reporting).lukhasReport(lock, resume, events, meta, this.attempt.token, this.job.id!, RESUME_TTL_MS, pairs.length, ...pairs, ...step);
-            if (sent === 0) return this.attempt.lost();
-          }
-        })
+        .then(() => this.send(saving ? Object.entries(saves).flat() : [], texts))
         // Redis unreachable: the job's return value still carries every end.
         .catch(() => {});
     });

@@ -7,6 +7,10 @@
  * A look waits for Redis: while it is down, nothing is decided; once it answers again, a
  * job missing from it on `MISSING_LOOKS` looks in a row is lost. A run whose job Redis
  * lost thus rejects within `LOST_BOUND_MS` of Redis answering again.
+ *
+ * With a secret, a job's failure is known from here alone (not from its `failed` event,
+ * which anyone able to write to Redis could add): at once when its event comes, which
+ * has the job's state looked at (`confirm`), or at a look.
  */
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -33,6 +37,7 @@ export interface SweepHandlers {
 export class Sweeper {
   private readonly missing = new Map<string, number>();
   private looking = false;
+  private readonly confirming = new Set<string>();
   private looks = 0;
 
   constructor(
@@ -85,12 +90,38 @@ export class Sweeper {
     // Ends whose event went unread: every fifth look, for jobs long in flight.
     if (++this.looks % 5 !== 0) return;
     for (const [jobId, tickets] of present) {
-      if (Date.now() - tickets[0]!.sentAt <= MISSED_END_MS) continue;
-      const state = await this.queue.getJobState(jobId);
-      if (state !== 'completed' && state !== 'failed') continue;
-      const job = await this.queue.getJob(jobId);
-      if (state === 'completed' && job?.returnvalue !== undefined) this.handlers.result(jobId, JSON.stringify(job.returnvalue));
-      else if (state === 'failed') this.handlers.failed(jobId, job?.failedReason ?? 'unknown');
+      // One job that cannot be read does not keep the others from being looked at.
+      if (Date.now() - tickets[0]!.sentAt > MISSED_END_MS) await this.readEnd(jobId).catch(() => {});
     }
+  }
+
+  /**
+   * Looks at once whether job `jobId` has ended, as a look does: for an event that says
+   * so but is not signed (a `failed` event, with a secret in use), which the job's state
+   * in Redis then confirms or not. One such look per job at a time.
+   */
+  async confirm(jobId: string): Promise<void> {
+    if (this.confirming.has(jobId)) return;
+    this.confirming.add(jobId);
+    try {
+      await this.readEnd(jobId);
+    } catch {
+      // Redis unreachable: the looks go on.
+    } finally {
+      this.confirming.delete(jobId);
+    }
+  }
+
+  /**
+   * A job's end, read back from Redis, if it has ended: its two fields alone, as text,
+   * not the whole job, which would not be read at all were one of its other fields not
+   * to parse.
+   */
+  private async readEnd(jobId: string): Promise<void> {
+    const state = await this.queue.getJobState(jobId);
+    if (state !== 'completed' && state !== 'failed') return;
+    const [returnvalue, failedReason] = await this.redis.hmget(this.jobKey(jobId), 'returnvalue', 'failedReason');
+    if (state === 'completed' && typeof returnvalue === 'string') this.handlers.result(jobId, returnvalue);
+    else if (state === 'failed') this.handlers.failed(jobId, failedReason ?? 'unknown');
   }
 }

@@ -239,9 +239,11 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     attempt.entries = entries;
     try {
       const executors = [...new Set(entries.map((entry) => entry.payload.executor))];
+      // Taken over: the executor hears so, signed, before anything of it runs.
       const [read, raw] = await Promise.all([
         redis.mget([...segments.map(([id]) => keys.stopKey(id)), ...executors.map((executor) => keys.liveKey(executor))]),
         redis.hgetall(resumeKey),
+        attempt.number > 1 ? reporter.announce() : undefined,
       ]);
       executors.forEach((executor, index) => watch.seen(executor, read[segments.length + index]));
       const marks = read.slice(0, segments.length);
