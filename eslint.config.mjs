@@ -38,6 +38,10 @@ export default tseslint.config(
         { selector: `CallExpression[callee.name='require'] > Literal.arguments[value=/${IN_SELECTOR}/]`, message: WORKERS_IMPORT_MESSAGE },
         { selector: `ImportExpression > Literal.source[value=/${IN_SELECTOR}/]`, message: WORKERS_IMPORT_MESSAGE },
         { selector: `TSImportType Literal[value=/${IN_SELECTOR}/]`, message: WORKERS_IMPORT_MESSAGE },
+        // A path built at run time cannot be checked here: workers/ loads nodes' modules by variable alone.
+        { selector: "CallExpression[callee.name='require'] > TemplateLiteral.arguments", message: WORKERS_IMPORT_MESSAGE },
+        { selector: 'ImportExpression > TemplateLiteral.source', message: WORKERS_IMPORT_MESSAGE },
+        { selector: "CallExpression[callee.name='createRequire'], CallExpression[callee.property.name='createRequire']", message: 'workers/ loads modules with require() and import() alone, which this rule checks.' },
       ],
     },
   },

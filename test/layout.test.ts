@@ -91,6 +91,9 @@ describe('layout', () => {
       "const a = require('../src/run/scheduler');",
       "const a = import('../src/pool/dispatcher');",
       "type a = typeof import('../src/run/scheduler');",
+      'const a = require(`../src/run/scheduler`);',
+      'const a = import(`../src/pool/dispatcher`);',
+      "const a = require('node:module').createRequire(__filename)('../src/run/scheduler');",
     ];
     const allowed = ["import { a } from '../src/shared/board';", "const a = require('../src/shared/board');", "import { a } from 'node:worker_threads';"];
     const eslint = new ESLint({ cwd: ROOT });

@@ -136,6 +136,10 @@ describe('bad input', () => {
       const withHidden = planPipeline({ pipelineId: 'hidden-timeout', nodes: [Object.defineProperty(node('h'), 'timeoutMs', { value: 50, enumerable: false })] });
       expect(plain.plan.nodes[0]!.timeoutMs).to.equal(undefined);
       expect(withHidden.plan.nodes[0]!.timeoutMs).to.equal(50);
+      // A field whose name reads as two fields is no reason to take a valid definition's plan.
+      planPipeline({ pipelineId: 'crafted-key', nodes: [node('k', { timeoutMs: 5, retries: 1 })] });
+      const crafted = { ...node('k'), 'timeoutMs=number:5;retries': 1 } as unknown as NodeDefinition;
+      expect(() => planPipeline({ pipelineId: 'crafted-key', nodes: [crafted] })).to.throw(PipelineDefinitionError, 'unknown key');
       // A plan of the same definition with a string is no plan for one with a URL.
       const href = pathToFileURL(sleepAdd).href;
       const plan = (exportName: unknown) => () => planPipeline({ pipelineId: 'url-export', nodes: [node('c', { export: exportName as string })] });

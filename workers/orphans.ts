@@ -11,7 +11,7 @@
  * A hook that runs as each callback starts, once its async context is in place, marks
  * orphans; there is no hook at callbacks' ends (it would cost as much again): an orphan
  * lets go of the thread when the next callback starts, or once the microtasks queued
- * before it ended have run, whichever comes first. Where `AsyncLocalStorage` runs on
+ * before it started have run, whichever comes first. Where `AsyncLocalStorage` runs on
  * async hooks (Node 20 and 22), the hook is an async hook's `before`, which sees every
  * kind of callback and rides on the promise hooks that storage installs anyway: an
  * `await` costs some 15 to 25 ns more (V8's own promise hooks cost more there: Node
@@ -48,7 +48,9 @@ export class Orphans {
     const before = (): void => {
       const owner = scope.getStore();
       if (this.since >= 0) this.release();
-      if (owner !== undefined && slotOf(owner) === ORPHAN_SLOT) this.hold();
+      // A callback started from within live code (a synchronous async scope, say) runs as
+      // part of it: that code keeps the thread in its node's name.
+      if (owner !== undefined && slotOf(owner) === ORPHAN_SLOT && !this.board.heldByLiveCode()) this.hold();
     };
     // This storage (undocumented) keeps its stores on the async hooks' resources.
     if (typeof (scope as unknown as { kResourceStore?: unknown }).kResourceStore === 'symbol') createHook({ before }).enable();

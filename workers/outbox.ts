@@ -9,6 +9,7 @@ import type { MessagePort, Transferable } from 'node:worker_threads';
 import type { ControlEntry, EndReport, Hungry, Pong } from '../src/shared/protocol';
 import { serializeThrown } from '../src/shared/thrown';
 import type { BatchState, SegmentRun } from './segment';
+import { scope } from './crash';
 import { runtimeTimers } from './node-timers';
 
 type Entry = Exclude<ControlEntry, Pong | Hungry>;
@@ -50,7 +51,8 @@ export class Outbox {
   /** A value waits in `run.progressValue`: send it within the interval. */
   progressPending(run: SegmentRun): void {
     this.progressRuns.push(run);
-    this.progressTimer ??= runtimeTimers.setTimeout(this.sendProgress, this.progressIntervalMs).unref();
+    // Set outside the node's async context: the runtime's own flush is nobody's orphan.
+    this.progressTimer ??= scope.exit(() => runtimeTimers.setTimeout(this.sendProgress, this.progressIntervalMs).unref());
   }
 
   /** Puts a segment's latest progress value in the outbox. */

@@ -159,7 +159,8 @@ function shapeKey(prefix: string, pipelineId: string, defs: readonly NodeDefinit
       fields++;
       if (name === 'params') continue;
       let value = (def as unknown as Record<string, unknown>)[name];
-      key += `;${name}=`;
+      // With its length: a name that holds `;module=...` must not read as two fields.
+      key += `;${name.length}:${name}=`;
       if (name === 'module') {
         // A URL module plans as its href does.
         value = moduleName(value);
@@ -192,7 +193,7 @@ function shapeKey(prefix: string, pipelineId: string, defs: readonly NodeDefinit
     // name, so the key would not tell such definitions apart: they are planned afresh.
     if (Reflect.ownKeys(def).length !== fields) return undefined;
   }
-  return key;
+  return key.length > MAX_KEY_LENGTH ? undefined : key;
 }
 
 /** The edges of a node or segment that has none: a plan's arrays do not change once it is made. */

@@ -4,7 +4,7 @@
  * arrival order.
  *
  * The embedded pool keeps the node tasks that wait for room on a thread here (see
- * `piscina-dispatcher.ts`), and so does the BullMQ backend's executor side for the
+ * `sender.ts`), and so does the BullMQ backend's executor side for the
  * segments it has not sent to Redis yet: a key with a burst of work gets its turn and
  * no more while other keys wait.
  */

@@ -356,7 +356,7 @@ export class BullmqDispatcher implements Dispatcher {
   }
 
   /**
-   * An event of the queue's stream, as text: only those of this executor's jobs are read
+   * An event of the queue's stream, as text (a field above the size limit as bytes): only those of this executor's jobs are read
    * further. With a secret, none that is not signed decides a run's fate: a job's
    * attempts are known from its signed outcomes alone, and its `failed` event only has
    * its state in Redis looked at (see `sweep.ts`).

@@ -11,8 +11,6 @@
  */
 export class CurrentAttempts {
   private readonly byJob = new Map<string, number>();
-  /** Outcomes ignored because they came from an attempt that was no longer the job's current one. */
-  stale = 0;
 
   /** `countActive`: whether `active` events count (without a secret). */
   constructor(private readonly countActive: boolean) {}
@@ -29,10 +27,7 @@ export class CurrentAttempts {
    */
   outdated(jobId: string, attempt: number): number | undefined {
     const current = this.byJob.get(jobId) ?? 0;
-    if (attempt < current) {
-      this.stale++;
-      return current;
-    }
+    if (attempt < current) return current;
     this.byJob.set(jobId, attempt);
     return undefined;
   }

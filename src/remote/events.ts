@@ -2,12 +2,16 @@
  * The executor's reader of a BullMQ queue's event stream (`<prefix>:<queue>:events`),
  * in place of BullMQ's `QueueEvents`, whose reader parses every event's JSON itself and
  * stops for good at the first that does not parse: anyone able to add one entry to the
- * stream would stop every run's results. This one hands each event's fields on as text,
- * unparsed, and goes on whatever they hold or whatever its handler throws; when Redis is
+ * stream would stop every run's results. This one hands each event's fields on as text
+ * (as bytes, a field above the size limit), unparsed, and goes on whatever they hold or whatever its handler throws; when Redis is
  * unreachable it tries again from the last event read, so none is missed (the stream
  * keeps its latest 100,000).
  */
+import { constants } from 'node:buffer';
 import type { Redis } from 'ioredis';
+
+/** Bytes that always decode into a string (UTF-8 takes at least a byte a character). */
+const MAX_STRING_BYTES = constants.MAX_STRING_LENGTH;
 
 /**
  * An event's fields as they are in the stream: `event`, `jobId`, then its own; each as
@@ -70,7 +74,8 @@ export class EventReader {
           const event: Record<string, string | Buffer> = Object.create(null);
           for (let i = 0; i + 1 < fields.length; i += 2) {
             const [name, value] = [fields[i]!, fields[i + 1]!];
-            if (name.length <= MAX_NAME_BYTES) event[name.toString()] = value.length > this.maxFieldBytes ? value : value.toString();
+            // Past Node's longest string a field stays bytes whatever the limit: decoding it would throw.
+            if (name.length <= MAX_NAME_BYTES) event[name.toString()] = value.length > this.maxFieldBytes || value.length > MAX_STRING_BYTES ? value : value.toString();
           }
           try {
             this.onEvent(event);

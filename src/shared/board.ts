@@ -382,6 +382,12 @@ export class ThreadBoard {
     return Atomics.load(this.card.i32, T_HOLDER) - 1;
   }
 
+  /** Whether a live node's code holds the thread now (not a node whose ES module rests). */
+  heldByLiveCode(): boolean {
+    const slot = this.holderSlot();
+    return slot >= 0 && slot !== this.resting;
+  }
+
   /** One consistent write, under the card's sequence lock. */
   private write(change: () => void): void {
     Atomics.add(this.card.i32, T_SEQ, 1);
