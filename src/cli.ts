@@ -93,6 +93,8 @@ async function main(argv: string[]): Promise<number> {
   if (roots.length === 0) {
     return usage('--module-root <dir> is required: a worker process runs only the node modules inside the directories it is given, so that no one who can write to Redis can make it load anything else');
   }
+  // A relative root is taken from the current directory; an empty one would be that directory, unasked.
+  if (roots.some((root) => root.trim() === '')) return usage('--module-root needs a directory: an empty one is refused rather than taken as the current directory');
   const shown = where(connectionOptions(url));
   if (values.redis !== undefined && new URL(values.redis).password !== '') {
     process.stderr.write(`lukhas-orchestrator worker: warning: the password in --redis shows in \`ps\`; give the URL in --redis-file or ${REDIS_URL_ENV} instead\n`);

@@ -152,6 +152,9 @@ describe('BullMQ backend: the command line and refusals at start, with no Redis'
     const result = spawnSync(process.execPath, [CLI, 'worker', '--redis', 'redis://127.0.0.1:1'], { encoding: 'utf8' });
     expect(result.status).to.equal(2);
     expect(result.stderr).to.match(/--module-root <dir> is required: a worker process runs only the node modules inside the directories it is given/);
+    const empty = spawnSync(process.execPath, [CLI, 'worker', '--redis', 'redis://127.0.0.1:1', '--module-root', ''], { encoding: 'utf8', timeout: 10_000 });
+    expect(empty.status).to.equal(2);
+    expect(empty.stderr).to.match(/--module-root needs a directory: an empty one is refused/);
   });
 
   it('startWorker() without moduleRoots, or with a missing one, rejects before it connects', async () => {
