@@ -153,14 +153,21 @@ export class ThreadCard {
    * thread now, and orphans' total time with it: one consistent reading.
    */
   orphans(now: number): { holder: number; holding: number; total: number } {
+    return this.consistent(() => {
+      const holder = Atomics.load(this.i32, T_HOLDER);
+      const holding = holder === ORPHAN ? now - (this.f64[T_HOLDER_SINCE] ?? now) : 0;
+      return { holder, holding, total: (this.f64[T_ORPHAN_TOTAL] ?? 0) + holding };
+    });
+  }
+
+  /** What `read` returns from a reading no write of the thread overlapped (its sequence lock). */
+  consistent<T>(read: () => T): T {
     for (let attempt = 0; ; attempt++) {
       const seq = Atomics.load(this.i32, T_SEQ);
       // A writer killed mid-write leaves SEQ odd for good: after a few tries, read anyway.
       if ((seq & 1) === 1 && attempt < 64) continue;
-      const holder = Atomics.load(this.i32, T_HOLDER);
-      const holding = holder === ORPHAN ? now - (this.f64[T_HOLDER_SINCE] ?? now) : 0;
-      const total = (this.f64[T_ORPHAN_TOTAL] ?? 0) + holding;
-      if (Atomics.load(this.i32, T_SEQ) === seq || attempt >= 64) return { holder, holding, total };
+      const value = read();
+      if (Atomics.load(this.i32, T_SEQ) === seq || attempt >= 64) return value;
     }
   }
 
@@ -236,13 +243,7 @@ export class Board {
     if (card === undefined) {
       return Atomics.load(this.i32, base + S_NODE) < 0 ? NOT_STARTED : this.readProgress(slot, undefined, now);
     }
-    for (let attempt = 0; ; attempt++) {
-      const seq = Atomics.load(card.i32, T_SEQ);
-      // A writer killed mid-write leaves SEQ odd for good: after a few tries, read anyway.
-      if ((seq & 1) === 1 && attempt < 64) continue;
-      const progress = this.readProgress(slot, card, now);
-      if (Atomics.load(card.i32, T_SEQ) === seq || attempt >= 64) return progress;
-    }
+    return card.consistent(() => this.readProgress(slot, card, now));
   }
 
   private readProgress(slot: number, card: ThreadCard | undefined, now: number): TaskProgress {
