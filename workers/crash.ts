@@ -30,7 +30,7 @@ export function reportCrashes(control: MessagePort, holder: () => NodeScope | un
     if (node !== undefined) {
       const note: CrashNote = {
         kind: 'crash',
-        runId: node.run.task.runId,
+        runId: node.run.task.run.runId,
         nodeId: node.run.nodes[node.position]?.id ?? '',
         element: node.run.task.element,
         error: error === undefined ? undefined : serializeThrown(error),

@@ -278,7 +278,7 @@ function load(run: SegmentRun, node: TaskNode): undefined {
 function callNode(run: SegmentRun, node: TaskNode, fn: NodeFunction): void {
   const { slot } = run.task;
   const { task } = run;
-  const ctx = new Context(run, node.params, node.id, task.pipelineId, task.runId, task.attempts[run.position] ?? 1, task.element, node.trace, (pending) =>
+  const ctx = new Context(run, node.params, node.id, task.run.pipelineId, task.run.runId, task.attempts[run.position] ?? 1, task.element, node.trace, (pending) =>
     outbox.progressPending(pending),
   );
   run.ctx = ctx;

@@ -46,14 +46,17 @@ export interface Segment {
   /** Segments that wait on this one's last node. */
   readonly dependents: readonly number[];
   /** What dispatching it needs every time, made once per plan (plans are shared by runs). */
-  cache?: {
-    readonly tasks?: readonly TaskNode[];
-    readonly id?: number;
-    readonly ones?: readonly number[];
-    /** Each node's timeout, for runs whose `nodeTimeoutMs` is `timeoutsFor`. */
-    readonly timeouts?: readonly number[];
-    readonly timeoutsFor?: number;
-  };
+  cache?: SegmentCache;
+}
+
+/** A segment's dispatch data, filled in by its first dispatch (see `scheduler.ts`). */
+export interface SegmentCache {
+  /** Its nodes as sent, for runs without params or tracing, and the id they are kept under. */
+  tasks: readonly TaskNode[] | undefined;
+  id: number | undefined;
+  /** Each node's timeout, for runs whose `nodeTimeoutMs` is `timeoutsFor`. */
+  timeouts: readonly number[] | undefined;
+  timeoutsFor: number;
 }
 
 export interface Plan {

@@ -11,7 +11,7 @@
  */
 import type { ResourceLimits } from 'node:worker_threads';
 import type { StopCode, TaskProgress } from '../shared/board';
-import type { TaskNode } from '../shared/protocol';
+import type { RunRef, TaskNode } from '../shared/protocol';
 import type { Settlement } from '../shared/settlement';
 import type { RecycleLimits } from './recycling';
 
@@ -45,8 +45,8 @@ export interface Backend {
 
 /** A segment to run: nodes that execute one after another in one worker. */
 export interface SegmentJob {
-  readonly runId: string;
-  readonly pipelineId: string;
+  /** The run's ids, one object per run. */
+  readonly run: RunRef;
   readonly nodes: readonly TaskNode[];
   /** Set when `nodes` are those of a cached plan's segment: each thread gets them once. */
   readonly segmentId: number | undefined;

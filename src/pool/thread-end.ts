@@ -75,7 +75,7 @@ export function holderOf(thread: Thread<Ticket>, slots: Slots, board: Board, now
   if (ticket === undefined) return undefined;
   const node = ticket.job.nodes[board.nodeOf(ticket.slot)];
   if (node === undefined) return undefined;
-  return { runId: ticket.job.runId, nodeId: node.id, forMs: thread.card.heldForMs(now) };
+  return { runId: ticket.job.run.runId, nodeId: node.id, forMs: thread.card.heldForMs(now) };
 }
 
 /** The node that took a dying thread down: from its last word, or the node holding the thread. */
@@ -88,5 +88,5 @@ export function culpritOf(thread: Thread<Ticket>, slots: Slots, board: Board): C
   const holder = slots.at(thread.card.holder() - 1);
   if (holder === undefined) return undefined;
   const node = holder.job.nodes[Math.max(board.nodeOf(holder.slot), holder.first)];
-  return node === undefined ? undefined : { runId: holder.job.runId, nodeId: node.id, error: undefined, element: holder.job.element };
+  return node === undefined ? undefined : { runId: holder.job.run.runId, nodeId: node.id, error: undefined, element: holder.job.element };
 }

@@ -145,8 +145,7 @@ export function batchTask(thread: Thread<Ticket>, group: readonly Ticket[], maxK
     const task: SegmentTask = {
       slot: ticket.slot,
       gen: ticket.gen,
-      runId: ticket.job.runId,
-      pipelineId: ticket.job.pipelineId,
+      run: ticket.job.run,
       ...(known ? {} : { nodes: ticket.job.nodes }),
       segment: segmentId,
       first: ticket.first,

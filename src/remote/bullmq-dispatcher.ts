@@ -173,8 +173,8 @@ export class BullmqDispatcher implements Dispatcher {
     let unclonable: unknown;
     try {
       const payload: SegmentPayload = {
-        runId: job.runId,
-        pipelineId: job.pipelineId,
+        runId: job.run.runId,
+        pipelineId: job.run.pipelineId,
         nodes: this.encodeNodes(job.nodes),
         first: job.first,
         ...(job.element === undefined ? {} : { element: job.element }),
@@ -432,7 +432,7 @@ export class BullmqDispatcher implements Dispatcher {
   /** A job Redis no longer has (see `sweep.ts`): its runs fail now, not at their timeout. */
   private lost(jobId: string): void {
     for (const ticket of this.jobs.get(jobId) ?? []) {
-      const why = `Redis at ${this.where} lost the BullMQ job of segment ${ticket.id} of run "${ticket.job.runId}" (restarted without persistence, or it lost its last writes)`;
+      const why = `Redis at ${this.where} lost the BullMQ job of segment ${ticket.id} of run "${ticket.job.run.runId}" (restarted without persistence, or it lost its last writes)`;
       deliver(() => this.settle(ticket, { kind: 'failed', position: ticket.job.first, error: new BackendUnavailableException(why, { backend: 'bullmq' }) }));
     }
   }

@@ -171,8 +171,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     let endedNodeStartedAt: number | undefined;
     const settlement = await new Promise<Settlement>((resolve) => {
       const ticket = dispatcher.submit({
-        runId: payload.runId,
-        pipelineId: payload.pipelineId,
+        run: { runId: payload.runId, pipelineId: payload.pipelineId },
         nodes: nodes.list,
         segmentId: nodes.segmentId,
         first,

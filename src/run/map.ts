@@ -22,6 +22,7 @@ import type { MapPlan } from '../plan/plan';
 import { backoffMs, shouldRetry, type FailureKind } from '../plan/retry';
 import { Stop, type StopCode, type TaskProgress } from '../shared/board';
 import { timerDelay } from '../shared/delay';
+import { attemptsOf } from '../shared/protocol';
 import { MapElementsFailedException, MapInputError, NodeTimeoutException, WorkerCrashedException } from '../errors';
 import { NodeDeadlineWatch } from './deadlines';
 import { segmentError, type Failing } from './failures';
@@ -137,13 +138,12 @@ export class MapTicket implements SegmentTicket {
     const { job: node } = spec;
     // Written out, not spread: object spread is a slow path in V8, and this runs per element.
     const job: SegmentJob = {
-      runId: node.runId,
-      pipelineId: node.pipelineId,
+      run: node.run,
       nodes: node.nodes,
       segmentId: node.segmentId,
       first: 0,
       element: index,
-      attempts: [this.attempts[index]!],
+      attempts: attemptsOf(1, this.attempts[index]!),
       input: this.elements[index],
       reportStarts: node.reportStarts,
       timeouts: node.timeouts,

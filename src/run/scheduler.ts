@@ -30,7 +30,7 @@ import {
 } from '../errors';
 import type { ProgressEvent } from '../plan/definition';
 import type { MapPlan, Plan, Segment } from '../plan/plan';
-import type { TaskNode } from '../shared/protocol';
+import { attemptsOf, type RunRef, type TaskNode } from '../shared/protocol';
 import { backoffMs, shouldRetry, type FailureKind } from '../plan/retry';
 import { unwatchSignal, watchSignal } from './signals';
 import type { Status } from '../observe/stats';
@@ -98,6 +98,8 @@ interface Flight {
 export class PipelineRun {
   readonly promise: Promise<unknown>;
   readonly runId: string;
+  /** Its ids as every segment of it carries them. */
+  private readonly ref: RunRef;
   private resolvePromise!: (value: unknown) => void;
   private rejectPromise!: (error: unknown) => void;
   private readonly spec: RunSpec;
@@ -138,6 +140,7 @@ export class PipelineRun {
     this.spec = spec;
     this.runId = spec.runId;
     this.plan = spec.plan;
+    this.ref = { runId: spec.runId, pipelineId: spec.plan.pipelineId };
     this.timeouts = spec.timeouts;
     this.dispatcher = spec.dispatcher;
     this.promise = new Promise((resolve, reject) => {
@@ -249,32 +252,42 @@ export class PipelineRun {
   private dispatch(segment: Segment, first: number): void {
     const { plan, trace } = this;
     const params = this.spec.params;
-    const cache = (segment.cache ??= {});
+    const indexes = segment.nodes;
+    // Filled in by the segment's first dispatch, and changed in place: it is shared by
+    // every run of the plan, and this runs per segment.
+    const cache = (segment.cache ??= { tasks: undefined, id: undefined, timeouts: undefined, timeoutsFor: NaN });
     let nodes: readonly TaskNode[];
     let segmentId: number | undefined;
-    if (trace === undefined && cache.tasks !== undefined && segment.nodes.every((index) => params[index] === undefined)) {
+    if (trace === undefined && cache.tasks !== undefined && noneOf(params, indexes)) {
       nodes = cache.tasks;
       segmentId = cache.id;
     } else {
-      nodes = segment.nodes.map((index, position) => {
+      nodes = indexes.map((index, position) => {
         const node = plan.nodes[index]!;
         const task: TaskNode = { id: node.id, module: node.module, export: node.exportName, params: params[index] };
         if (trace === undefined || position < first) return task;
         return { ...task, trace: trace.nodeSent(index, node.id, this.attempts[index]!, this.runId, plan.pipelineId) };
       });
       // Without params or tracing, every run of this plan sends the same nodes.
-      if (trace === undefined && nodes.every((node) => node.params === undefined)) segment.cache = { ...cache, tasks: nodes, id: nextSegmentId++ };
+      if (trace === undefined && noneOf(params, indexes)) {
+        cache.tasks = nodes;
+        cache.id = nextSegmentId++;
+      }
     }
     // Every run of this plan with the same node timeout watches the same timeouts.
     const { nodeTimeoutMs } = this.timeouts;
-    let timeouts = segment.cache.timeouts;
-    if (timeouts === undefined || segment.cache.timeoutsFor !== nodeTimeoutMs) {
-      timeouts = segment.nodes.map((index) => plan.nodes[index]!.timeoutMs ?? nodeTimeoutMs);
-      segment.cache = { ...segment.cache, timeouts, timeoutsFor: nodeTimeoutMs };
+    let timeouts = cache.timeouts;
+    if (timeouts === undefined || cache.timeoutsFor !== nodeTimeoutMs) {
+      timeouts = cache.timeouts = indexes.map((index) => plan.nodes[index]!.timeoutMs ?? nodeTimeoutMs);
+      cache.timeoutsFor = nodeTimeoutMs;
     }
-    const attempts = segment.nodes.every((index) => this.attempts[index] === 1)
-      ? (segment.cache.ones ?? (segment.cache = { ...segment.cache, ones: segment.nodes.map(() => 1) }).ones!)
-      : segment.nodes.map((index) => this.attempts[index]!);
+    let attempts = attemptsOf(indexes.length);
+    for (let i = 0; i < indexes.length; i++) {
+      if (this.attempts[indexes[i]!] !== 1) {
+        attempts = indexes.map((index) => this.attempts[index]!);
+        break;
+      }
+    }
     const input = first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!];
     const listener: SegmentListener = {
       nodeStarted: (position, startedAt) => this.nodeStarted(flight, position, startedAt),
@@ -284,8 +297,7 @@ export class PipelineRun {
     };
     // Written out, not spread: object spread is a slow path in V8, and this runs per segment.
     const job: SegmentJob = {
-      runId: this.runId,
-      pipelineId: plan.pipelineId,
+      run: this.ref,
       nodes,
       segmentId,
       first,
@@ -331,8 +343,11 @@ export class PipelineRun {
       if (transferListOf(this.outputs[dep]) !== undefined) this.movedOn.add(dep);
       return this.outputs[dep];
     }
-    const input: Record<string, unknown> = {};
-    for (const dep of segment.deps) setOwn(input, this.plan.nodes[dep]!.id, this.outputs[dep]);
+    // Without a prototype: it is only sent (copied, and given one, on the other side),
+    // and assigning a node id such as `__proto__` cannot change it. Each DAG's keys differ,
+    // so a plain object would make V8 build a new shape per set of ids.
+    const input = Object.create(null) as Record<string, unknown>;
+    for (const dep of segment.deps) input[this.plan.nodes[dep]!.id] = this.outputs[dep];
     return input;
   }
 
@@ -636,6 +651,12 @@ function runStatusOf(error: unknown): Status {
  * Sets `record[key]` as an own property, whatever the key: a node id such as
  * `__proto__` would otherwise change the record's prototype instead.
  */
+/** Whether no node at `indexes` has params. */
+function noneOf(params: readonly unknown[], indexes: readonly number[]): boolean {
+  for (let i = 0; i < indexes.length; i++) if (params[indexes[i]!] !== undefined) return false;
+  return true;
+}
+
 function setOwn(record: Record<string, unknown>, key: string, value: unknown): void {
   if (key === '__proto__') Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
   else record[key] = value;

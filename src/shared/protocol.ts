@@ -39,12 +39,36 @@ export interface BatchTask {
   readonly forget?: boolean;
 }
 
+/**
+ * The run a segment belongs to: one object per run, which every segment of the run
+ * shares, so that a batch of its segments carries the ids once (a message copies an
+ * object it holds twice only once).
+ */
+export interface RunRef {
+  readonly runId: string;
+  readonly pipelineId: string;
+}
+
+/** Shared attempt lists, by length and last attempt (see {@link attemptsOf}). */
+const sharedAttempts: (readonly number[])[][] = [];
+
+/**
+ * `attempts` for a segment of `nodes` nodes, each on its first attempt but the last, on
+ * attempt `last` (a map element is one node): for short lists the same frozen array
+ * every time, so a batch of segments carries it once.
+ */
+export function attemptsOf(nodes: number, last = 1): readonly number[] {
+  const make = (): readonly number[] => [...new Array<number>(nodes - 1).fill(1), last];
+  if (nodes > 16 || last > 16) return make();
+  const row = (sharedAttempts[nodes] ??= []);
+  return (row[last] ??= Object.freeze(make()));
+}
+
 /** One segment: its nodes run one after another in one worker. */
 export interface SegmentTask {
   readonly slot: number;
   readonly gen: number;
-  readonly runId: string;
-  readonly pipelineId: string;
+  readonly run: RunRef;
   /**
    * The segment's nodes; absent when the thread already has them under `segment` (a
    * segment of a cached plan, sent once per thread).
