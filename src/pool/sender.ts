@@ -51,6 +51,8 @@ export class Sender {
   /** What the threads' cards say of `pending` (`T_WANTED`). */
   private wanted = false;
   private gen = 0;
+  /** Tickets submitted so far. */
+  private submitted = 0;
 
   constructor(private readonly host: SenderHost) {}
 
@@ -64,10 +66,15 @@ export class Sender {
     return this.outgoing.length > 0 || this.pending.size > 0;
   }
 
-  /** Queues a new ticket. */
+  /**
+   * Queues a new ticket. A caller that submits many runs in one synchronous loop does
+   * not hold back the first ones until the loop ends: every {@link BATCH_SIZE}
+   * submissions, what the threads have room for goes out at once.
+   */
   submit(ticket: Ticket): void {
     this.pending.push(ticket, placementOf(ticket.job));
-    this.schedule();
+    if (++this.submitted % BATCH_SIZE === 0) this.flush();
+    else this.schedule();
   }
 
   /**
