@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -14,6 +13,7 @@ import type { PipelineRequest } from './plan/definition';
 import type { PipelineResult, PlainPipelineRequest, TypedNodeList, TypedPipelineRequest } from './plan/typed';
 import { planPipeline } from './plan/plan';
 import { PipelineRun, type CleanupHandler, type RunHooks } from './run/scheduler';
+import { newRunId } from './run/run-id';
 import { Admission, type KeyStats } from './run/admission';
 import { SharedRuns, type Attachment } from './run/shared-runs';
 import type { CountsByStatus, DurationSummary } from './observe/stats';
@@ -181,7 +181,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
     if (joined !== undefined) return joined;
     const { maxConcurrentPipelines, maxQueuedPipelines } = this.options;
     const run = new PipelineRun({
-      runId: randomUUID(),
+      runId: newRunId(),
       plan,
       params,
       input: request.initialInput,

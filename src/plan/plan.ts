@@ -108,13 +108,15 @@ export function planPipeline(request: PipelineRequest, modulesAreLocal = true, r
     }
   }
   const fail = failer(pipelineId);
-  const params = new Array<unknown>(defs.length);
+  // Shared by every request without params (most): a run holds its request's.
+  let params: unknown[] | undefined;
   for (let i = 0; i < defs.length; i++) {
     // Asked first: reading an absent field can cost more (see `checkNode`).
     const def = defs[i]!;
     const value = 'params' in def ? def.params : undefined;
-    if (value !== undefined) checkParams(value, def.id, fail);
-    params[i] = value;
+    if (value === undefined) continue;
+    checkParams(value, def.id, fail);
+    (params ??= new Array<unknown>(defs.length))[i] = value;
   }
   if (request.initialInput !== undefined) {
     const problem = uncrossable(request.initialInput);
@@ -123,8 +125,11 @@ export function planPipeline(request: PipelineRequest, modulesAreLocal = true, r
       fail(`The input of pipeline "${pipelineId}" (for ${takers.map((id) => `"${id}"`).join(', ')}) cannot cross threads: it is ${problem}`, takers[0]);
     }
   }
-  return { plan, params };
+  return { plan, params: params ?? NO_PARAMS };
 }
+
+/** The params of a request without any: none at every index. */
+const NO_PARAMS: readonly unknown[] = Object.freeze([]);
 
 const functionIds = new WeakMap<object, number>();
 let nextFunctionId = 0;

@@ -204,9 +204,11 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         },
       });
       entry.ticket = ticket;
-      const watch = new NodeDeadlineWatch(ticket, payload.timeouts, first, (position) => {
-        entry.ending = { kind: 'timed-out', position };
-        ticket.stop(Stop.NodeTimeout, payload.graceMs);
+      const watch = new NodeDeadlineWatch(ticket, payload.timeouts, first, {
+        overdue: (position) => {
+          entry.ending = { kind: 'timed-out', position };
+          ticket.stop(Stop.NodeTimeout, payload.graceMs);
+        },
       });
     });
     return end(entry.ending ?? sendSettlement(settlement), endedNodeStartedAt === undefined ? undefined : endedNodeStartedAt - takenAt);

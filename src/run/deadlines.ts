@@ -15,6 +15,12 @@ import { timerDelay } from '../shared/delay';
 import type { SegmentTicket } from '../pool/dispatcher';
 
 
+/** Who hears that a node ran out of time: the flight of its segment, or a map's element. */
+export interface OverdueListener {
+  /** Called once, with the position of the node that ran out of time. */
+  overdue(position: number): void;
+}
+
 export class NodeDeadlineWatch {
   private timer: NodeJS.Timeout | undefined;
   private cleared = false;
@@ -23,13 +29,13 @@ export class NodeDeadlineWatch {
    * @param ticket the segment in flight.
    * @param timeouts timeout of each node of the segment, in order (`Infinity` for none).
    * @param first position of the first node that runs.
-   * @param onOverdue called once, with the position of the node that ran out of time.
+   * @param listener told once, of the node that ran out of time.
    */
   constructor(
     private readonly ticket: SegmentTicket,
     private readonly timeouts: readonly number[],
     private readonly first: number,
-    private readonly onOverdue: (position: number) => void,
+    private readonly listener: OverdueListener,
   ) {
     this.arm(this.waitFrom(first));
   }
@@ -40,7 +46,7 @@ export class NodeDeadlineWatch {
     this.timer = undefined;
   }
 
-  private check = (fresh = false): void => {
+  private check(fresh: boolean): void {
     this.timer = undefined;
     const progress = this.ticket.progress();
     if (!progress.started) {
@@ -54,11 +60,11 @@ export class NodeDeadlineWatch {
     }
     const remaining = timeout - progress.elapsedMs;
     if (remaining > 0) return this.arm(remaining);
-    if (fresh) return this.onOverdue(progress.position);
+    if (fresh) return this.listener.overdue(progress.position);
     // Timers run before messages in a turn: the node's end may be waiting unread.
     this.ticket.refresh();
     if (!this.cleared) this.check(true);
-  };
+  }
 
   /** The shortest finite timeout from the node at `position` on: no later node can be overdue sooner. */
   private waitFrom(position: number): number {
@@ -69,6 +75,11 @@ export class NodeDeadlineWatch {
 
   private arm(delayMs: number): void {
     if (delayMs === Infinity) return;
-    this.timer = setTimeout(() => this.check(), timerDelay(delayMs));
+    // The watch rides on the timer as its argument: no closure per watch (many are armed).
+    this.timer = setTimeout(NodeDeadlineWatch.fire, timerDelay(delayMs), this);
+  }
+
+  private static fire(watch: NodeDeadlineWatch): void {
+    watch.check(false);
   }
 }

@@ -24,7 +24,7 @@ import { Stop, type StopCode, type TaskProgress } from '../shared/board';
 import { timerDelay } from '../shared/delay';
 import { attemptsOf } from '../shared/protocol';
 import { MapElementsFailedException, MapInputError, NodeTimeoutException, WorkerCrashedException } from '../errors';
-import { NodeDeadlineWatch } from './deadlines';
+import { NodeDeadlineWatch, type OverdueListener } from './deadlines';
 import { segmentError, type Failing } from './failures';
 
 /** What a map node tells its run: a segment's listener, and failures that stop the run. */
@@ -49,7 +49,7 @@ export interface MapSpec {
  * An element in flight, and the listener of its segment: one object per element, where
  * a listener of closures would be five (this runs per element, 100,000 times a run).
  */
-class Element implements SegmentListener {
+class Element implements SegmentListener, OverdueListener {
   ticket: SegmentTicket | undefined = undefined;
   watch: { clear(): void } = NO_WATCH;
   /** Set when this element alone is stopped (its timeout, its thread's crash): what follows. */
@@ -77,7 +77,9 @@ class Element implements SegmentListener {
     this.map.elementSettled(this, settlement);
   }
 
-  overdue = (): void => this.map.elementOverdue(this);
+  overdue(): void {
+    this.map.elementOverdue(this);
+  }
 }
 
 const NOT_STARTED: TaskProgress = Object.freeze({ started: false });
@@ -190,7 +192,7 @@ export class MapTicket implements SegmentTicket {
     const ticket = spec.dispatcher.submit(job);
     element.ticket = ticket;
     if (!spec.dispatcher.enforcesNodeTimeouts && this.inFlight[index] === element) {
-      element.watch = new NodeDeadlineWatch(ticket, spec.job.timeouts, 0, element.overdue);
+      element.watch = new NodeDeadlineWatch(ticket, spec.job.timeouts, 0, element);
     }
   }
 

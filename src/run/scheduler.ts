@@ -16,7 +16,7 @@
 import { Stop, type StopCode } from '../shared/board';
 import { runCleanups, type CleanupHandler } from './cleanup';
 import type { ResolvedTimeouts } from '../options';
-import { NodeDeadlineWatch } from './deadlines';
+import { NodeDeadlineWatch, type OverdueListener } from './deadlines';
 import { MapTicket, type MapListener } from './map';
 import type { Dispatcher, SegmentJob, SegmentListener, SegmentTicket, Settlement } from '../pool/dispatcher';
 import { segmentError, type Failing } from './failures';
@@ -45,6 +45,9 @@ export type { CleanupHandler } from './cleanup';
 
 /** The watch of a flight whose dispatcher enforces node timeouts itself. */
 const NO_WATCH = { clear(): void {} };
+
+/** A node's output before it has one (an output may be undefined). */
+const NO_OUTPUT: unique symbol = Symbol('no output');
 
 /** Ids of cached plans' segments, for the threads to keep their nodes under. */
 let nextSegmentId = 1;
@@ -81,18 +84,46 @@ export interface RunSpec {
   readonly hooks: RunHooks;
 }
 
-/** A segment in flight, from node `first` on. */
-interface Flight {
-  readonly segment: Segment;
-  readonly first: number;
-  readonly ticket: SegmentTicket;
-  readonly watch: Pick<NodeDeadlineWatch, 'clear'>;
+/**
+ * A segment in flight, from node `first` on, and the listener of its ticket: one object
+ * per segment, where a listener of closures would be five (this is held per run in
+ * flight, and made per segment).
+ */
+class Flight implements SegmentListener, OverdueListener {
+  ticket!: SegmentTicket;
+  watch: Pick<NodeDeadlineWatch, 'clear'> = NO_WATCH;
   /** Set when the run stops this flight alone (a timeout to retry, a failure without failFast). */
-  stopping: { readonly position: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined;
+  stopping: { readonly position: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined = undefined;
   /** How its running node ends when the whole run stops it. */
-  stopStatus: Status;
+  stopStatus: Status = 'cancelled';
   /** The last node (position in the segment) whose start was reported: they start in order. */
-  startedUpTo: number;
+  startedUpTo = -1;
+
+  constructor(
+    private readonly run: PipelineRun,
+    readonly segment: Segment,
+    readonly first: number,
+  ) {}
+
+  nodeStarted(position: number, startedAt: number): void {
+    this.run.nodeStarted(this, position, startedAt);
+  }
+
+  nodeCompleted(position: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void {
+    this.run.nodeCompleted(this, position, output, startedAt, endedAt, moved);
+  }
+
+  progress(position: number, value: unknown, element?: number): void {
+    this.run.progress(this.segment.nodes[position]!, value, element);
+  }
+
+  settled(settlement: Settlement, startedAt: number | undefined): void {
+    this.run.segmentSettled(this, settlement, startedAt);
+  }
+
+  overdue(position: number): void {
+    this.run.nodeOverdue(this, position);
+  }
 }
 
 export class PipelineRun {
@@ -107,21 +138,26 @@ export class PipelineRun {
   private readonly timeouts: ResolvedTimeouts;
   private readonly dispatcher: Dispatcher;
 
+  // What a run holds while in flight is kept small: many thousands can be. The lists
+  // and collections most runs never need are made when first needed.
+  /** Each node's output, `NO_OUTPUT` until it completed. */
   private readonly outputs: unknown[];
-  private readonly hasOutput: boolean[];
   /** Outputs moved on to the next thread (`transfer()`): the main thread holds no copy. */
-  private readonly movedOn = new Set<number>();
-  /** Completed nodes and when, in arrival order. */
-  private readonly completedNodes: number[] = [];
-  private readonly completedAt: number[] = [];
-  /** Attempt number of each node (1 for the first). */
-  private readonly attempts: number[];
-  private readonly waitingOn: number[];
-  private readonly inFlight = new Map<number, Flight>();
-  private readonly retryTimers = new Set<NodeJS.Timeout>();
+  private movedOn: Set<number> | undefined;
+  /** Completed nodes and when, in arrival order: node index, end time, node index, ... */
+  private completed: number[] | undefined;
+  /** Attempt number of each node, once one is retried (1 for all before). */
+  private attempts: number[] | undefined;
+  /** Dependencies each segment still waits for, once one has completed. */
+  private waitingOn: number[] | undefined;
+  /** Segments in flight, by segment index, and how many. */
+  private readonly inFlight: (Flight | undefined)[] = [];
+  private flying = 0;
+  /** Made when first needed, as are `movedOn`, `failures` and `cleanups`: most runs never need them. */
+  private retryTimers: Set<NodeJS.Timeout> | undefined;
   private segmentsLeft: number;
   /** Nodes that failed for good, without failFast: their errors, in order. */
-  private readonly failures = new Map<number, unknown>();
+  private failures: Map<number, unknown> | undefined;
 
   private admitted = false;
   private pipelineTimer: NodeJS.Timeout | undefined;
@@ -129,7 +165,7 @@ export class PipelineRun {
   private failure: (() => unknown) | undefined;
   /** Cleanup handlers run: the run was cancelled or timed out. */
   private cleanupDue = false;
-  private readonly cleanups: CleanupHandler[] = [];
+  private cleanups: CleanupHandler[] | undefined;
   /** When the run began to fail: nodes completed after this do not count as completed. */
   private failedAt = Infinity;
   private settled = false;
@@ -148,10 +184,7 @@ export class PipelineRun {
       this.rejectPromise = reject;
     });
     const count = this.plan.nodes.length;
-    this.outputs = new Array<unknown>(count);
-    this.hasOutput = new Array<boolean>(count).fill(false);
-    this.attempts = new Array<number>(count).fill(1);
-    this.waitingOn = this.plan.segments.map((segment) => segment.deps.length);
+    this.outputs = new Array<unknown>(count).fill(NO_OUTPUT);
     this.segmentsLeft = this.plan.segments.length;
     this.startedAt = this.dispatcher.now();
     this.trace = RunTrace.start(this.runId, this.plan.pipelineId, count);
@@ -225,13 +258,13 @@ export class PipelineRun {
     }
     // Its segment had completed: no attempt to make again.
     if (this.spec.failFast) this.fail(() => error, Stop.Failure);
-    else this.failures.set(index, error);
+    else (this.failures ??= new Map()).set(index, error);
   }
 
   /** Adds a handler to run, in order, if the run is cancelled or times out. */
   onCleanup(handler: CleanupHandler): void {
     if (typeof handler !== 'function') throw new TypeError(`Expected a cleanup handler function, got ${typeof handler}`);
-    this.cleanups.push(handler);
+    (this.cleanups ??= []).push(handler);
   }
 
   // -------------------------------------------------------------------------
@@ -266,7 +299,7 @@ export class PipelineRun {
         const node = plan.nodes[index]!;
         const task: TaskNode = { id: node.id, module: node.module, export: node.exportName, params: params[index] };
         if (trace === undefined || position < first) return task;
-        return { ...task, trace: trace.nodeSent(index, node.id, this.attempts[index]!, this.runId, plan.pipelineId) };
+        return { ...task, trace: trace.nodeSent(index, node.id, this.attemptOf(index), this.runId, plan.pipelineId) };
       });
       // Without params or tracing, every run of this plan sends the same nodes.
       if (trace === undefined && noneOf(params, indexes)) {
@@ -283,18 +316,13 @@ export class PipelineRun {
     }
     let attempts = attemptsOf(indexes.length);
     for (let i = 0; i < indexes.length; i++) {
-      if (this.attempts[indexes[i]!] !== 1) {
-        attempts = indexes.map((index) => this.attempts[index]!);
+      if (this.attemptOf(indexes[i]!) !== 1) {
+        attempts = indexes.map((index) => this.attemptOf(index));
         break;
       }
     }
     const input = first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!];
-    const listener: SegmentListener = {
-      nodeStarted: (position, startedAt) => this.nodeStarted(flight, position, startedAt),
-      nodeCompleted: (position, output, startedAt, endedAt, moved) => this.nodeCompleted(flight, position, output, startedAt, endedAt, moved),
-      progress: (position, value, element?: number) => this.progress(segment.nodes[position]!, value, element),
-      settled: (settlement, startedAt) => this.segmentSettled(flight, settlement, startedAt),
-    };
+    const flight = new Flight(this, segment, first);
     // Written out, not spread: object spread is a slow path in V8, and this runs per segment.
     const job: SegmentJob = {
       run: this.ref,
@@ -309,26 +337,23 @@ export class PipelineRun {
       deadline: Date.now() + this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt),
       priority: this.spec.priority,
       concurrencyKey: this.spec.concurrencyKey,
-      listener,
+      listener: flight,
     };
     const map = plan.nodes[segment.nodes[0]!]!.map;
-    const ticket = map === undefined ? this.dispatcher.submit(job) : this.mapTicket(job, segment, map);
-    const flight: Flight = {
-      segment,
-      first,
-      ticket,
-      watch: this.dispatcher.enforcesNodeTimeouts || map !== undefined ? NO_WATCH : new NodeDeadlineWatch(ticket, timeouts, first, (node) => this.nodeOverdue(flight, node)),
-      stopping: undefined,
-      stopStatus: 'cancelled',
-      startedUpTo: -1,
-    };
-    this.inFlight.set(segment.index, flight);
+    const ticket = map === undefined ? this.dispatcher.submit(job) : this.mapTicket(job, segment, map, flight);
+    flight.ticket = ticket;
+    if (!this.dispatcher.enforcesNodeTimeouts && map === undefined) flight.watch = new NodeDeadlineWatch(ticket, timeouts, first, flight);
+    if (this.inFlight[segment.index] === undefined) this.flying++;
+    this.inFlight[segment.index] = flight;
   }
 
   /** A map node's segment: its elements, each a segment of its own (see `map.ts`). */
-  private mapTicket(job: SegmentJob, segment: Segment, map: MapPlan): MapTicket {
+  private mapTicket(job: SegmentJob, segment: Segment, map: MapPlan, flight: Flight): MapTicket {
     const listener: MapListener = {
-      ...job.listener,
+      nodeStarted: (position, startedAt) => flight.nodeStarted(position, startedAt),
+      nodeCompleted: (position, output, startedAt, endedAt, moved) => flight.nodeCompleted(position, output, startedAt, endedAt, moved),
+      progress: (position, value, element) => flight.progress(position, value, element),
+      settled: (settlement, startedAt) => flight.settled(settlement, startedAt),
       elementFailed: (error, kind) => this.fail(() => error, Stop.Failure, segment.index, kind === 'timeout' ? Stop.NodeTimeout : undefined),
     };
     return new MapTicket({ job, plan: map, failFast: this.spec.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener });
@@ -340,7 +365,7 @@ export class PipelineRun {
     if (segment.deps.length === 1) {
       const dep = segment.deps[0]!;
       // An output moved to us moves on to its only consumer, unless the caller may want it.
-      if (transferListOf(this.outputs[dep]) !== undefined) this.movedOn.add(dep);
+      if (transferListOf(this.outputs[dep]) !== undefined) (this.movedOn ??= new Set()).add(dep);
       return this.outputs[dep];
     }
     // Without a prototype: it is only sent (copied, and given one, on the other side),
@@ -351,12 +376,13 @@ export class PipelineRun {
     return input;
   }
 
-  private nodeStarted(flight: Flight, position: number, startedAt: number): void {
+  /** Called by its flights (see `Flight`). */
+  nodeStarted(flight: Flight, position: number, startedAt: number): void {
     const index = flight.segment.nodes[position]!;
     if (this.settled || position <= flight.startedUpTo) return;
     flight.startedUpTo = position;
     this.trace?.nodeStarted(index, startedAt);
-    this.hooks.nodeStarted(this, this.plan.nodes[index]!.id, this.attempts[index]!, startedAt);
+    this.hooks.nodeStarted(this, this.plan.nodes[index]!.id, this.attemptOf(index), startedAt);
   }
 
   /** A node attempt ended, however it did: stats, metrics, events, its span. */
@@ -368,21 +394,20 @@ export class PipelineRun {
     this.hooks.nodeEnded(this, this.plan.nodes[index]!.id, status, startedAt, endedAt, error);
   }
 
-  private nodeCompleted(flight: Flight, position: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void {
+  /** Called by its flights (see `Flight`). */
+  nodeCompleted(flight: Flight, position: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void {
     const { segment } = flight;
     const index = segment.nodes[position]!;
-    if (this.settled || this.hasOutput[index]) return;
+    if (this.settled || this.outputs[index] !== NO_OUTPUT) return;
     this.outputs[index] = output;
-    this.hasOutput[index] = true;
-    this.completedNodes.push(index);
-    this.completedAt.push(endedAt);
+    (this.completed ??= []).push(index, endedAt);
     this.nodeStarted(flight, position, startedAt);
     this.trace?.nodeEnded(index, 'success', undefined, endedAt);
     this.hooks.nodeEnded(this, this.plan.nodes[index]!.id, 'success', startedAt, endedAt, undefined);
     if (moved) {
       const node = this.plan.nodes[index]!;
       // Moved on inside the thread, or moved to us: keep moving it only to a sole consumer.
-      if (position < segment.nodes.length - 1) this.movedOn.add(index);
+      if (position < segment.nodes.length - 1) (this.movedOn ??= new Set()).add(index);
       else if (node.dependents.length === 1 && this.plan.segments[this.plan.nodes[node.dependents[0]!]!.segment]!.deps.length === 1) {
         try {
           transfer(output);
@@ -393,7 +418,8 @@ export class PipelineRun {
     }
   }
 
-  private progress(index: number, value: unknown, element: number | undefined): void {
+  /** Called by its flights (see `Flight`). */
+  progress(index: number, value: unknown, element: number | undefined): void {
     if (this.settled) return;
     const nodeId = this.plan.nodes[index]!.id;
     const event: ProgressEvent = element === undefined ? { runId: this.runId, pipelineId: this.pipelineId, nodeId, value } : { runId: this.runId, pipelineId: this.pipelineId, nodeId, index: element, value };
@@ -405,6 +431,10 @@ export class PipelineRun {
     this.hooks.progress(event);
   }
 
+  private attemptOf(index: number): number {
+    return this.attempts === undefined ? 1 : this.attempts[index]!;
+  }
+
   private get hooks(): RunHooks {
     return this.spec.hooks;
   }
@@ -412,17 +442,21 @@ export class PipelineRun {
   // -------------------------------------------------------------------------
   // Segments ending.
 
-  private segmentSettled(flight: Flight, settlement: Settlement, startedAt: number | undefined): void {
+  /** Called by its flights (see `Flight`). */
+  segmentSettled(flight: Flight, settlement: Settlement, startedAt: number | undefined): void {
     const { segment } = flight;
     flight.watch.clear();
-    if (this.inFlight.get(segment.index) === flight) this.inFlight.delete(segment.index);
+    if (this.inFlight[segment.index] === flight) {
+      this.inFlight[segment.index] = undefined;
+      this.flying--;
+    }
     if (this.failure !== undefined) {
       // The run stopped it: its running node ends as the run decided.
       if (settlement.kind !== 'done' && 'position' in settlement && startedAt !== undefined) {
         const failed = settlement.kind === 'failed' ? 'error' : flight.stopStatus;
         this.nodeEnded(flight, settlement.position, failed, startedAt, settlement.kind === 'failed' ? settlement.error : undefined);
       }
-      if (this.inFlight.size === 0) this.finish();
+      if (this.flying === 0) this.finish();
       return;
     }
     if (flight.stopping !== undefined) {
@@ -434,6 +468,7 @@ export class PipelineRun {
     if (settlement.kind === 'done') {
       this.segmentsLeft--;
       for (const dependent of segment.dependents) {
+        this.waitingOn ??= this.plan.segments.map((waiting) => waiting.deps.length);
         if (--this.waitingOn[dependent]! === 0) this.dispatch(this.plan.segments[dependent]!, 0);
       }
       return this.maybeFinish();
@@ -444,7 +479,8 @@ export class PipelineRun {
     this.nodeFailed(flight, position, error, kind);
   }
 
-  private nodeOverdue(flight: Flight, position: number): void {
+  /** Called by its flights (see `Flight`). */
+  nodeOverdue(flight: Flight, position: number): void {
     const planned = this.plan.nodes[flight.segment.nodes[position]!]!;
     const timeoutMs = planned.timeoutMs ?? this.timeouts.nodeTimeoutMs;
     const error = new NodeTimeoutException({ nodeId: planned.id, pipelineId: this.pipelineId, runId: this.runId, timeoutMs });
@@ -458,7 +494,7 @@ export class PipelineRun {
    */
   private stopAlone(flight: Flight, position: number, error: unknown, kind: FailureKind, code: StopCode): void {
     const index = flight.segment.nodes[position]!;
-    const retry = shouldRetry(this.plan.nodes[index]!.retry, kind, error, this.attempts[index]!);
+    const retry = shouldRetry(this.plan.nodes[index]!.retry, kind, error, this.attemptOf(index));
     if (!retry && this.spec.failFast) {
       this.fail(() => error, Stop.Failure, flight.segment.index, code);
       return;
@@ -475,35 +511,35 @@ export class PipelineRun {
    */
   private nodeFailed(flight: Flight, position: number, error: unknown, kind: FailureKind, retry?: boolean): void {
     const index = flight.segment.nodes[position]!;
-    const attempt = this.attempts[index]!;
+    const attempt = this.attemptOf(index);
     if (retry ?? shouldRetry(this.plan.nodes[index]!.retry, kind, error, attempt)) {
-      this.attempts[index] = attempt + 1;
+      (this.attempts ??= new Array<number>(this.plan.nodes.length).fill(1))[index] = attempt + 1;
       // Resume at the node, or earlier when the main thread holds no copy of its input.
       let from = position;
-      while (from > 0 && this.movedOn.has(flight.segment.nodes[from - 1]!)) from--;
+      while (from > 0 && this.movedOn?.has(flight.segment.nodes[from - 1]!) === true) from--;
       const timer = setTimeout(
         () => {
-          this.retryTimers.delete(timer);
+          this.retryTimers?.delete(timer);
           if (!this.settled && this.failure === undefined) this.dispatch(flight.segment, from);
         },
         timerDelay(backoffMs(this.plan.nodes[index]!.retry, attempt)),
       );
-      this.retryTimers.add(timer);
+      (this.retryTimers ??= new Set()).add(timer);
       return;
     }
     if (this.spec.failFast) {
       this.fail(() => error, Stop.Failure, undefined, kind === 'timeout' ? Stop.NodeTimeout : undefined);
       return;
     }
-    this.failures.set(index, error);
+    (this.failures ??= new Map()).set(index, error);
     this.maybeFinish();
   }
 
   /** Without failFast, the run ends once nothing runs and nothing waits to be retried. */
   private maybeFinish(): void {
-    if (this.inFlight.size > 0 || this.retryTimers.size > 0) return;
-    if (this.segmentsLeft === 0 && this.failures.size === 0) return this.finish();
-    if (this.failures.size > 0) {
+    if (this.flying > 0 || (this.retryTimers?.size ?? 0) > 0) return;
+    if (this.segmentsLeft === 0 && this.failures === undefined) return this.finish();
+    if (this.failures !== undefined) {
       this.failedAt = this.dispatcher.now();
       this.failure = () => this.pipelineFailed();
       this.finish();
@@ -521,12 +557,12 @@ export class PipelineRun {
     this.failedAt = this.dispatcher.now();
     this.clearTimers();
     const grace = this.timeouts.cleanupGraceMs;
-    for (const flight of this.inFlight.values()) {
+    for (const flight of this.inFlight.filter((entry): entry is Flight => entry !== undefined)) {
       flight.watch.clear();
       if (flight.segment.index === culprit) flight.stopStatus = culpritCode === Stop.NodeTimeout ? 'timeout' : 'error';
       flight.ticket.stop(flight.segment.index === culprit ? (culpritCode ?? code) : code, grace);
     }
-    if (this.inFlight.size === 0) this.finish();
+    if (this.flying === 0) this.finish();
   }
 
   private finish(): void {
@@ -539,7 +575,7 @@ export class PipelineRun {
       return;
     }
     const error = this.failure();
-    if (!this.cleanupDue || this.cleanups.length === 0) {
+    if (!this.cleanupDue || this.cleanups === undefined || this.cleanups.length === 0) {
       this.rejectPromise(error);
       this.ended(runStatusOf(error), error);
       return;
@@ -560,15 +596,15 @@ export class PipelineRun {
   private clearTimers(): void {
     if (this.pipelineTimer !== undefined) clearTimeout(this.pipelineTimer);
     this.pipelineTimer = undefined;
-    for (const timer of this.retryTimers) clearTimeout(timer);
-    this.retryTimers.clear();
+    if (this.retryTimers !== undefined) for (const timer of this.retryTimers) clearTimeout(timer);
+    this.retryTimers = undefined;
     if (this.spec.signal !== undefined) unwatchSignal(this.spec.signal, this);
   }
 
   /** The flight whose running node is node `index`, if any. */
   private flightRunning(index: number): Flight | undefined {
     if (index < 0) return undefined;
-    const flight = this.inFlight.get(this.plan.nodes[index]!.segment);
+    const flight = this.inFlight[this.plan.nodes[index]!.segment];
     if (flight === undefined) return undefined;
     const progress = flight.ticket.progress();
     const running = progress.started ? progress.position : flight.first;
@@ -588,14 +624,16 @@ export class PipelineRun {
 
   /** Nodes completed before the run began to fail, in completion order, and their outputs. */
   private partial(): { completedNodes: string[]; partialResults: PartialResults } {
-    const done = this.completedNodes
-      .map((index, i) => ({ index, endedAt: this.completedAt[i]! }))
+    const completed = this.completed ?? [];
+    const done = completed
+      .filter((_, i) => i % 2 === 0)
+      .map((index, i) => ({ index, endedAt: completed[2 * i + 1]! }))
       .filter((entry) => entry.endedAt <= this.failedAt)
       .sort((a, b) => a.endedAt - b.endedAt);
     const partialResults: PartialResults = {};
     const completedNodes = done.map(({ index }) => {
       const id = this.plan.nodes[index]!.id;
-      if (!this.movedOn.has(index)) setOwn(partialResults, id, this.outputs[index]);
+      if (this.movedOn?.has(index) !== true) setOwn(partialResults, id, this.outputs[index]);
       return id;
     });
     return { completedNodes, partialResults };
@@ -624,13 +662,13 @@ export class PipelineRun {
   private pipelineFailed(): PipelineFailedException {
     const errors: Record<string, unknown> = {};
     const failedNodes: string[] = [];
-    for (const [index, error] of this.failures) {
+    for (const [index, error] of this.failures ?? []) {
       const id = this.plan.nodes[index]!.id;
       setOwn(errors, id, error);
       failedNodes.push(id);
     }
     const skippedNodes = this.plan.nodes
-      .filter((node) => !this.hasOutput[node.index] && !this.failures.has(node.index))
+      .filter((node) => this.outputs[node.index] === NO_OUTPUT && this.failures?.has(node.index) !== true)
       .map((node) => node.id);
     return new PipelineFailedException({ pipelineId: this.pipelineId, runId: this.runId, errors, failedNodes, skippedNodes, ...this.partial() });
   }
