@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { Fifo } from '../src/pool/fifo';
 
 describe('Fifo (the lists of waiting node tasks and of keys taking turns)', () => {
@@ -39,5 +40,40 @@ describe('Fifo (the lists of waiting node tasks and of keys taking turns)', () =
     expect(fifo.size).to.equal(2);
     expect(fifo.drain()).to.deep.equal(['b', 'a']);
     expect(fifo.peek()).to.equal(undefined);
+  });
+  it('behaves as a plain list under any mix of pushes, shifts, peeks, removals and pushes again', () => {
+    // The set of members is made by the first removal and dropped when the queue empties:
+    // the model checks every path through that, against an array.
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('push' as const), item: fc.integer({ min: 0, max: 30 }) }),
+      fc.record({ kind: fc.constant('shift' as const) }),
+      fc.record({ kind: fc.constant('peek' as const) }),
+      fc.record({ kind: fc.constant('remove' as const), item: fc.integer({ min: 0, max: 30 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+        const fifo = new Fifo<number>();
+        const model: number[] = [];
+        for (const step of ops) {
+          if (step.kind === 'push') {
+            // Distinct items only, as the queue asks.
+            if (model.includes(step.item)) continue;
+            fifo.push(step.item);
+            model.push(step.item);
+          } else if (step.kind === 'shift') {
+            expect(fifo.shift()).to.equal(model.shift());
+          } else if (step.kind === 'peek') {
+            expect(fifo.peek()).to.equal(model[0]);
+          } else {
+            const at = model.indexOf(step.item);
+            expect(fifo.remove(step.item)).to.equal(at >= 0);
+            if (at >= 0) model.splice(at, 1);
+          }
+          expect(fifo.size).to.equal(model.length);
+          expect([...fifo]).to.deep.equal(model);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });

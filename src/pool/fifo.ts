@@ -7,20 +7,27 @@
 export class Fifo<T> {
   private items: (T | undefined)[] = [];
   private head = 0;
-  /** The items queued and not removed. */
-  private readonly members = new Set<T>();
+  /** Items queued and not removed. */
+  private count = 0;
+  /**
+   * The items queued and not removed, as a set: made by the first `remove()` (from the
+   * entries), kept while the queue holds anything. A queue nothing is removed from, the
+   * usual one, does not pay for a set's hashing per item.
+   */
+  private members: Set<T> | undefined;
   /** Entries of items removed while queued (an item may be queued again since), by item: skipped when their turn comes. */
   private readonly removed = new Map<T, number>();
 
   /** Items queued and not removed. */
   get size(): number {
-    return this.members.size;
+    return this.count;
   }
 
   /** Queues `item`, which must not be queued already. */
   push(item: T): void {
-    this.members.add(item);
     this.items.push(item);
+    this.count++;
+    this.members?.add(item);
   }
 
   /** The oldest item not removed, left on the queue; undefined when there is none. */
@@ -35,14 +42,17 @@ export class Fifo<T> {
     if (this.head >= this.items.length) return undefined;
     const item = this.items[this.head]!;
     this.items[this.head++] = undefined;
-    this.members.delete(item);
+    this.count--;
+    this.members?.delete(item);
     this.compact();
     return item;
   }
 
   /** Takes a queued item out; false when it is not queued. */
   remove(item: T): boolean {
+    this.members ??= new Set(this);
     if (!this.members.delete(item)) return false;
+    this.count--;
     this.removed.set(item, (this.removed.get(item) ?? 0) + 1);
     return true;
   }
@@ -66,6 +76,7 @@ export class Fifo<T> {
 
   /** Whether the entry at the head is one of a removed item, which it then forgets. */
   private headRemoved(): boolean {
+    if (this.removed.size === 0) return false;
     const item = this.items[this.head]!;
     const left = this.removed.get(item);
     if (left === undefined) return false;
@@ -86,6 +97,8 @@ export class Fifo<T> {
     if (this.head === this.items.length) {
       this.items = [];
       this.head = 0;
+      // Empty: nothing left to remove.
+      this.members = undefined;
     } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
       this.items = this.items.slice(this.head);
       this.head = 0;
