@@ -61,6 +61,12 @@ export class FairQueue<T> {
     this.count++;
   }
 
+  /** Whether work of more than one priority or key waits: serving order then matters. */
+  get contended(): boolean {
+    if (this.priorities.length !== 1) return this.priorities.length > 1;
+    return this.levels.get(this.priorities[0]!)!.byKey.size > 1;
+  }
+
   /** The next item to serve, without taking it. */
   peek(): T | undefined {
     const priority = this.priorities[0];

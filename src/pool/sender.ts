@@ -51,8 +51,9 @@ export class Sender {
   /** What the threads' cards say of `pending` (`T_WANTED`). */
   private wanted = false;
   private gen = 0;
-  /** Tickets submitted so far. */
+  /** Tickets submitted so far, and flushes run. */
   private submitted = 0;
+  private flushes = 0;
 
   constructor(private readonly host: SenderHost) {}
 
@@ -120,6 +121,7 @@ export class Sender {
    */
   private flush = (): void => {
     this.flushScheduled = false;
+    this.flushes++;
     if (this.host.isDestroyed()) return;
     const { slots, threads } = this.host;
     const groups = new Map<Thread, Ticket[]>();
@@ -142,8 +144,11 @@ export class Sender {
     // asks for more (`Hungry`); one that ran out before it has room in it.
     if (this.pending.size > 0) this.setWanted(true);
     while (this.pending.size > 0 && slots.available > 0) {
-      const thread = withRoom(threads.values(), this.host.now());
+      // Work of one key and priority goes out in batches; with others waiting, every
+      // free place is filled at once, in their turns.
+      const thread = withRoom(threads.values(), this.host.now(), this.pending.contended ? undefined : this.flushes);
       if (thread === undefined) break;
+      thread.filledIn = this.flushes;
       const ticket = this.pending.shift()!;
       slots.take(ticket);
       this.place(ticket, thread, groups);

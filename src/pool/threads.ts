@@ -38,6 +38,8 @@ export interface Thread<T = unknown> {
   /** Segments it may hold ahead at most (see {@link withRoom}, {@link adjustWindow}), and when it last changed. */
   window: number;
   windowAt: number;
+  /** The flush that last sent it segments (see {@link withRoom}). */
+  filledIn: number;
   /**
    * Its part in thread recycling (see `recycling.ts`): `'spare'` started and kept idle to
    * replace one; `'draining'` replaced, it finishes what it holds and takes nothing new;
@@ -74,6 +76,7 @@ export function newThread<T>(worker: Worker): Thread<T> {
     orphaned: false,
     window: AHEAD_MIN,
     windowAt: 0,
+    filledIn: 0,
     role: 'active',
   };
 }
@@ -87,6 +90,8 @@ export function newThread<T>(worker: Worker): Thread<T> {
  */
 export const AHEAD_MIN = 8;
 export const AHEAD_MAX = 1024;
+/** Segments a thread is refilled with at least, while one key's work waits (see {@link withRoom}). */
+export const REFILL_MIN = 4;
 /** A window that has not had to grow for this long halves (down to {@link AHEAD_MIN}). */
 export const WINDOW_DECAY_MS = 100;
 
@@ -140,13 +145,20 @@ export function ahead(thread: Thread): number {
 
 /**
  * The thread to send a pending segment to: of the usable threads that hold fewer
- * segments ahead than their window, the one with the fewest (then with the fewest in flight). A thread held by a long node gets
+ * segments ahead than their window, the one with the fewest (then with the fewest in flight).
+ * With `flush` (the sender's count of flushes; given when the waiting work is all of
+ * one key and priority), a thread is refilled once it has room for {@link REFILL_MIN}
+ * segments, and then up to its window in that flush: a thread that runs segments one
+ * after another is sent them a few at a time, not one message per segment it ended
+ * (a fuller refill, at half the window, let threads run dry and their windows grow,
+ * and work of a key arriving later waited longer). Without it,
+ * any room is filled at once (keys and priorities take their turns promptly). A thread held by a long node gets
  * none while another thread is free of one (it will have room soon, and work stealing
  * moves what waits on the held one). A thread still starting gets none: piscina queues
  * the tasks of every thread in one list, and a task for a thread that is not ready would
  * hold back those behind it for the others.
  */
-export function withRoom<T>(threads: Iterable<Thread<T>>, now: number): Thread<T> | undefined {
+export function withRoom<T>(threads: Iterable<Thread<T>>, now: number, flush: number | undefined): Thread<T> | undefined {
   let best: Thread<T> | undefined;
   let bestScore = Infinity;
   let unblocked = false;
@@ -155,7 +167,7 @@ export function withRoom<T>(threads: Iterable<Thread<T>>, now: number): Thread<T
     const blocked = isBlocked(thread.card, now);
     if (!blocked) unblocked = true;
     const held = ahead(thread);
-    if (held >= thread.window) continue;
+    if (held >= thread.window || (flush !== undefined && held > thread.window - REFILL_MIN && thread.filledIn !== flush)) continue;
     // Then the fewest segments in flight (asynchronous nodes running there count too).
     const score = held + (blocked ? 1e6 : 0) + thread.tickets.size / 1e6;
     if (score < bestScore) {
