@@ -32,7 +32,7 @@ export interface Sizes {
   readonly S5: Size;
   /** S6: `count` abort trials per iteration, per case; `warmUp` trials before. */
   readonly S6: Size;
-  /** S7 and S8: one run at a time, `iterations` rounds; the shapes' sizes in `shapes`. */
+  /** S7 and S8: one run at a time, `iterations` rounds (a run here swings by 50% and more); the shapes' sizes in `shapes`. */
   readonly S7: Size;
   readonly shapes: Shapes;
   /** Scale points: S2's runs, this many at once (none in the quick run), `scaleRounds` rounds each. */
@@ -55,7 +55,7 @@ const FULL: Sizes = {
   S4: { count: 200, iterations: 5, trial: 40, warmUp: 40 },
   S5: { count: 16, iterations: 5, trial: 8, warmUp: 4 },
   S6: { count: 15, iterations: 5, trial: 0, warmUp: 2 },
-  S7: { count: 1, iterations: 5, trial: 1, warmUp: 1 },
+  S7: { count: 1, iterations: 11, trial: 1, warmUp: 1 },
   shapes: { fanOut: 5_000, layers: 100, width: 100, mapCpu: 10_000, mapTrivial: 100_000 },
   scale: [100_000, 200_000],
   scaleRounds: 3,
