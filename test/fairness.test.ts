@@ -80,6 +80,40 @@ describe('fair scheduling', function () {
     });
   });
 
+  describe('bursts', () => {
+    it('orders two runs submitted together by priority, however many runs came before', async () => {
+      // Runs of one key and priority are sent every 64 submissions without waiting for
+      // the turn to end: that count starts again at each flush, so an earlier history
+      // of 63 submissions cannot send the first of these two alone.
+      const executor = create({ threads: 1 });
+      await executor.ready();
+      const gates = new Gates();
+      for (const history of [63, 1]) {
+        await Promise.all(Array.from({ length: history }, (_, i) => recordRun(executor, gates, 1000 + i)));
+        const low = recordRun(executor, gates, 0, { priority: 0 });
+        const high = recordRun(executor, gates, 1, { priority: 10 });
+        await Promise.all([low, high]);
+        expect(gates.tags().filter((tag) => tag < 1000).slice(-2)).to.deep.equal([1, 0]);
+      }
+    });
+
+    it('sends a long burst of one key before its turn ends, yet a higher priority submitted in it waits behind no more than a window', async () => {
+      const executor = create({ threads: 1 });
+      await executor.ready();
+      const gates = new Gates();
+      const held = executor.executePipeline({ nodes: [gates.node('hold')] });
+      await gates.started(1);
+      const low = Array.from({ length: 100 }, (_, i) => recordRun(executor, gates, 100 + i));
+      const high = recordRun(executor, gates, 1, { priority: 10 });
+      gates.open();
+      await Promise.all([held, ...low, high]);
+      const tags = gates.tags();
+      // The first burst of 64 went out as the thread had room (its window), in arrival order.
+      expect(tags.indexOf(1)).to.be.within(1, AHEAD_MIN);
+      expect(tags.filter((tag) => tag >= 100)).to.deep.equal(Array.from({ length: 100 }, (_, i) => 100 + i));
+    });
+  });
+
   describe('keys', () => {
     it('serves node tasks round-robin across keys: a burst of one key does not hold back another', async () => {
       const executor = create({ threads: 1 });

@@ -9,7 +9,10 @@
  *   handed back by a recycled thread) goes out with the next flush, ahead of the queue.
  * - A flush runs once the event loop has taken in what is waiting (`setImmediate`): the
  *   tickets for one thread go together, as one piscina task (a batch, at most
- *   {@link BATCH_SIZE}), routed to that thread.
+ *   {@link BATCH_SIZE}), routed to that thread. A burst of work of one key and priority
+ *   does not wait for its turn to end: every {@link BATCH_SIZE} submissions since the
+ *   last flush, what the threads have room for goes out. With keys or priorities
+ *   waiting, the burst waits for the flush, and the fair queue orders all of it.
  * - Work stealing: a thread that has run out takes tickets waiting on a busier one,
  *   withdrawn from the board before that thread took them up.
  */
@@ -51,8 +54,8 @@ export class Sender {
   /** What the threads' cards say of `pending` (`T_WANTED`). */
   private wanted = false;
   private gen = 0;
-  /** Tickets submitted so far, and flushes run. */
-  private submitted = 0;
+  /** Tickets submitted since the last flush, and flushes run. */
+  private sinceFlush = 0;
   private flushes = 0;
 
   constructor(private readonly host: SenderHost) {}
@@ -68,13 +71,15 @@ export class Sender {
   }
 
   /**
-   * Queues a new ticket. A caller that submits many runs in one synchronous loop does
-   * not hold back the first ones until the loop ends: every {@link BATCH_SIZE}
-   * submissions, what the threads have room for goes out at once.
+   * Queues a new ticket. A caller that submits many runs of one key and priority in
+   * one synchronous loop does not hold back the first ones until the loop ends: every
+   * {@link BATCH_SIZE} submissions since the last flush, what the threads have room
+   * for goes out at once (not while other keys or priorities wait: the flush at the
+   * end of the turn puts all of them in order).
    */
   submit(ticket: Ticket): void {
     this.pending.push(ticket, placementOf(ticket.job));
-    if (++this.submitted % BATCH_SIZE === 0) this.flush();
+    if (++this.sinceFlush >= BATCH_SIZE && !this.pending.contended) this.flush();
     else this.schedule();
   }
 
@@ -122,6 +127,7 @@ export class Sender {
   private flush = (): void => {
     this.flushScheduled = false;
     this.flushes++;
+    this.sinceFlush = 0;
     if (this.host.isDestroyed()) return;
     const { slots, threads } = this.host;
     const groups = new Map<Thread, Ticket[]>();

@@ -685,16 +685,16 @@ function runStatusOf(error: unknown): Status {
   return 'error';
 }
 
-/**
- * Sets `record[key]` as an own property, whatever the key: a node id such as
- * `__proto__` would otherwise change the record's prototype instead.
- */
 /** Whether no node at `indexes` has params. */
 function noneOf(params: readonly unknown[], indexes: readonly number[]): boolean {
   for (let i = 0; i < indexes.length; i++) if (params[indexes[i]!] !== undefined) return false;
   return true;
 }
 
+/**
+ * Sets `record[key]` as an own property, whatever the key: a node id such as
+ * `__proto__` would otherwise change the record's prototype instead.
+ */
 function setOwn(record: Record<string, unknown>, key: string, value: unknown): void {
   if (key === '__proto__') Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
   else record[key] = value;
