@@ -48,9 +48,8 @@ async function measure(kind, count) {
 }
 
 async function main() {
-  const [kind, count] = process.argv.slice(2);
-  if (kind !== undefined) {
-    process.stdout.write(`${await measure(kind, Number(count))}\n`);
+  if (process.argv[2] === '--child') {
+    process.stdout.write(`${await measure(process.argv[3], Number(process.argv[4]))}\n`);
     return;
   }
   const runs = Number(process.argv[2] ?? 100_000);
@@ -63,7 +62,7 @@ async function main() {
     const order = round % 2 === 0 ? kinds : [...kinds].reverse();
     const got = {};
     for (const kind of order) {
-      const out = execFileSync(process.execPath, ['--expose-gc', __filename, kind === 'orchestrator' ? 'orchestrator' : 'raw', String(runs)], { encoding: 'utf8' });
+      const out = execFileSync(process.execPath, ['--expose-gc', __filename, '--child', kind === 'orchestrator' ? 'orchestrator' : 'raw', String(runs)], { encoding: 'utf8' });
       got[kind] = Number(out.trim());
       bytes[kind].push(got[kind]);
     }
