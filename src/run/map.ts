@@ -6,11 +6,12 @@
  * How elements travel: one segment each, so that each has its own slot on the board, its
  * own deadline, its own attempts and its own two-phase stop, exactly as any node has. They
  * do not cost one message each: the pool sends the segments it gives a thread in one
- * flush as one piscina task (see `pool/sender.ts`), up to the thread's window
- * of segments held ahead, so 10,000 elements leave in batches of up to 64, and a thread
- * with nothing to start steals the waiting elements of a busy one. Batching elements into larger tasks would save a little
- * bookkeeping per element but lose what a slot gives: a timeout that stops the element
- * that overran and not its neighbours, a retry of the element that failed alone.
+ * flush as one piscina task (see `pool/sender.ts`), up to the thread's window of
+ * segments held ahead, and refills a thread a few at a time (see `withRoom` in
+ * `pool/threads.ts`); a thread with nothing to start steals the waiting elements of a
+ * busy one. Batching elements into larger tasks would save a little bookkeeping per
+ * element but lose what a slot gives: a timeout that stops the element that overran
+ * and not its neighbours, a retry of the element that failed alone.
  *
  * To the scheduler a map node is one flight: this class is its ticket (`stop()` stops
  * every element in flight and waits for them), and it tells the run through the same
