@@ -18,7 +18,7 @@ import { runCleanups, type CleanupHandler } from './cleanup';
 import type { ResolvedTimeouts } from '../options';
 import { NodeDeadlineWatch, type OverdueListener } from './deadlines';
 import { MapTicket, type MapListener } from './map';
-import type { Dispatcher, SegmentJob, SegmentListener, SegmentTicket, Settlement } from '../pool/dispatcher';
+import type { Dispatcher, SegmentJob, SegmentTicket, Settlement } from '../pool/dispatcher';
 import { segmentError, type Failing } from './failures';
 import {
   CancellationException,
@@ -29,7 +29,7 @@ import {
   type PartialResults,
 } from '../errors';
 import type { ProgressEvent } from '../plan/definition';
-import type { MapPlan, Plan, Segment } from '../plan/plan';
+import type { Plan, Segment } from '../plan/plan';
 import { attemptsOf, type RunRef, type TaskNode } from '../shared/protocol';
 import { backoffMs, shouldRetry, type FailureKind } from '../plan/retry';
 import { unwatchSignal, watchSignal } from './signals';
@@ -85,11 +85,11 @@ export interface RunSpec {
 }
 
 /**
- * A segment in flight, from node `first` on, and the listener of its ticket: one object
- * per segment, where a listener of closures would be five (this is held per run in
- * flight, and made per segment).
+ * A segment in flight, from node `first` on, and the listener of its ticket (a map
+ * node's too): one object per segment, where a listener of closures would be five (this
+ * is held per run in flight, and made per segment).
  */
-class Flight implements SegmentListener, OverdueListener {
+class Flight implements MapListener, OverdueListener {
   ticket!: SegmentTicket;
   watch: Pick<NodeDeadlineWatch, 'clear'> = NO_WATCH;
   /** Set when the run stops this flight alone (a timeout to retry, a failure without failFast). */
@@ -123,6 +123,11 @@ class Flight implements SegmentListener, OverdueListener {
 
   overdue(position: number): void {
     this.run.nodeOverdue(this, position);
+  }
+
+  /** A map node's element failed for good, with failFast. */
+  elementFailed(error: unknown, kind: FailureKind): void {
+    this.run.elementFailed(this, error, kind);
   }
 }
 
@@ -340,23 +345,16 @@ export class PipelineRun {
       listener: flight,
     };
     const map = plan.nodes[segment.nodes[0]!]!.map;
-    const ticket = map === undefined ? this.dispatcher.submit(job) : this.mapTicket(job, segment, map, flight);
+    const ticket = map === undefined ? this.dispatcher.submit(job) : new MapTicket({ job, plan: map, failFast: this.spec.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener: flight });
     flight.ticket = ticket;
     if (!this.dispatcher.enforcesNodeTimeouts && map === undefined) flight.watch = new NodeDeadlineWatch(ticket, timeouts, first, flight);
     if (this.inFlight[segment.index] === undefined) this.flying++;
     this.inFlight[segment.index] = flight;
   }
 
-  /** A map node's segment: its elements, each a segment of its own (see `map.ts`). */
-  private mapTicket(job: SegmentJob, segment: Segment, map: MapPlan, flight: Flight): MapTicket {
-    const listener: MapListener = {
-      nodeStarted: (position, startedAt) => flight.nodeStarted(position, startedAt),
-      nodeCompleted: (position, output, startedAt, endedAt, moved) => flight.nodeCompleted(position, output, startedAt, endedAt, moved),
-      progress: (position, value, element) => flight.progress(position, value, element),
-      settled: (settlement, startedAt) => flight.settled(settlement, startedAt),
-      elementFailed: (error, kind) => this.fail(() => error, Stop.Failure, segment.index, kind === 'timeout' ? Stop.NodeTimeout : undefined),
-    };
-    return new MapTicket({ job, plan: map, failFast: this.spec.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener });
+  /** Called by its flights (see `Flight`): a map node's element failed for good, with failFast; the run stops. */
+  elementFailed(flight: Flight, error: unknown, kind: FailureKind): void {
+    this.fail(() => error, Stop.Failure, flight.segment.index, kind === 'timeout' ? Stop.NodeTimeout : undefined);
   }
 
   /** `initialInput` for a root, the output of a single dependency, or `{ [depId]: output }`. */
@@ -625,11 +623,11 @@ export class PipelineRun {
   /** Nodes completed before the run began to fail, in completion order, and their outputs. */
   private partial(): { completedNodes: string[]; partialResults: PartialResults } {
     const completed = this.completed ?? [];
-    const done = completed
-      .filter((_, i) => i % 2 === 0)
-      .map((index, i) => ({ index, endedAt: completed[2 * i + 1]! }))
-      .filter((entry) => entry.endedAt <= this.failedAt)
-      .sort((a, b) => a.endedAt - b.endedAt);
+    const done: { index: number; endedAt: number }[] = [];
+    for (let i = 0; i < completed.length; i += 2) {
+      if (completed[i + 1]! <= this.failedAt) done.push({ index: completed[i]!, endedAt: completed[i + 1]! });
+    }
+    done.sort((a, b) => a.endedAt - b.endedAt);
     const partialResults: PartialResults = {};
     const completedNodes = done.map(({ index }) => {
       const id = this.plan.nodes[index]!.id;
