@@ -7,6 +7,7 @@ import {
   type PipelineExecutor,
   type PipelineHandle,
 } from '../src/index';
+import { Gates } from './gates';
 import { fixture, useExecutors } from './helpers';
 
 const sleepAdd = fixture('sleep-add.js');
@@ -125,5 +126,29 @@ describe('no leaks', function () {
     const heap = heapAfterGc();
     console.log(`      heap after GC: ${(heapBaseline / 2 ** 20).toFixed(1)} MiB after the first 500 runs, ${(heap / 2 ** 20).toFixed(1)} MiB after 10,000`);
     expect(heap).to.be.below(heapBaseline * 1.1);
+  });
+
+  it('a run waiting for a thread holds no timer: 1,000 runs behind a held thread add no more than the thread takes in', async () => {
+    const tasksPerThread = 8;
+    const executor = newExecutor({ threads: 1, tasksPerThread, timeouts: { nodeTimeoutMs: 60_000, pipelineTimeoutMs: Infinity } });
+    await executor.ready();
+    const timersBefore = timers();
+    const gates = new Gates();
+    const held = executor.executePipeline({ nodes: [gates.node('hold')], initialInput: -1 });
+    await gates.started(1);
+    const runs = Array.from({ length: 1_000 }, (_, i) =>
+      executor.executePipeline({ nodes: ['a', 'b', 'c'].map((id) => ({ id, module: sleepAdd, params: { ms: 1 } })), initialInput: i }),
+    );
+    // The pool sends what the held thread takes in, and keeps the rest waiting.
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(executor.stats().tasksQueued, 'runs waiting for the thread').to.be.at.least(1_000 - tasksPerThread);
+    // A deadline is watched once a segment is on a thread: the held node's and those sent
+    // behind it, not one per run.
+    expect(timers() - timersBefore, 'timers while 1,000 runs wait').to.be.at.most(tasksPerThread + 2);
+    gates.open();
+    expect(await held).to.equal(-1);
+    expect(await Promise.all(runs)).to.deep.equal(Array.from({ length: 1_000 }, (_, i) => i + 3));
+    expect(timers(), 'timers left running').to.equal(timersBefore);
   });
 });

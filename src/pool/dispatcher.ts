@@ -94,6 +94,12 @@ export interface SegmentListener {
    * `startedAt`: when the node it ended on had started, if it had.
    */
   settled(settlement: Settlement, startedAt: number | undefined): void;
+  /**
+   * The segment was handed to a thread: its nodes may start from now on. A dispatcher
+   * that leaves node timeouts to the scheduler (`enforcesNodeTimeouts` false) calls it
+   * each time it sends the segment; the scheduler watches deadlines from the first.
+   */
+  sent(): void;
 }
 
 /** What {@link Dispatcher.submit} returns: the scheduler's handle on a segment in flight. */
@@ -114,7 +120,7 @@ export interface Dispatcher {
   /**
    * It stops a node past its timeout itself and settles the segment `'timed-out'`
    * (a remote dispatcher, whose threads the main thread cannot watch); otherwise the
-   * scheduler watches `progress()`.
+   * scheduler watches `progress()` from the segment's `sent()` on.
    */
   readonly enforcesNodeTimeouts: boolean;
   /** Node modules are loaded by this process's threads (and must exist here), not elsewhere. */

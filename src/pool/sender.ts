@@ -174,6 +174,7 @@ export class Sender {
     board.reset(ticket.slot, ticket.gen);
     if (ticket.stopCode !== 0) board.requestStop(ticket.slot, ticket.stopCode);
     attach(ticket, thread);
+    ticket.job.listener.sent();
     if (ticket.alone) {
       ticket.alone = false;
       this.sendBatch(thread, [ticket]);

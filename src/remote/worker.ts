@@ -26,7 +26,7 @@ import type { Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Stop, type StopCode } from '../shared/board';
 import { resolveOptions } from '../options';
-import { NodeDeadlineWatch } from '../run/deadlines';
+import { SegmentDeadlines } from '../run/deadlines';
 import type { Settlement } from '../pool/dispatcher';
 import { PiscinaDispatcher } from '../pool/piscina-dispatcher';
 import { sendSettlement, type SentSettlement } from '../shared/settlement';
@@ -170,7 +170,11 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
     const last = nodes.list.length - 1;
     let endedNodeStartedAt: number | undefined;
     const settlement = await new Promise<Settlement>((resolve) => {
-      const ticket = dispatcher.submit({
+      const watch = new SegmentDeadlines(payload.timeouts, first, (position) => {
+        entry.ending = { kind: 'timed-out', position };
+        watch.ticket?.stop(Stop.NodeTimeout, payload.graceMs);
+      });
+      watch.ticket = dispatcher.submit({
         run: { runId: payload.runId, pipelineId: payload.pipelineId },
         nodes: nodes.list,
         segmentId: nodes.segmentId,
@@ -197,19 +201,14 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
             else log(`dropped a progress value of node ${quoted(nodes.list[n]?.id)}: ${b.length} bytes, above half the limit of ${maxJobBytes}`);
           },
           settled: (ended, startedAt) => {
-            watch.clear();
+            watch.clearDeadlines();
             endedNodeStartedAt = startedAt;
             resolve(ended);
           },
+          sent: () => watch.watchDeadlines(),
         },
       });
-      entry.ticket = ticket;
-      const watch = new NodeDeadlineWatch(ticket, payload.timeouts, first, {
-        overdue: (position) => {
-          entry.ending = { kind: 'timed-out', position };
-          ticket.stop(Stop.NodeTimeout, payload.graceMs);
-        },
-      });
+      entry.ticket = watch.ticket;
     });
     return end(entry.ending ?? sendSettlement(settlement), endedNodeStartedAt === undefined ? undefined : endedNodeStartedAt - takenAt);
   };

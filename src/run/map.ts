@@ -25,7 +25,7 @@ import { Stop, type StopCode, type TaskProgress } from '../shared/board';
 import { timerDelay } from '../shared/delay';
 import { attemptsOf } from '../shared/protocol';
 import { MapElementsFailedException, MapInputError, NodeTimeoutException, WorkerCrashedException } from '../errors';
-import { NodeDeadlineWatch, type OverdueListener } from './deadlines';
+import { NodeDeadlineWatch } from './deadlines';
 import { segmentError, type Failing } from './failures';
 
 /** What a map node tells its run: a segment's listener, and failures that stop the run. */
@@ -47,19 +47,28 @@ export interface MapSpec {
 }
 
 /**
- * An element in flight, and the listener of its segment: one object per element, where
- * a listener of closures would be five (this runs per element, 100,000 times a run).
+ * An element in flight, the listener of its segment and the watch of its deadline: one
+ * object per element (this runs per element, 100,000 times a run).
  */
-class Element implements SegmentListener, OverdueListener {
+class Element extends NodeDeadlineWatch implements SegmentListener {
   ticket: SegmentTicket | undefined = undefined;
-  watch: { clear(): void } = NO_WATCH;
   /** Set when this element alone is stopped (its timeout, its thread's crash): what follows. */
   stopping: { readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined = undefined;
 
   constructor(
     private readonly map: MapTicket,
     readonly index: number,
-  ) {}
+  ) {
+    super();
+  }
+
+  override get timeouts(): readonly number[] {
+    return this.map.timeouts;
+  }
+
+  override get first(): number {
+    return 0;
+  }
 
   nodeStarted(_position: number, startedAt: number): void {
     this.map.elementStarted(startedAt);
@@ -78,13 +87,16 @@ class Element implements SegmentListener, OverdueListener {
     this.map.elementSettled(this, settlement);
   }
 
-  overdue(): void {
+  sent(): void {
+    this.watchDeadlines();
+  }
+
+  override overdue(): void {
     this.map.elementOverdue(this);
   }
 }
 
 const NOT_STARTED: TaskProgress = Object.freeze({ started: false });
-const NO_WATCH = { clear(): void {} };
 
 export class MapTicket implements SegmentTicket {
   private readonly elements: readonly unknown[];
@@ -126,6 +138,11 @@ export class MapTicket implements SegmentTicket {
     return NOT_STARTED;
   }
 
+  /** The node's timeout, which each element has (see `Element`). */
+  get timeouts(): readonly number[] {
+    return this.spec.job.timeouts;
+  }
+
   refresh(): void {
     for (const element of this.flyingNow()) element.ticket?.refresh();
   }
@@ -145,7 +162,7 @@ export class MapTicket implements SegmentTicket {
     // A node timeout names the element that overran, which stopped already: the others stop for it.
     const others = code === Stop.NodeTimeout ? Stop.Failure : code;
     for (const element of this.flyingNow()) {
-      element.watch.clear();
+      element.clearDeadlines();
       element.ticket?.stop(others, graceMs);
     }
     if (this.flying === 0) queueMicrotask(() => this.settle({ kind: 'stopped', position: 0 }));
@@ -190,11 +207,8 @@ export class MapTicket implements SegmentTicket {
       concurrencyKey: node.concurrencyKey,
       listener: element,
     };
-    const ticket = spec.dispatcher.submit(job);
-    element.ticket = ticket;
-    if (!spec.dispatcher.enforcesNodeTimeouts && this.inFlight[index] === element) {
-      element.watch = new NodeDeadlineWatch(ticket, spec.job.timeouts, 0, element);
-    }
+    // Its deadline is watched from when the pool sends it to a thread (`Element.sent`).
+    element.ticket = spec.dispatcher.submit(job);
   }
 
   // What an element's segment tells it (see `Element`).
@@ -222,13 +236,13 @@ export class MapTicket implements SegmentTicket {
   private stopAlone(element: Element, error: unknown, kind: FailureKind, code: StopCode): void {
     const retry = shouldRetry(this.spec.plan.retry, kind, error, this.attempts[element.index]!);
     element.stopping = { error, kind, retry };
-    element.watch.clear();
+    element.clearDeadlines();
     element.ticket?.stop(code, this.spec.job.graceMs);
     if (!retry && this.spec.failFast) this.failedForGood(element.index, error, kind);
   }
 
   elementSettled(element: Element, settlement: Settlement): void {
-    element.watch.clear();
+    element.clearDeadlines();
     if (this.inFlight[element.index] === element) {
       this.inFlight[element.index] = undefined;
       this.flying--;

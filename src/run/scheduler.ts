@@ -16,7 +16,7 @@
 import { Stop, type StopCode } from '../shared/board';
 import { runCleanups, type CleanupHandler } from './cleanup';
 import type { ResolvedTimeouts } from '../options';
-import { NodeDeadlineWatch, type OverdueListener } from './deadlines';
+import { NodeDeadlineWatch } from './deadlines';
 import { MapTicket, type MapListener } from './map';
 import type { Dispatcher, SegmentJob, SegmentTicket, Settlement } from '../pool/dispatcher';
 import { segmentError, type Failing } from './failures';
@@ -42,9 +42,6 @@ import { NO_KEY } from '../pool/fair-queue';
 
 export type { CleanupHandler } from './cleanup';
 
-
-/** The watch of a flight whose dispatcher enforces node timeouts itself. */
-const NO_WATCH = { clear(): void {} };
 
 /** A node's output before it has one (an output may be undefined). */
 const NO_OUTPUT: unique symbol = Symbol('no output');
@@ -85,13 +82,14 @@ export interface RunSpec {
 }
 
 /**
- * A segment in flight, from node `first` on, and the listener of its ticket (a map
- * node's too): one object per segment, where a listener of closures would be five (this
- * is held per run in flight, and made per segment).
+ * A segment in flight, from node `first` on: the job the dispatcher was given, the
+ * listener of its ticket (a map node's too) and the watch of its nodes' deadlines. One
+ * object per segment, where a job, a watch and a listener of closures would be seven:
+ * this is held per run in flight, and made per segment. What the job says of the run
+ * (its ids, priority, deadline) is read from the run.
  */
-class Flight implements MapListener, OverdueListener {
+class Flight extends NodeDeadlineWatch implements SegmentJob, MapListener {
   ticket!: SegmentTicket;
-  watch: Pick<NodeDeadlineWatch, 'clear'> = NO_WATCH;
   /** Set when the run stops this flight alone (a timeout to retry, a failure without failFast). */
   stopping: { readonly position: number; readonly error: unknown; readonly kind: FailureKind; readonly retry: boolean } | undefined = undefined;
   /** How its running node ends when the whole run stops it. */
@@ -100,51 +98,99 @@ class Flight implements MapListener, OverdueListener {
   startedUpTo = -1;
 
   constructor(
-    private readonly run: PipelineRun,
+    private readonly owner: PipelineRun,
     readonly segment: Segment,
     readonly first: number,
-  ) {}
+    readonly nodes: readonly TaskNode[],
+    readonly segmentId: number | undefined,
+    readonly attempts: readonly number[],
+    readonly input: unknown,
+    readonly timeouts: readonly number[],
+    readonly reportStarts: boolean,
+  ) {
+    super();
+  }
+
+  // The job, as the run has it.
+
+  get run(): RunRef {
+    return this.owner.ref;
+  }
+
+  get graceMs(): number {
+    return this.owner.graceMs;
+  }
+
+  get deadline(): number {
+    return this.owner.deadline;
+  }
+
+  get priority(): number {
+    return this.owner.priority;
+  }
+
+  get concurrencyKey(): string | undefined {
+    return this.owner.concurrencyKey;
+  }
+
+  get listener(): this {
+    return this;
+  }
+
+  // The listener.
 
   nodeStarted(position: number, startedAt: number): void {
-    this.run.nodeStarted(this, position, startedAt);
+    this.owner.nodeStarted(this, position, startedAt);
   }
 
   nodeCompleted(position: number, output: unknown, startedAt: number, endedAt: number, moved: boolean): void {
-    this.run.nodeCompleted(this, position, output, startedAt, endedAt, moved);
+    this.owner.nodeCompleted(this, position, output, startedAt, endedAt, moved);
   }
 
   progress(position: number, value: unknown, element?: number): void {
-    this.run.progress(this.segment.nodes[position]!, value, element);
+    this.owner.progress(this.segment.nodes[position]!, value, element);
   }
 
   settled(settlement: Settlement, startedAt: number | undefined): void {
-    this.run.segmentSettled(this, settlement, startedAt);
+    this.owner.segmentSettled(this, settlement, startedAt);
   }
 
-  overdue(position: number): void {
-    this.run.nodeOverdue(this, position);
+  sent(): void {
+    this.watchDeadlines();
+  }
+
+  override overdue(position: number): void {
+    this.owner.nodeOverdue(this, position);
   }
 
   /** A map node's element failed for good, with failFast. */
   elementFailed(error: unknown, kind: FailureKind): void {
-    this.run.elementFailed(this, error, kind);
+    this.owner.elementFailed(this, error, kind);
   }
 }
 
 export class PipelineRun {
   readonly promise: Promise<unknown>;
   readonly runId: string;
-  /** Its ids as every segment of it carries them. */
-  private readonly ref: RunRef;
   private resolvePromise!: (value: unknown) => void;
   private rejectPromise!: (error: unknown) => void;
-  private readonly spec: RunSpec;
+  // What a run holds while in flight is kept small: many thousands can be. It keeps what
+  // it needs of its spec, not the spec; the lists and collections most runs never need
+  // are made when first needed.
   private readonly plan: Plan;
+  private readonly params: readonly unknown[];
+  private readonly input: unknown;
   private readonly timeouts: ResolvedTimeouts;
+  private readonly signal: AbortSignal | undefined;
+  private readonly failFast: boolean;
+  private readonly onProgress: ((event: ProgressEvent) => void) | undefined;
+  readonly priority: number;
+  readonly concurrencyKey: string | undefined;
   private readonly dispatcher: Dispatcher;
+  private readonly hooks: RunHooks;
+  /** Its ids as every segment of it carries them, made when its first segment is. */
+  private runRef: RunRef | undefined;
 
-  // What a run holds while in flight is kept small: many thousands can be. The lists
-  // and collections most runs never need are made when first needed.
   /** Each node's output, `NO_OUTPUT` until it completed. */
   private readonly outputs: unknown[];
   /** Outputs moved on to the next thread (`transfer()`): the main thread holds no copy. */
@@ -156,7 +202,7 @@ export class PipelineRun {
   /** Dependencies each segment still waits for, once one has completed. */
   private waitingOn: number[] | undefined;
   /** Segments in flight, by segment index, and how many. */
-  private readonly inFlight: (Flight | undefined)[] = [];
+  private readonly inFlight: (Flight | undefined)[];
   private flying = 0;
   /** Made when first needed, as are `movedOn`, `failures` and `cleanups`: most runs never need them. */
   private retryTimers: Set<NodeJS.Timeout> | undefined;
@@ -172,24 +218,32 @@ export class PipelineRun {
   private cleanupDue = false;
   private cleanups: CleanupHandler[] | undefined;
   /** When the run began to fail: nodes completed after this do not count as completed. */
-  private failedAt = Infinity;
+  private failedAt: number | undefined;
   private settled = false;
   private readonly startedAt: number;
   private readonly trace: RunTrace | undefined;
 
   constructor(spec: RunSpec) {
-    this.spec = spec;
     this.runId = spec.runId;
     this.plan = spec.plan;
-    this.ref = { runId: spec.runId, pipelineId: spec.plan.pipelineId };
+    this.params = spec.params;
+    this.input = spec.input;
     this.timeouts = spec.timeouts;
+    this.signal = spec.signal;
+    this.failFast = spec.failFast;
+    this.onProgress = spec.onProgress;
+    this.priority = spec.priority;
+    this.concurrencyKey = spec.concurrencyKey;
     this.dispatcher = spec.dispatcher;
+    this.hooks = spec.hooks;
     this.promise = new Promise((resolve, reject) => {
       this.resolvePromise = resolve;
       this.rejectPromise = reject;
     });
     const count = this.plan.nodes.length;
     this.outputs = new Array<unknown>(count).fill(NO_OUTPUT);
+    // Sized, not grown: an empty array grows to 17 places on its first write.
+    this.inFlight = new Array<Flight | undefined>(this.plan.segments.length);
     this.segmentsLeft = this.plan.segments.length;
     this.startedAt = this.dispatcher.now();
     this.trace = RunTrace.start(this.runId, this.plan.pipelineId, count);
@@ -199,13 +253,24 @@ export class PipelineRun {
     return this.plan.pipelineId;
   }
 
-  get priority(): number {
-    return this.spec.priority;
-  }
-
   /** Its `concurrencyKey`, or `NO_KEY`. */
   get key(): string {
-    return this.spec.concurrencyKey ?? NO_KEY;
+    return this.concurrencyKey ?? NO_KEY;
+  }
+
+  /** Its ids, as its segments carry them (one object per run). */
+  get ref(): RunRef {
+    return (this.runRef ??= { runId: this.runId, pipelineId: this.plan.pipelineId });
+  }
+
+  get graceMs(): number {
+    return this.timeouts.cleanupGraceMs;
+  }
+
+  /** Its deadline on the wall clock (ms since the epoch): the pipeline timeout; Infinity without one. */
+  get deadline(): number {
+    const { pipelineTimeoutMs } = this.timeouts;
+    return pipelineTimeoutMs === Infinity ? Infinity : Date.now() + pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt);
   }
 
   /** The run has not settled yet. */
@@ -223,7 +288,7 @@ export class PipelineRun {
    * the pipeline timeout counts the wait.
    */
   start(): void {
-    const { signal } = this.spec;
+    const { signal } = this;
     if (signal?.aborted) {
       this.fail(() => this.cancellation(signal.reason), Stop.Cancel);
       return;
@@ -239,7 +304,7 @@ export class PipelineRun {
     this.admitted = true;
     this.hooks.admitted(this, this.dispatcher.now() - this.startedAt);
     // An input moved to several roots would reach only the first: copy it instead.
-    if (this.plan.roots.length > 1) untransfer(this.spec.input);
+    if (this.plan.roots.length > 1) untransfer(this.input);
     for (const segment of this.plan.roots) this.dispatch(this.plan.segments[segment]!, 0);
   }
 
@@ -262,7 +327,7 @@ export class PipelineRun {
       return;
     }
     // Its segment had completed: no attempt to make again.
-    if (this.spec.failFast) this.fail(() => error, Stop.Failure);
+    if (this.failFast) this.fail(() => error, Stop.Failure);
     else (this.failures ??= new Map()).set(index, error);
   }
 
@@ -289,7 +354,7 @@ export class PipelineRun {
   /** Sends a segment, from its node `first` on. */
   private dispatch(segment: Segment, first: number): void {
     const { plan, trace } = this;
-    const params = this.spec.params;
+    const { params } = this;
     const indexes = segment.nodes;
     // Filled in by the segment's first dispatch, and changed in place: it is shared by
     // every run of the plan, and this runs per segment.
@@ -327,27 +392,11 @@ export class PipelineRun {
       }
     }
     const input = first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!];
-    const flight = new Flight(this, segment, first);
-    // Written out, not spread: object spread is a slow path in V8, and this runs per segment.
-    const job: SegmentJob = {
-      run: this.ref,
-      nodes,
-      segmentId,
-      first,
-      attempts,
-      input,
-      reportStarts: trace !== undefined || this.hooks.wantsStarts(),
-      timeouts,
-      graceMs: this.timeouts.cleanupGraceMs,
-      deadline: Date.now() + this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt),
-      priority: this.spec.priority,
-      concurrencyKey: this.spec.concurrencyKey,
-      listener: flight,
-    };
+    const flight = new Flight(this, segment, first, nodes, segmentId, attempts, input, timeouts, trace !== undefined || this.hooks.wantsStarts());
     const map = plan.nodes[segment.nodes[0]!]!.map;
-    const ticket = map === undefined ? this.dispatcher.submit(job) : new MapTicket({ job, plan: map, failFast: this.spec.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener: flight });
-    flight.ticket = ticket;
-    if (!this.dispatcher.enforcesNodeTimeouts && map === undefined) flight.watch = new NodeDeadlineWatch(ticket, timeouts, first, flight);
+    // Its deadlines are watched from when the pool sends it to a thread (`Flight.sent`); a
+    // map node's are its elements'.
+    flight.ticket = map === undefined ? this.dispatcher.submit(flight) : new MapTicket({ job: flight, plan: map, failFast: this.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener: flight });
     if (this.inFlight[segment.index] === undefined) this.flying++;
     this.inFlight[segment.index] = flight;
   }
@@ -359,7 +408,7 @@ export class PipelineRun {
 
   /** `initialInput` for a root, the output of a single dependency, or `{ [depId]: output }`. */
   private inputOf(segment: Segment): unknown {
-    if (segment.deps.length === 0) return this.spec.input;
+    if (segment.deps.length === 0) return this.input;
     if (segment.deps.length === 1) {
       const dep = segment.deps[0]!;
       // An output moved to us moves on to its only consumer, unless the caller may want it.
@@ -422,7 +471,7 @@ export class PipelineRun {
     const nodeId = this.plan.nodes[index]!.id;
     const event: ProgressEvent = element === undefined ? { runId: this.runId, pipelineId: this.pipelineId, nodeId, value } : { runId: this.runId, pipelineId: this.pipelineId, nodeId, index: element, value };
     try {
-      this.spec.onProgress?.(event);
+      this.onProgress?.(event);
     } catch (error) {
       process.emitWarning(`onProgress of run ${this.runId} threw: ${describe(error)}`, { type: 'ProgressWarning' });
     }
@@ -433,17 +482,13 @@ export class PipelineRun {
     return this.attempts === undefined ? 1 : this.attempts[index]!;
   }
 
-  private get hooks(): RunHooks {
-    return this.spec.hooks;
-  }
-
   // -------------------------------------------------------------------------
   // Segments ending.
 
   /** Called by its flights (see `Flight`). */
   segmentSettled(flight: Flight, settlement: Settlement, startedAt: number | undefined): void {
     const { segment } = flight;
-    flight.watch.clear();
+    flight.clearDeadlines();
     if (this.inFlight[segment.index] === flight) {
       this.inFlight[segment.index] = undefined;
       this.flying--;
@@ -493,12 +538,12 @@ export class PipelineRun {
   private stopAlone(flight: Flight, position: number, error: unknown, kind: FailureKind, code: StopCode): void {
     const index = flight.segment.nodes[position]!;
     const retry = shouldRetry(this.plan.nodes[index]!.retry, kind, error, this.attemptOf(index));
-    if (!retry && this.spec.failFast) {
+    if (!retry && this.failFast) {
       this.fail(() => error, Stop.Failure, flight.segment.index, code);
       return;
     }
     flight.stopping = { position, error, kind, retry };
-    flight.watch.clear();
+    flight.clearDeadlines();
     flight.ticket.stop(code, this.timeouts.cleanupGraceMs);
   }
 
@@ -525,7 +570,7 @@ export class PipelineRun {
       (this.retryTimers ??= new Set()).add(timer);
       return;
     }
-    if (this.spec.failFast) {
+    if (this.failFast) {
       this.fail(() => error, Stop.Failure, undefined, kind === 'timeout' ? Stop.NodeTimeout : undefined);
       return;
     }
@@ -556,7 +601,7 @@ export class PipelineRun {
     this.clearTimers();
     const grace = this.timeouts.cleanupGraceMs;
     for (const flight of this.inFlight.filter((entry): entry is Flight => entry !== undefined)) {
-      flight.watch.clear();
+      flight.clearDeadlines();
       if (flight.segment.index === culprit) flight.stopStatus = culpritCode === Stop.NodeTimeout ? 'timeout' : 'error';
       flight.ticket.stop(flight.segment.index === culprit ? (culpritCode ?? code) : code, grace);
     }
@@ -596,7 +641,7 @@ export class PipelineRun {
     this.pipelineTimer = undefined;
     if (this.retryTimers !== undefined) for (const timer of this.retryTimers) clearTimeout(timer);
     this.retryTimers = undefined;
-    if (this.spec.signal !== undefined) unwatchSignal(this.spec.signal, this);
+    if (this.signal !== undefined) unwatchSignal(this.signal, this);
   }
 
   /** The flight whose running node is node `index`, if any. */
@@ -625,7 +670,7 @@ export class PipelineRun {
     const completed = this.completed ?? [];
     const done: { index: number; endedAt: number }[] = [];
     for (let i = 0; i < completed.length; i += 2) {
-      if (completed[i + 1]! <= this.failedAt) done.push({ index: completed[i]!, endedAt: completed[i + 1]! });
+      if (completed[i + 1]! <= (this.failedAt ?? Infinity)) done.push({ index: completed[i]!, endedAt: completed[i + 1]! });
     }
     done.sort((a, b) => a.endedAt - b.endedAt);
     const partialResults: PartialResults = {};
