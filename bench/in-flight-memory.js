@@ -19,7 +19,7 @@ async function measure(kind, count) {
   let close;
   if (kind === 'orchestrator') {
     const { PipelineExecutor } = require('../dist/src/index.js');
-    const executor = new PipelineExecutor({ threads, timeouts: { pipelineTimeoutMs: Infinity } });
+    const executor = new PipelineExecutor({ threads });
     await executor.ready();
     const nodes = [1, 2, 3].map((n) => ({ id: `n${n}`, module: NODES, export: 'sleepAdd' }));
     one = (i) => executor.executePipeline({ pipelineId: 'seed', nodes, initialInput: i });

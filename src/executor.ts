@@ -14,6 +14,7 @@ import type { PipelineResult, PlainPipelineRequest, TypedNodeList, TypedPipeline
 import { planPipeline } from './plan/plan';
 import { PipelineRun, type CleanupHandler, type RunHooks } from './run/scheduler';
 import { newRunId } from './run/run-id';
+import { PipelineDeadlines } from './run/deadlines';
 import { Admission, type KeyStats } from './run/admission';
 import { SharedRuns, type Attachment } from './run/shared-runs';
 import type { CountsByStatus, DurationSummary } from './observe/stats';
@@ -194,6 +195,7 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
       concurrencyKey: request.concurrencyKey,
       dispatcher: this.dispatcher,
       hooks: this.hooks,
+      deadlines: this.deadlines,
     });
     if (!this.admission.hasRoomFor(run) && this.admission.waiting >= maxQueuedPipelines) {
       throw new QueueFullException({ pipelineId: plan.pipelineId, maxConcurrentPipelines, maxQueuedPipelines });
@@ -206,6 +208,9 @@ export class PipelineExecutor extends EventEmitter<ExecutorEvents> {
     if (dedupeKey !== undefined) return this.shared.start(dedupeKey, run, request.signal);
     return { run, promise: run.promise, cancel: (reason) => run.cancel(reason) };
   }
+
+  /** Pipeline timeouts of its runs: one timer per timeout value (see `run/deadlines.ts`). */
+  private readonly deadlines = new PipelineDeadlines();
 
   private readonly hooks: RunHooks = {
     admitted: (run, waitedMs) => this.observer.admitted(run, waitedMs),

@@ -1,5 +1,8 @@
 import { expect } from 'chai';
-import { NodeTimeoutException, PipelineTimeoutException, type NodeDefinition } from '../src/index';
+import { CancellationException, NodeTimeoutException, PipelineTimeoutException, type Backend, type NodeDefinition, type SegmentJob } from '../src/index';
+import type { ResolvedOptions } from '../src/options';
+import { PiscinaDispatcher } from '../src/pool/piscina-dispatcher';
+import { Gates } from './gates';
 import { ABORTED, CLEANUP, COMPLETED, Probe, STARTED, fixture, rejection, useExecutors } from './helpers';
 
 const sleepAdd = fixture('sleep-add.js');
@@ -22,6 +25,59 @@ describe('timeouts', () => {
       expect(error).to.include({ nodeId: 'waits', pipelineId: 'slow', timeoutMs: 200 });
       expect(probe.get(COMPLETED)).to.equal(0);
       expect(executor.stats().terminations).to.equal(1);
+    });
+
+    it('is enforced for a backend of your own that does not report sends: it is watched from submit', async () => {
+      let sends = 0;
+      // The embedded pool, less its reports of sends: what a dispatcher written without them does.
+      const backend: Backend = {
+        name: 'no-sends',
+        createDispatcher: (options, events) =>
+          // The executor hands a backend its resolved options, which the pool takes.
+          new Proxy(new PiscinaDispatcher(options as ResolvedOptions, events), {
+            get(target, key) {
+              if (key === 'reportsSends') return undefined;
+              if (key === 'submit') {
+                return (job: SegmentJob) => {
+                  const { listener } = job;
+                  return target.submit({
+                    run: job.run,
+                    nodes: job.nodes,
+                    segmentId: job.segmentId,
+                    first: job.first,
+                    element: job.element,
+                    attempts: job.attempts,
+                    input: job.input,
+                    reportStarts: job.reportStarts,
+                    timeouts: job.timeouts,
+                    graceMs: job.graceMs,
+                    deadline: job.deadline,
+                    priority: job.priority,
+                    concurrencyKey: job.concurrencyKey,
+                    listener: {
+                      nodeStarted: (position, startedAt) => listener.nodeStarted(position, startedAt),
+                      nodeCompleted: (position, output, startedAt, endedAt, moved) => listener.nodeCompleted(position, output, startedAt, endedAt, moved),
+                      progress: (position, value) => listener.progress(position, value),
+                      settled: (settlement, startedAt) => listener.settled(settlement, startedAt),
+                      sent: () => void sends++,
+                    },
+                  });
+                };
+              }
+              const value: unknown = Reflect.get(target, key, target);
+              return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+            },
+          }),
+      };
+      const executor = newExecutor({ backend, timeouts: { nodeTimeoutMs: 200, cleanupGraceMs: 20 } });
+      const waits = { module: fixture('notify-then-wait.js'), params: { ms: 2_000, probe: new Probe().buffer } };
+      const chain = await rejection(executor.executePipeline({ nodes: [{ id: 'waits', ...waits }], initialInput: 0 }));
+      expect(chain).to.be.instanceOf(NodeTimeoutException);
+      expect(chain).to.include({ nodeId: 'waits', timeoutMs: 200 });
+      const map = await rejection(executor.executePipeline({ nodes: [{ id: 'each', ...waits, map: true }], initialInput: [0, 1] }));
+      expect(map).to.be.instanceOf(NodeTimeoutException);
+      expect(map).to.include({ nodeId: 'each', timeoutMs: 200 });
+      expect(sends, 'segments the pool sent, unreported').to.be.at.least(3);
     });
 
     it('stops a CPU loop that never yields, and the pool serves the next run', async () => {
@@ -150,6 +206,55 @@ describe('timeouts', () => {
       expect(error).to.be.instanceOf(PipelineTimeoutException);
       expect(error.completedNodes).to.deep.equal(['root', 'fast']);
       expect(error.partialResults).to.deep.equal({ root: 1, fast: 2 });
+    });
+    it('times out each run at its own deadline, in order, when many share a timeout; one that ends first leaves its place', async () => {
+      const executor = newExecutor({ timeouts: { cleanupGraceMs: 50 } });
+      await executor.ready();
+      const gates = new Gates();
+      const runs: { startedAt: number; timeoutMs: number; cancelled: boolean; outcome: Promise<{ error: unknown; at: number }> }[] = [];
+      for (let i = 0; i < 24; i++) {
+        // Two waves, so that the deadlines of the same timeout lie well apart. Not a
+        // handshake: nothing asserted depends on the pause's length, which is measured.
+        if (i === 12) await new Promise((resolve) => setTimeout(resolve, 120));
+        // Two timeouts, interleaved; runs 0, 5, 10, ... are cancelled, the first of all among them.
+        const timeoutMs = i % 2 === 0 ? 300 : 200;
+        const startedAt = performance.now();
+        const handle = executor.startPipeline({ nodes: [gates.node('wait')], timeouts: { pipelineTimeoutMs: timeoutMs } });
+        const outcome = handle.result.then(
+          () => ({ error: undefined, at: performance.now() }),
+          (error: unknown) => ({ error, at: performance.now() }),
+        );
+        await gates.started(i + 1);
+        const cancelled = i % 5 === 0;
+        if (cancelled) handle.cancel('left');
+        runs.push({ startedAt, timeoutMs, cancelled, outcome });
+      }
+      const ended = await Promise.all(runs.map((run) => run.outcome));
+      const timedOut: { timeoutMs: number; deadline: number; at: number }[] = [];
+      runs.forEach((run, i) => {
+        const { error, at } = ended[i]!;
+        if (run.cancelled) {
+          expect(error, `run ${i}`).to.be.instanceOf(CancellationException);
+          return;
+        }
+        expect(error, `run ${i}`).to.be.instanceOf(PipelineTimeoutException);
+        expect((error as PipelineTimeoutException).timeoutMs).to.equal(run.timeoutMs);
+        // Never early: at least its own timeout after its own start.
+        expect(at - run.startedAt, `run ${i} ended after`).to.be.at.least(run.timeoutMs - 1);
+        timedOut.push({ timeoutMs: run.timeoutMs, deadline: run.startedAt + run.timeoutMs, at });
+      });
+      expect(timedOut).to.have.length(19);
+      // Each at its own deadline, not its timeout's first or last: of two runs with the same
+      // timeout whose deadlines lie 80 ms apart or more, the earlier ends first.
+      let pairs = 0;
+      for (const a of timedOut) {
+        for (const b of timedOut) {
+          if (a.timeoutMs !== b.timeoutMs || b.deadline - a.deadline < 80) continue;
+          pairs++;
+          expect(a.at, `a run due at ${a.deadline.toFixed(0)} ms ended after one due at ${b.deadline.toFixed(0)} ms`).to.be.below(b.at);
+        }
+      }
+      expect(pairs).to.be.at.least(20);
     });
   });
 

@@ -95,9 +95,9 @@ export interface SegmentListener {
    */
   settled(settlement: Settlement, startedAt: number | undefined): void;
   /**
-   * The segment was handed to a thread: its nodes may start from now on. A dispatcher
-   * that leaves node timeouts to the scheduler (`enforcesNodeTimeouts` false) calls it
-   * each time it sends the segment; the scheduler watches deadlines from the first.
+   * The segment was handed to a thread: its nodes may start from now on. Called by a
+   * dispatcher with `reportsSends`, each time it sends the segment; the scheduler
+   * watches deadlines from the first.
    */
   sent(): void;
 }
@@ -120,9 +120,14 @@ export interface Dispatcher {
   /**
    * It stops a node past its timeout itself and settles the segment `'timed-out'`
    * (a remote dispatcher, whose threads the main thread cannot watch); otherwise the
-   * scheduler watches `progress()` from the segment's `sent()` on.
+   * scheduler watches `progress()`.
    */
   readonly enforcesNodeTimeouts: boolean;
+  /**
+   * It calls a segment listener's `sent()` each time it hands the segment to a thread, so
+   * the scheduler watches its nodes' deadlines from then on; without it, from `submit()`.
+   */
+  readonly reportsSends?: boolean;
   /** Node modules are loaded by this process's threads (and must exist here), not elsewhere. */
   readonly modulesAreLocal: boolean;
   /**

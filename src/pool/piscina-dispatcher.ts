@@ -36,6 +36,7 @@ type Thread = PoolThread<Ticket>;
 /** Runs segments on a piscina pool; see the file comment. */
 export class PiscinaDispatcher implements Dispatcher {
   readonly enforcesNodeTimeouts = false;
+  readonly reportsSends = true;
   readonly modulesAreLocal = true;
   private readonly counts = { terminations: 0, crashes: 0, resends: 0 };
   private readonly pool: Piscina;

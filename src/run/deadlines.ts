@@ -1,5 +1,7 @@
 /**
- * Where node timeouts are enforced.
+ * Where node timeouts and pipeline timeouts are enforced.
+ *
+ * ## Node timeouts
  *
  * A node's time counts from when its code starts in the worker, less the time other
  * nodes' synchronous code held its thread (they starve it; they are to blame, not it).
@@ -15,6 +17,16 @@
  *
  * What is watched extends this class (a run's flight, a map node's element): one object
  * per segment, not two.
+ *
+ * ## Pipeline timeouts
+ *
+ * `PipelineDeadlines`, one per executor: one timer per `pipelineTimeoutMs` value, not one
+ * per run. Runs with the same value are added as they start, on one clock, so their
+ * deadlines come in the order they were added: each value keeps its runs in a list in
+ * that order, and one timer set for the first run's deadline. A run that settles leaves
+ * its list at once (it is a link of it: no search). When the timer fires it times out the
+ * runs past their deadline, in order, and is set again for the next one. The run decides
+ * what a timeout does (`scheduler.ts`).
  */
 import { timerDelay } from '../shared/delay';
 import type { SegmentTicket } from '../pool/dispatcher';
@@ -106,4 +118,90 @@ export class SegmentDeadlines extends NodeDeadlineWatch {
   override overdue(position: number): void {
     this.onOverdue(position);
   }
+}
+
+/** A run, as the pipeline deadlines hold it: a link of its list, and what to tell it. */
+export interface PipelineDeadlineEntry {
+  deadlinePrev: PipelineDeadlineEntry | undefined;
+  deadlineNext: PipelineDeadlineEntry | undefined;
+  /** Time left before its pipeline timeout, in milliseconds, on its own clock. */
+  pipelineLeftMs(): number;
+  /** Its pipeline timeout has passed; it has left its list. Called once. */
+  pipelineTimedOut(): void;
+}
+
+/** The runs of one `pipelineTimeoutMs`, first deadline first, and the timer of the first. */
+class DeadlineList {
+  head: PipelineDeadlineEntry | undefined = undefined;
+  tail: PipelineDeadlineEntry | undefined = undefined;
+  timer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(
+    readonly owner: PipelineDeadlines,
+    readonly timeoutMs: number,
+  ) {}
+}
+
+export class PipelineDeadlines {
+  private readonly lists = new Map<number, DeadlineList>();
+
+  /** Watches a run that has just started, with a finite `timeoutMs`. */
+  add(entry: PipelineDeadlineEntry, timeoutMs: number): void {
+    let list = this.lists.get(timeoutMs);
+    if (list === undefined) this.lists.set(timeoutMs, (list = new DeadlineList(this, timeoutMs)));
+    entry.deadlinePrev = list.tail;
+    entry.deadlineNext = undefined;
+    if (list.tail === undefined) list.head = entry;
+    else list.tail.deadlineNext = entry;
+    list.tail = entry;
+    if (list.timer === undefined) arm(list, entry.pipelineLeftMs());
+  }
+
+  /** Stops watching a run (it settled); nothing if it is not watched. */
+  remove(entry: PipelineDeadlineEntry, timeoutMs: number): void {
+    const list = this.lists.get(timeoutMs);
+    if (list === undefined || (list.head !== entry && entry.deadlinePrev === undefined)) return;
+    unlink(list, entry);
+    // The timer stays set for a deadline that left: it finds the next one not due, and waits for it.
+    if (list.head === undefined) this.drop(list);
+  }
+
+  private drop(list: DeadlineList): void {
+    if (list.timer !== undefined) clearTimeout(list.timer);
+    list.timer = undefined;
+    this.lists.delete(list.timeoutMs);
+  }
+
+  /** The list's timer fired: time out the runs past their deadline, then wait for the next. */
+  private expire(list: DeadlineList): void {
+    list.timer = undefined;
+    for (let entry = list.head; entry !== undefined; entry = list.head) {
+      const left = entry.pipelineLeftMs();
+      if (left > 0) return arm(list, left);
+      unlink(list, entry);
+      entry.pipelineTimedOut();
+    }
+    if (list.timer === undefined && list.head === undefined && this.lists.get(list.timeoutMs) === list) this.lists.delete(list.timeoutMs);
+  }
+
+  static fire(this: void, list: DeadlineList): void {
+    list.owner.expire(list);
+  }
+}
+
+function arm(list: DeadlineList, delayMs: number): void {
+  // A run that started while the timer's runs were timed out may have set it already.
+  if (list.timer !== undefined) clearTimeout(list.timer);
+  // The list rides on the timer as its argument: no closure.
+  list.timer = setTimeout(PipelineDeadlines.fire, timerDelay(delayMs), list);
+}
+
+function unlink(list: DeadlineList, entry: PipelineDeadlineEntry): void {
+  const { deadlinePrev: prev, deadlineNext: next } = entry;
+  if (prev === undefined) list.head = next;
+  else prev.deadlineNext = next;
+  if (next === undefined) list.tail = prev;
+  else next.deadlinePrev = prev;
+  entry.deadlinePrev = undefined;
+  entry.deadlineNext = undefined;
 }

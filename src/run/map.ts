@@ -207,8 +207,10 @@ export class MapTicket implements SegmentTicket {
       concurrencyKey: node.concurrencyKey,
       listener: element,
     };
-    // Its deadline is watched from when the pool sends it to a thread (`Element.sent`).
+    // Its deadline is watched from when the pool sends it to a thread (`Element.sent`), or
+    // from now for a dispatcher that does not report sends.
     element.ticket = spec.dispatcher.submit(job);
+    if (!spec.dispatcher.enforcesNodeTimeouts && spec.dispatcher.reportsSends !== true) element.watchDeadlines();
   }
 
   // What an element's segment tells it (see `Element`).

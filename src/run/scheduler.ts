@@ -16,7 +16,7 @@
 import { Stop, type StopCode } from '../shared/board';
 import { runCleanups, type CleanupHandler } from './cleanup';
 import type { ResolvedTimeouts } from '../options';
-import { NodeDeadlineWatch } from './deadlines';
+import { NodeDeadlineWatch, type PipelineDeadlineEntry, type PipelineDeadlines } from './deadlines';
 import { MapTicket, type MapListener } from './map';
 import type { Dispatcher, SegmentJob, SegmentTicket, Settlement } from '../pool/dispatcher';
 import { segmentError, type Failing } from './failures';
@@ -79,6 +79,8 @@ export interface RunSpec {
   readonly concurrencyKey: string | undefined;
   readonly dispatcher: Dispatcher;
   readonly hooks: RunHooks;
+  /** The executor's watch of pipeline timeouts. */
+  readonly deadlines: PipelineDeadlines;
 }
 
 /**
@@ -169,7 +171,7 @@ class Flight extends NodeDeadlineWatch implements SegmentJob, MapListener {
   }
 }
 
-export class PipelineRun {
+export class PipelineRun implements PipelineDeadlineEntry {
   readonly promise: Promise<unknown>;
   readonly runId: string;
   private resolvePromise!: (value: unknown) => void;
@@ -188,6 +190,10 @@ export class PipelineRun {
   readonly concurrencyKey: string | undefined;
   private readonly dispatcher: Dispatcher;
   private readonly hooks: RunHooks;
+  private readonly deadlines: PipelineDeadlines;
+  /** Its place among the runs of its pipeline timeout (see `deadlines.ts`). */
+  deadlinePrev: PipelineDeadlineEntry | undefined = undefined;
+  deadlineNext: PipelineDeadlineEntry | undefined = undefined;
   /** Its ids as every segment of it carries them, made when its first segment is. */
   private runRef: RunRef | undefined;
 
@@ -211,7 +217,6 @@ export class PipelineRun {
   private failures: Map<number, unknown> | undefined;
 
   private admitted = false;
-  private pipelineTimer: NodeJS.Timeout | undefined;
   /** The error the whole run fails with, once decided. */
   private failure: (() => unknown) | undefined;
   /** Cleanup handlers run: the run was cancelled or timed out. */
@@ -236,6 +241,7 @@ export class PipelineRun {
     this.concurrencyKey = spec.concurrencyKey;
     this.dispatcher = spec.dispatcher;
     this.hooks = spec.hooks;
+    this.deadlines = spec.deadlines;
     this.promise = new Promise((resolve, reject) => {
       this.resolvePromise = resolve;
       this.rejectPromise = reject;
@@ -295,7 +301,7 @@ export class PipelineRun {
     }
     if (signal !== undefined) watchSignal(signal, this);
     const { pipelineTimeoutMs } = this.timeouts;
-    if (pipelineTimeoutMs !== Infinity) this.armPipelineTimer(pipelineTimeoutMs);
+    if (pipelineTimeoutMs !== Infinity) this.deadlines.add(this, pipelineTimeoutMs);
   }
 
   /** Lets the run's nodes start. */
@@ -340,15 +346,14 @@ export class PipelineRun {
   // -------------------------------------------------------------------------
   // Dispatching.
 
-  private armPipelineTimer(remainingMs: number): void {
-    this.pipelineTimer = setTimeout(
-      () => {
-        const left = this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt);
-        if (left > 0) return this.armPipelineTimer(left);
-        this.fail(() => this.pipelineTimeout(), Stop.PipelineTimeout);
-      },
-      timerDelay(remainingMs),
-    );
+  /** Called by the pipeline deadlines (see `deadlines.ts`). */
+  pipelineLeftMs(): number {
+    return this.timeouts.pipelineTimeoutMs - (this.dispatcher.now() - this.startedAt);
+  }
+
+  /** Called by the pipeline deadlines: the run's pipeline timeout passed. */
+  pipelineTimedOut(): void {
+    this.fail(() => this.pipelineTimeout(), Stop.PipelineTimeout);
   }
 
   /** Sends a segment, from its node `first` on. */
@@ -394,9 +399,14 @@ export class PipelineRun {
     const input = first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!];
     const flight = new Flight(this, segment, first, nodes, segmentId, attempts, input, timeouts, trace !== undefined || this.hooks.wantsStarts());
     const map = plan.nodes[segment.nodes[0]!]!.map;
-    // Its deadlines are watched from when the pool sends it to a thread (`Flight.sent`); a
-    // map node's are its elements'.
-    flight.ticket = map === undefined ? this.dispatcher.submit(flight) : new MapTicket({ job: flight, plan: map, failFast: this.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener: flight });
+    // Its deadlines are watched from when the pool sends it to a thread (`Flight.sent`), or
+    // from now for a dispatcher that does not report sends; a map node's are its elements'.
+    if (map === undefined) {
+      flight.ticket = this.dispatcher.submit(flight);
+      if (!this.dispatcher.enforcesNodeTimeouts && this.dispatcher.reportsSends !== true) flight.watchDeadlines();
+    } else {
+      flight.ticket = new MapTicket({ job: flight, plan: map, failFast: this.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener: flight });
+    }
     if (this.inFlight[segment.index] === undefined) this.flying++;
     this.inFlight[segment.index] = flight;
   }
@@ -637,8 +647,7 @@ export class PipelineRun {
   }
 
   private clearTimers(): void {
-    if (this.pipelineTimer !== undefined) clearTimeout(this.pipelineTimer);
-    this.pipelineTimer = undefined;
+    if (this.timeouts.pipelineTimeoutMs !== Infinity) this.deadlines.remove(this, this.timeouts.pipelineTimeoutMs);
     if (this.retryTimers !== undefined) for (const timer of this.retryTimers) clearTimeout(timer);
     this.retryTimers = undefined;
     if (this.signal !== undefined) unwatchSignal(this.signal, this);
