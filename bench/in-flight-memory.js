@@ -1,7 +1,8 @@
 'use strict';
 // Main-thread memory per run in flight: the heap (after a full GC) right after
 // submitting N of the seed's runs (three 10 ms sleeps) at once, less the heap before,
-// over N. The orchestrator (the built library, dist/) against raw piscina's chains of
+// over N. The orchestrator (the built library, dist/, with its default timeouts: every
+// run's node and pipeline timeouts are watched) against raw piscina's chains of
 // pending `run()` calls, each contender in a process of its own, alternating, several
 // rounds; it prints each round and the median with its spread.
 //
