@@ -256,6 +256,65 @@ describe('timeouts', () => {
       }
       expect(pairs).to.be.at.least(20);
     });
+
+    it('keeps watching the other runs of a timeout when a listener of a run\'s end throws', async () => {
+      const executor = newExecutor({ maxConcurrentPipelines: 1, timeouts: { cleanupGraceMs: 20 } });
+      await executor.ready();
+      const gates = new Gates();
+      // Holds the one place: the runs below wait for admission, and end inside the timer.
+      const holder = executor.executePipeline({ nodes: [gates.node('wait')], timeouts: { pipelineTimeoutMs: Infinity } });
+      await gates.started(1);
+      const thrown: unknown[] = [];
+      const mochas = process.listeners('uncaughtException');
+      process.removeAllListeners('uncaughtException');
+      process.on('uncaughtException', (error) => thrown.push(error));
+      let ends = 0;
+      executor.on('runEnd', () => {
+        if (ends++ === 0) throw new Error('a listener fails');
+      });
+      try {
+        const waiting = Array.from({ length: 3 }, () => rejection(executor.executePipeline({ nodes: [gates.node('wait')], timeouts: { pipelineTimeoutMs: 100 } })));
+        // A bound for the failure only: the runs end at about 100 ms.
+        const bound = new Promise((resolve) => setTimeout(resolve, 10_000, 'still waiting'));
+        const errors = await Promise.race([Promise.all(waiting), bound]);
+        expect(errors, 'every waiting run timed out').to.be.an('array').with.length(3);
+        for (const error of errors as unknown[]) expect(error).to.be.instanceOf(PipelineTimeoutException);
+        expect(thrown.map((error) => (error as Error).message)).to.deep.equal(['a listener fails']);
+      } finally {
+        process.removeAllListeners('uncaughtException');
+        for (const listener of mochas) process.on('uncaughtException', listener);
+        gates.open();
+        await holder;
+      }
+    });
+
+    it('times out a run at its deadline when a run started by a listener of its start joins the watch first', async () => {
+      const executor = newExecutor({ timeouts: { cleanupGraceMs: 20 } });
+      await executor.ready();
+      const gates = new Gates();
+      const ended: string[] = [];
+      let inner: Promise<unknown> | undefined;
+      let once = false;
+      executor.on('runStart', () => {
+        if (once) return;
+        once = true;
+        // 100 ms of this listener, then another run with the same timeout: it is watched
+        // before the outer run, whose deadline is 100 ms earlier.
+        const until = performance.now() + 100;
+        while (performance.now() < until);
+        inner = executor.executePipeline({ nodes: [gates.node('wait')], timeouts: { pipelineTimeoutMs: 200 } }).catch((error: unknown) => {
+          ended.push('inner');
+          return error;
+        });
+      });
+      const outer = executor.executePipeline({ nodes: [gates.node('wait')], timeouts: { pipelineTimeoutMs: 200 } }).catch((error: unknown) => {
+        ended.push('outer');
+        return error;
+      });
+      expect(await outer).to.be.instanceOf(PipelineTimeoutException);
+      expect(await inner).to.be.instanceOf(PipelineTimeoutException);
+      expect(ended).to.deep.equal(['outer', 'inner']);
+    });
   });
 
   describe('overrides', () => {

@@ -43,7 +43,11 @@ export interface Backend {
   createDispatcher(options: DispatcherOptions, events: DispatcherEvents): Dispatcher;
 }
 
-/** A segment to run: nodes that execute one after another in one worker. */
+/**
+ * A segment to run: nodes that execute one after another in one worker. Read its fields
+ * as they are needed: it may be an object of a class whose fields are getters (the
+ * scheduler's flight), so a spread or a structured clone of it does not copy them.
+ */
 export interface SegmentJob {
   /** The run's ids, one object per run. */
   readonly run: RunRef;
@@ -126,6 +130,7 @@ export interface Dispatcher {
   /**
    * It calls a segment listener's `sent()` each time it hands the segment to a thread, so
    * the scheduler watches its nodes' deadlines from then on; without it, from `submit()`.
+   * Read only when the scheduler watches them (`enforcesNodeTimeouts` false).
    */
   readonly reportsSends?: boolean;
   /** Node modules are loaded by this process's threads (and must exist here), not elsewhere. */

@@ -8,8 +8,9 @@
  * The worker publishes both facts on the shared board; this watch reads them.
  *
  * One timer per segment on a thread, armed when the dispatcher hands the segment to its
- * thread (no node can start before that, and a segment waiting for a thread holds no
- * timer: many thousands can wait). At first it is set for the earliest moment the
+ * thread for the first time (no node can start before that, and a segment that was
+ * never sent holds no timer: many thousands can wait; one sent again, after its thread
+ * ended, keeps its watch). At first it is set for the earliest moment the
  * running node could be overdue. When it fires it reads the node's progress and either
  * declares the node overdue or sleeps for exactly the time the node still has. So a
  * segment that finishes in time costs one timer, and a deadline is never missed by
@@ -22,8 +23,9 @@
  *
  * `PipelineDeadlines`, one per executor: one timer per `pipelineTimeoutMs` value, not one
  * per run. Runs with the same value are added as they start, on one clock, so their
- * deadlines come in the order they were added: each value keeps its runs in a list in
- * that order, and one timer set for the first run's deadline. A run that settles leaves
+ * deadlines come in the order they were added, as a rule: each value keeps its runs in a
+ * list in deadline order (a run added out of order walks back to its place), and one
+ * timer set for the first run's deadline. A run that settles leaves
  * its list at once (it is a link of it: no search). When the timer fires it times out the
  * runs past their deadline, in order, and is set again for the next one. The run decides
  * what a timeout does (`scheduler.ts`).
@@ -149,12 +151,19 @@ export class PipelineDeadlines {
   add(entry: PipelineDeadlineEntry, timeoutMs: number): void {
     let list = this.lists.get(timeoutMs);
     if (list === undefined) this.lists.set(timeoutMs, (list = new DeadlineList(this, timeoutMs)));
-    entry.deadlinePrev = list.tail;
-    entry.deadlineNext = undefined;
-    if (list.tail === undefined) list.head = entry;
-    else list.tail.deadlineNext = entry;
-    list.tail = entry;
-    if (list.timer === undefined) arm(list, entry.pipelineLeftMs());
+    // After the last run, as a rule; a run that started earlier may come later (another
+    // run started by a listener of its start event), and goes to its place.
+    const left = entry.pipelineLeftMs();
+    let after = list.tail;
+    while (after !== undefined && after.pipelineLeftMs() > left) after = after.deadlinePrev;
+    const before = after === undefined ? list.head : after.deadlineNext;
+    entry.deadlinePrev = after;
+    entry.deadlineNext = before;
+    if (after === undefined) list.head = entry;
+    else after.deadlineNext = entry;
+    if (before === undefined) list.tail = entry;
+    else before.deadlinePrev = entry;
+    if (list.head === entry) arm(list, left);
   }
 
   /** Stops watching a run (it settled); nothing if it is not watched. */
@@ -175,13 +184,17 @@ export class PipelineDeadlines {
   /** The list's timer fired: time out the runs past their deadline, then wait for the next. */
   private expire(list: DeadlineList): void {
     list.timer = undefined;
-    for (let entry = list.head; entry !== undefined; entry = list.head) {
-      const left = entry.pipelineLeftMs();
-      if (left > 0) return arm(list, left);
-      unlink(list, entry);
-      entry.pipelineTimedOut();
+    try {
+      for (let entry = list.head; entry !== undefined && entry.pipelineLeftMs() <= 0; entry = list.head) {
+        unlink(list, entry);
+        entry.pipelineTimedOut();
+      }
+    } finally {
+      // Set again for the next deadline, even if a run's end threw (a listener of the
+      // executor's events may): the other runs stay watched.
+      if (list.head !== undefined) arm(list, list.head.pipelineLeftMs());
+      else if (list.timer === undefined && this.lists.get(list.timeoutMs) === list) this.lists.delete(list.timeoutMs);
     }
-    if (list.timer === undefined && list.head === undefined && this.lists.get(list.timeoutMs) === list) this.lists.delete(list.timeoutMs);
   }
 
   static fire(this: void, list: DeadlineList): void {
@@ -190,7 +203,7 @@ export class PipelineDeadlines {
 }
 
 function arm(list: DeadlineList, delayMs: number): void {
-  // A run that started while the timer's runs were timed out may have set it already.
+  // Set for a later deadline than the first run's now, or by a run added meanwhile.
   if (list.timer !== undefined) clearTimeout(list.timer);
   // The list rides on the timer as its argument: no closure.
   list.timer = setTimeout(PipelineDeadlines.fire, timerDelay(delayMs), list);

@@ -88,7 +88,7 @@ class Element extends NodeDeadlineWatch implements SegmentListener {
   }
 
   sent(): void {
-    this.watchDeadlines();
+    if (!this.map.dispatcherEnforcesNodeTimeouts) this.watchDeadlines();
   }
 
   override overdue(): void {
@@ -141,6 +141,10 @@ export class MapTicket implements SegmentTicket {
   /** The node's timeout, which each element has (see `Element`). */
   get timeouts(): readonly number[] {
     return this.spec.job.timeouts;
+  }
+
+  get dispatcherEnforcesNodeTimeouts(): boolean {
+    return this.spec.dispatcher.enforcesNodeTimeouts;
   }
 
   refresh(): void {

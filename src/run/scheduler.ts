@@ -158,7 +158,7 @@ class Flight extends NodeDeadlineWatch implements SegmentJob, MapListener {
   }
 
   sent(): void {
-    this.watchDeadlines();
+    if (!this.owner.dispatcherEnforcesNodeTimeouts) this.watchDeadlines();
   }
 
   override overdue(position: number): void {
@@ -271,6 +271,10 @@ export class PipelineRun implements PipelineDeadlineEntry {
 
   get graceMs(): number {
     return this.timeouts.cleanupGraceMs;
+  }
+
+  get dispatcherEnforcesNodeTimeouts(): boolean {
+    return this.dispatcher.enforcesNodeTimeouts;
   }
 
   /** Its deadline on the wall clock (ms since the epoch): the pipeline timeout; Infinity without one. */
