@@ -174,6 +174,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
         entry.ending = { kind: 'timed-out', position };
         watch.ticket?.stop(Stop.NodeTimeout, payload.graceMs);
       });
+      watch.submittedTo(dispatcher);
       watch.ticket = dispatcher.submit({
         run: { runId: payload.runId, pipelineId: payload.pipelineId },
         nodes: nodes.list,
@@ -205,7 +206,7 @@ export async function startWorker(options: WorkerProcessOptions): Promise<Remote
             endedNodeStartedAt = startedAt;
             resolve(ended);
           },
-          sent: () => watch.watchDeadlines(),
+          sent: () => watch.sent(),
         },
       });
       entry.ticket = watch.ticket;

@@ -31,14 +31,14 @@
  * what a timeout does (`scheduler.ts`).
  */
 import { timerDelay } from '../shared/delay';
-import type { SegmentTicket } from '../pool/dispatcher';
+import type { Dispatcher, SegmentTicket } from '../pool/dispatcher';
 
 const IDLE = 0;
 const WATCHING = 1;
 const CLEARED = 2;
 
 export abstract class NodeDeadlineWatch {
-  /** The segment in flight (set once it is submitted: the watch starts after that). */
+  /** The segment in flight (set once `submit()` returns: the timer never fires before). */
   abstract readonly ticket: SegmentTicket | undefined;
   /** Timeout of each node of the segment, in order (`Infinity` for none). */
   abstract readonly timeouts: readonly number[];
@@ -50,8 +50,23 @@ export abstract class NodeDeadlineWatch {
   private deadlineTimer: NodeJS.Timeout | undefined = undefined;
   private deadlineState: typeof IDLE | typeof WATCHING | typeof CLEARED = IDLE;
 
-  /** Starts watching: the segment was handed to a thread. Once only, and never after `clearDeadlines()`. */
-  watchDeadlines(): void {
+  /**
+   * The segment is about to be submitted to `dispatcher` (called before `submit()`, which
+   * may send it at once): its deadlines are watched from its first send if the dispatcher
+   * reports sends, from now if not, and never if the dispatcher enforces them itself.
+   */
+  submittedTo(dispatcher: Dispatcher): void {
+    if (dispatcher.enforcesNodeTimeouts) this.deadlineState = CLEARED;
+    else if (dispatcher.reportsSends !== true) this.watchDeadlines();
+  }
+
+  /** The segment was handed to a thread (its listener's `sent()`): the watch starts, if it has not. */
+  sent(): void {
+    this.watchDeadlines();
+  }
+
+  /** Starts watching. Once only, and never after `clearDeadlines()`. */
+  private watchDeadlines(): void {
     if (this.deadlineState !== IDLE) return;
     this.deadlineState = WATCHING;
     this.arm(this.waitFrom(this.first));
@@ -126,6 +141,8 @@ export class SegmentDeadlines extends NodeDeadlineWatch {
 export interface PipelineDeadlineEntry {
   deadlinePrev: PipelineDeadlineEntry | undefined;
   deadlineNext: PipelineDeadlineEntry | undefined;
+  /** When it started, on its clock (one clock for an executor's runs): with one timeout, the order of deadlines. */
+  readonly startedAt: number;
   /** Time left before its pipeline timeout, in milliseconds, on its own clock. */
   pipelineLeftMs(): number;
   /** Its pipeline timeout has passed; it has left its list. Called once. */
@@ -153,9 +170,8 @@ export class PipelineDeadlines {
     if (list === undefined) this.lists.set(timeoutMs, (list = new DeadlineList(this, timeoutMs)));
     // After the last run, as a rule; a run that started earlier may come later (another
     // run started by a listener of its start event), and goes to its place.
-    const left = entry.pipelineLeftMs();
     let after = list.tail;
-    while (after !== undefined && after.pipelineLeftMs() > left) after = after.deadlinePrev;
+    while (after !== undefined && after.startedAt > entry.startedAt) after = after.deadlinePrev;
     const before = after === undefined ? list.head : after.deadlineNext;
     entry.deadlinePrev = after;
     entry.deadlineNext = before;
@@ -163,7 +179,7 @@ export class PipelineDeadlines {
     else after.deadlineNext = entry;
     if (before === undefined) list.tail = entry;
     else before.deadlinePrev = entry;
-    if (list.head === entry) arm(list, left);
+    if (list.head === entry) arm(list, entry.pipelineLeftMs());
   }
 
   /** Stops watching a run (it settled); nothing if it is not watched. */

@@ -87,10 +87,6 @@ class Element extends NodeDeadlineWatch implements SegmentListener {
     this.map.elementSettled(this, settlement);
   }
 
-  sent(): void {
-    if (!this.map.dispatcherEnforcesNodeTimeouts) this.watchDeadlines();
-  }
-
   override overdue(): void {
     this.map.elementOverdue(this);
   }
@@ -141,10 +137,6 @@ export class MapTicket implements SegmentTicket {
   /** The node's timeout, which each element has (see `Element`). */
   get timeouts(): readonly number[] {
     return this.spec.job.timeouts;
-  }
-
-  get dispatcherEnforcesNodeTimeouts(): boolean {
-    return this.spec.dispatcher.enforcesNodeTimeouts;
   }
 
   refresh(): void {
@@ -211,10 +203,9 @@ export class MapTicket implements SegmentTicket {
       concurrencyKey: node.concurrencyKey,
       listener: element,
     };
-    // Its deadline is watched from when the pool sends it to a thread (`Element.sent`), or
-    // from now for a dispatcher that does not report sends.
+    // Its deadline is watched as the dispatcher allows (see `submittedTo`).
+    element.submittedTo(spec.dispatcher);
     element.ticket = spec.dispatcher.submit(job);
-    if (!spec.dispatcher.enforcesNodeTimeouts && spec.dispatcher.reportsSends !== true) element.watchDeadlines();
   }
 
   // What an element's segment tells it (see `Element`).

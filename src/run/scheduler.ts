@@ -157,10 +157,6 @@ class Flight extends NodeDeadlineWatch implements SegmentJob, MapListener {
     this.owner.segmentSettled(this, settlement, startedAt);
   }
 
-  sent(): void {
-    if (!this.owner.dispatcherEnforcesNodeTimeouts) this.watchDeadlines();
-  }
-
   override overdue(position: number): void {
     this.owner.nodeOverdue(this, position);
   }
@@ -225,7 +221,8 @@ export class PipelineRun implements PipelineDeadlineEntry {
   /** When the run began to fail: nodes completed after this do not count as completed. */
   private failedAt: number | undefined;
   private settled = false;
-  private readonly startedAt: number;
+  /** When it started, on the dispatcher's clock. */
+  readonly startedAt: number;
   private readonly trace: RunTrace | undefined;
 
   constructor(spec: RunSpec) {
@@ -271,10 +268,6 @@ export class PipelineRun implements PipelineDeadlineEntry {
 
   get graceMs(): number {
     return this.timeouts.cleanupGraceMs;
-  }
-
-  get dispatcherEnforcesNodeTimeouts(): boolean {
-    return this.dispatcher.enforcesNodeTimeouts;
   }
 
   /** Its deadline on the wall clock (ms since the epoch): the pipeline timeout; Infinity without one. */
@@ -403,11 +396,11 @@ export class PipelineRun implements PipelineDeadlineEntry {
     const input = first === 0 ? this.inputOf(segment) : this.outputs[segment.nodes[first - 1]!];
     const flight = new Flight(this, segment, first, nodes, segmentId, attempts, input, timeouts, trace !== undefined || this.hooks.wantsStarts());
     const map = plan.nodes[segment.nodes[0]!]!.map;
-    // Its deadlines are watched from when the pool sends it to a thread (`Flight.sent`), or
-    // from now for a dispatcher that does not report sends; a map node's are its elements'.
+    // Its deadlines are watched as the dispatcher allows (see `submittedTo`); a map node's
+    // are its elements'.
     if (map === undefined) {
+      flight.submittedTo(this.dispatcher);
       flight.ticket = this.dispatcher.submit(flight);
-      if (!this.dispatcher.enforcesNodeTimeouts && this.dispatcher.reportsSends !== true) flight.watchDeadlines();
     } else {
       flight.ticket = new MapTicket({ job: flight, plan: map, failFast: this.failFast, node: this.failing(segment.nodes[0]!), dispatcher: this.dispatcher, listener: flight });
     }

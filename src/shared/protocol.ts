@@ -58,10 +58,15 @@ const sharedAttempts: (readonly number[])[][] = [];
  * every time, so a batch of segments carries it once.
  */
 export function attemptsOf(nodes: number, last = 1): readonly number[] {
-  const make = (): readonly number[] => [...new Array<number>(nodes - 1).fill(1), last];
-  if (nodes > 16 || last > 16) return make();
+  if (nodes > 16 || last > 16) return attemptList(nodes, last);
   const row = (sharedAttempts[nodes] ??= []);
-  return (row[last] ??= Object.freeze(make()));
+  return (row[last] ??= Object.freeze(attemptList(nodes, last)));
+}
+
+function attemptList(nodes: number, last: number): number[] {
+  const list = new Array<number>(nodes).fill(1);
+  list[nodes - 1] = last;
+  return list;
 }
 
 /** One segment: its nodes run one after another in one worker. */
